@@ -1,0 +1,78 @@
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use http::{Method, StatusCode, uri::Authority};
+use kasal_classify::Outcome;
+use kasal_user_agent::Product;
+
+use crate::{ExecutionMode, OperationId};
+
+/// Whether we made the call (client) or answered it (server).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Direction {
+    /// An outgoing call.
+    Client,
+    /// An incoming call.
+    Server,
+}
+
+impl Direction {
+    /// `"client"` or `"server"`: also the span's `otel.kind`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Client => "client",
+            Direction::Server => "server",
+        }
+    }
+}
+
+/// One finished logical call (all its attempts), as recorded into the telemetry pipeline.
+///
+/// Holds no secrets: the execution context's token is never copied here, and `error` is redacted.
+#[derive(Clone, Debug)]
+pub struct CallRecord {
+    /// Client or server.
+    pub direction: Direction,
+    /// The product the call is attributed to.
+    pub product: Product,
+    /// The HTTP method.
+    pub method: Method,
+    /// `host[:port]` of the server, when known.
+    pub host: Option<Authority>,
+    /// The route template (`/api/2.0/serving-endpoints/{name}`), when known; never a raw path.
+    pub route: Option<Arc<str>>,
+    /// The final response status, if a response arrived.
+    pub status: Option<StatusCode>,
+    /// How the call went.
+    pub outcome: Outcome,
+    /// When the call started (wall clock).
+    pub started_at: SystemTime,
+    /// From the start of the call to the end of the response body (or the error).
+    pub latency: Duration,
+    /// Attempts made, including the first (1 = no retry).
+    pub attempts: u32,
+    /// Response body bytes read.
+    pub response_bytes: u64,
+    /// User or service.
+    pub mode: ExecutionMode,
+    /// The caller's identity, if known.
+    pub caller_id: Option<Arc<str>>,
+    /// Whether the call fell back to developer credentials.
+    pub obo_dev_fallback: bool,
+    /// The operation this call belongs to, if any.
+    pub operation_id: Option<OperationId>,
+    /// The redacted error message, for failed calls.
+    pub error: Option<Arc<str>>,
+}
+
+/// Receives every finished call. Implemented by the telemetry pipeline's handle; `()` drops them.
+///
+/// Must not block: it runs on the request path (at the end of the response body).
+pub trait RecordCall: Clone + Send + Sync + 'static {
+    /// Takes one finished call.
+    fn record_call(&self, record: CallRecord);
+}
+
+impl RecordCall for () {
+    fn record_call(&self, _record: CallRecord) {}
+}

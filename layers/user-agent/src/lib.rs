@@ -1,0 +1,8 @@
+//! SKELETON: kasal-user-agent. To be completed (see the owning helper's task).
+#![deny(unsafe_code)]
+#![deny(unreachable_pub)]
+#![warn(missing_docs, rust_2018_idioms)]
+
+mod product;
+
+pub use product::Product;

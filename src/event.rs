@@ -1,0 +1,139 @@
+//! What flows through the pipeline: `CallRecord`s in, `Batch`es of `OperationSummary`s and
+//! `Rollup`s out to the exporter.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use http::{Method, uri::Authority};
+use kasal_trace::{Direction, ExecutionMode, OperationId};
+use kasal_user_agent::Product;
+
+pub use kasal_trace::CallRecord;
+
+/// How many calls ended in each outcome.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OutcomeCounts {
+    /// Successful calls.
+    pub success: u64,
+    /// Calls that failed in a retryable way.
+    pub retryable: u64,
+    /// Calls that failed terminally.
+    pub terminal: u64,
+}
+
+/// One distinct error inside an operation: deduplicated by (`error_type`, `message`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ErrorEntry {
+    /// The `error.type`: a status code as text or a short name (`timeout`, `connect`).
+    pub error_type: Arc<str>,
+    /// The redacted, truncated message.
+    pub message: Arc<str>,
+    /// How many times it occurred.
+    pub count: u64,
+}
+
+/// All the calls of one operation (`OperationId`), folded.
+#[derive(Clone, Debug)]
+pub struct OperationSummary {
+    /// The operation.
+    pub operation_id: OperationId,
+    /// The product of the operation's first call.
+    pub product: Product,
+    /// User or service (of the first call).
+    pub mode: ExecutionMode,
+    /// The caller's identity (of the first call), if known.
+    pub caller_id: Option<Arc<str>>,
+    /// Whether any call fell back to developer credentials.
+    pub obo_dev_fallback: bool,
+    /// When the first call started.
+    pub started_at: SystemTime,
+    /// Logical calls folded in.
+    pub calls: u64,
+    /// Extra attempts (retries) across those calls.
+    pub retries: u64,
+    /// Sum of call latencies.
+    pub latency_sum: Duration,
+    /// Longest call latency.
+    pub latency_max: Duration,
+    /// Response bytes read across calls.
+    pub bytes: u64,
+    /// Calls per outcome.
+    pub outcomes: OutcomeCounts,
+    /// Distinct errors (at most 50), with counts.
+    pub errors: Vec<ErrorEntry>,
+    /// Errors not kept because of the per-operation or byte bounds.
+    pub errors_dropped: u64,
+    /// False when emitted because of eviction or TTL rather than `complete_operation` or a
+    /// terminal error.
+    pub complete: bool,
+}
+
+/// What a `Rollup` aggregates over: calls that share all of these.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct RollupKey {
+    /// The product.
+    pub product: Product,
+    /// Client or server.
+    pub direction: Direction,
+    /// The HTTP method.
+    pub method: Method,
+    /// The server's `host[:port]`, when known.
+    pub host: Option<Authority>,
+    /// The route template, when known.
+    pub route: Option<Arc<str>>,
+    /// The status class: 1..=5 for 1xx..5xx, 0 when no response arrived.
+    pub status_class: u8,
+    /// `"success"`, `"retryable"` or `"terminal"`.
+    pub outcome: &'static str,
+}
+
+/// Calls without an operation id, folded per key over one time window.
+#[derive(Clone, Debug)]
+pub struct Rollup {
+    /// What the calls share.
+    pub key: RollupKey,
+    /// Window start (wall clock).
+    pub window_start: SystemTime,
+    /// Window end (wall clock).
+    pub window_end: SystemTime,
+    /// Calls in the window.
+    pub count: u64,
+    /// Sum of latencies.
+    pub latency_sum: Duration,
+    /// Shortest latency.
+    pub latency_min: Duration,
+    /// Longest latency.
+    pub latency_max: Duration,
+    /// Latency histogram: counts per bucket, upper bounds in `Rollup::BUCKETS_MS`
+    /// (the last bucket is unbounded).
+    pub histogram: [u64; Rollup::BUCKETS],
+}
+
+impl Rollup {
+    /// Number of histogram buckets.
+    pub const BUCKETS: usize = 12;
+    /// Upper bounds of the first `BUCKETS - 1` buckets, in milliseconds.
+    pub const BUCKETS_MS: [u64; Rollup::BUCKETS - 1] =
+        [5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000];
+}
+
+/// What the aggregator hands the exporter in one go.
+#[derive(Clone, Debug, Default)]
+pub struct Batch {
+    /// Finished (or evicted) operations.
+    pub operations: Vec<OperationSummary>,
+    /// Per-window rollups of calls without an operation.
+    pub rollups: Vec<Rollup>,
+}
+
+impl Batch {
+    /// True when there is nothing to export.
+    pub fn is_empty(&self) -> bool {
+        self.operations.is_empty() && self.rollups.is_empty()
+    }
+
+    /// Items in the batch (operations + rollups).
+    pub fn len(&self) -> usize {
+        self.operations.len() + self.rollups.len()
+    }
+}

@@ -1,0 +1,13 @@
+//! SKELETON: kasal-telemetry facade. To be completed.
+#![deny(unsafe_code)]
+#![deny(unreachable_pub)]
+#![warn(missing_docs, rust_2018_idioms)]
+
+pub mod event;
+
+pub use event::{
+    Batch, CallRecord, ErrorEntry, OperationSummary, OutcomeCounts, Rollup, RollupKey,
+};
+pub use kasal_classify as classify;
+pub use kasal_trace as trace;
+pub use kasal_user_agent as user_agent;
