@@ -9,6 +9,7 @@
 use std::fmt;
 use std::sync::Arc;
 
+use bytes::BytesMut;
 use http::header::{Entry, OccupiedEntry, USER_AGENT};
 use http::{HeaderMap, HeaderValue};
 
@@ -165,27 +166,28 @@ impl UserAgent {
         if values.next().is_none() && first.is_some_and(|v| v.starts_with(token)) {
             return; // Already ours: the common case when a stack is wrapped twice.
         }
-        let existing: Vec<&[u8]> = slot
-            .iter()
-            .map(|v| v.as_bytes().trim_ascii())
-            .filter(|v| !v.is_empty())
-            .collect();
-        let ours_first = existing.first().is_some_and(|v| v.starts_with(token));
-        let mut joined = Vec::with_capacity(
-            self.header.len() + existing.iter().map(|v| v.len() + 1).sum::<usize>(),
-        );
+        // Caller values, trimmed, empty ones dropped; walked twice instead of collected.
+        let existing = || {
+            slot.iter()
+                .map(|v| v.as_bytes().trim_ascii())
+                .filter(|v| !v.is_empty())
+        };
+        let ours_first = existing().next().is_some_and(|v| v.starts_with(token));
+        let capacity = self.header.len() + existing().map(|v| v.len() + 1).sum::<usize>();
+        // One allocation: the joined bytes become the header value without another copy.
+        let mut joined = BytesMut::with_capacity(capacity);
         if !ours_first {
             joined.extend_from_slice(self.header.as_bytes());
         }
-        for value in existing {
+        for value in existing() {
             if !joined.is_empty() {
-                joined.push(b' ');
+                joined.extend_from_slice(b" ");
             }
             joined.extend_from_slice(value);
         }
         // Every byte comes from a valid HeaderValue or is a space, so this cannot fail; if it
         // somehow did, the request keeps its headers untouched rather than panicking.
-        if let Ok(value) = HeaderValue::from_bytes(&joined) {
+        if let Ok(value) = HeaderValue::from_maybe_shared(joined.freeze()) {
             slot.insert(value);
         }
     }
