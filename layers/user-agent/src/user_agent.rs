@@ -574,17 +574,23 @@ mod tests {
             let _ = input.parse::<Product>();
             let _ = Product::from_user_agent(&input);
             let _ = Product::from_user_agent(&other);
-            let _ = UserAgent::new(Product::Custom(Arc::from(input.as_str())));
+            // Even a hand-built, unvalidated custom product renders a parseable header.
+            let custom = UserAgent::new(Product::Custom(Arc::from(input.as_str())));
+            let text = custom.header_value().to_str().unwrap();
+            let parsed = Product::from_user_agent(text);
+            prop_assert_eq!(parsed.as_ref(), Some(custom.product()));
             let ua = UserAgent::new(Product::Mcp);
             for built in [
                 ua.clone().with_version(&input),
                 ua.clone().with_version(&other),
                 ua.clone().with_extra(&input, "v"),
                 ua.clone().with_extra("k", &other),
-            ] {
-                if let Ok(built) = built {
-                    prop_assert!(built.header_value().to_str().is_ok());
-                }
+            ]
+            .into_iter()
+            .flatten()
+            {
+                let text = built.header_value().to_str().unwrap();
+                prop_assert_eq!(Product::from_user_agent(text), Some(Product::Mcp));
             }
         }
 
