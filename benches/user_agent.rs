@@ -4,7 +4,8 @@
 //! Cases (bench ids `<case>/<implementation>`):
 //! - `no_ua`: the request has no User-Agent. Ours sets it; the peer is
 //!   `SetRequestHeaderLayer::overriding(USER_AGENT, value)`. The same job: one header insert of a
-//!   precomputed value. This is the case with the 1.05 ratio target.
+//!   precomputed value. This is the case with the 1.05 ratio target. `no_ua_3_headers` is the same
+//!   with three other headers present (Accept, Content-Type, Authorization), as real calls have.
 //! - `caller_ua`: the request carries `their-ua/1.2`. Ours prepends (`kasal_mcp/0.1.0
 //!   their-ua/1.2`: one join, one allocation). No tower-http layer can prepend; `overriding` is the
 //!   closest peer (it writes the header, but drops the caller's value, so it does less work) and
@@ -24,7 +25,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use http::header::USER_AGENT;
+use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
 use http::{HeaderValue, Request, Response};
 use kasal_telemetry::user_agent::{Product, UserAgent, UserAgentLayer};
 use tower::{Layer, Service, service_fn};
@@ -67,6 +68,18 @@ where
 
 fn no_ua() -> Request<()> {
     Request::new(())
+}
+
+fn no_ua_3_headers() -> Request<()> {
+    let mut request = Request::new(());
+    let headers = request.headers_mut();
+    headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(
+        AUTHORIZATION,
+        HeaderValue::from_static("Bearer not-a-secret"),
+    );
+    request
 }
 
 fn caller_ua() -> Request<()> {
@@ -112,6 +125,19 @@ fn user_agent(c: &mut Criterion) {
     bench_case(c, "no_ua/no_layer", service_fn(echo), no_ua);
     bench_case(c, "no_ua/ours", ours(), no_ua);
     bench_case(c, "no_ua/tower_http_overriding", overriding(), no_ua);
+    bench_case(
+        c,
+        "no_ua_3_headers/no_layer",
+        service_fn(echo),
+        no_ua_3_headers,
+    );
+    bench_case(c, "no_ua_3_headers/ours", ours(), no_ua_3_headers);
+    bench_case(
+        c,
+        "no_ua_3_headers/tower_http_overriding",
+        overriding(),
+        no_ua_3_headers,
+    );
     bench_case(c, "caller_ua/no_layer", service_fn(echo), caller_ua);
     bench_case(c, "caller_ua/ours", ours(), caller_ua);
     bench_case(

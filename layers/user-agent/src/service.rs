@@ -62,6 +62,7 @@ where
         self.inner.poll_ready(cx)
     }
 
+    #[inline]
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
         self.user_agent.apply(request.headers_mut());
         self.inner.call(request)

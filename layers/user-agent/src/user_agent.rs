@@ -143,22 +143,28 @@ impl UserAgent {
     /// assert_eq!(headers[USER_AGENT], "kasal_mcp/0.1.0 their-ua/1.2");
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
+    #[inline]
     pub fn apply(&self, headers: &mut HeaderMap) {
-        // One hash and probe for both the lookup and the insert.
-        match headers.entry(USER_AGENT) {
-            Entry::Vacant(slot) => {
-                slot.insert(self.header.clone());
-            }
-            Entry::Occupied(slot) => self.merge(slot),
+        if !headers.contains_key(USER_AGENT) {
+            // The hot path. A lookup then `insert` measures faster than `entry` + `VacantEntry::
+            // insert`: `insert` appends in place, the vacant entry goes through the general
+            // Robin Hood placement. A full map (`MaxSizeReached`) leaves the request as it is.
+            let _ = headers.try_insert(USER_AGENT, self.header.clone());
+        } else if let Ok(Entry::Occupied(slot)) = headers.try_entry(USER_AGENT) {
+            self.merge(slot);
         }
     }
 
     /// The product token `kasal_<product>/`, as the leading bytes of the rendered value.
     fn product_token(&self) -> &[u8] {
         let len = TOKEN_PREFIX.len() + self.product.as_str().len() + 1;
-        &self.header.as_bytes()[..len]
+        let header = self.header.as_bytes();
+        // `get`, not indexing: even the unreachable fallback rendering must not panic.
+        header.get(..len).unwrap_or(header)
     }
 
+    // Kept out of line so the common `Vacant` path stays small enough to inline into callers.
+    #[inline(never)]
     fn merge(&self, mut slot: OccupiedEntry<'_, HeaderValue>) {
         let token = self.product_token();
         let mut values = slot.iter();
