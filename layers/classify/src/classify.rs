@@ -116,11 +116,21 @@ impl DefaultClassifier {
         headers: &HeaderMap,
         now: impl FnOnce() -> SystemTime,
     ) -> Outcome {
-        let code = status.as_u16();
-        if code < 400 {
+        if status.as_u16() < 400 {
             return Outcome::Success;
         }
-        match code {
+        self.classify_failure(status, headers, now)
+    }
+
+    /// The cold half of the table, kept out of line so the success path inlines to a compare.
+    #[inline(never)]
+    fn classify_failure(
+        &self,
+        status: StatusCode,
+        headers: &HeaderMap,
+        now: impl FnOnce() -> SystemTime,
+    ) -> Outcome {
+        match status.as_u16() {
             408 | 429 | 500 | 502 | 503 | 504 => Outcome::Retryable {
                 reason: Reason::Status(status),
                 retry_after: self.retry_after(headers, now),
@@ -136,6 +146,11 @@ impl DefaultClassifier {
         headers: &HeaderMap,
         now: impl FnOnce() -> SystemTime,
     ) -> Option<Duration> {
+        // An empty map still hashes the name on `get`; most error responses carry no headers
+        // worth reading, so skip the lookup outright.
+        if headers.is_empty() {
+            return None;
+        }
         let value = headers.get(RETRY_AFTER)?;
         match parse_with(value.as_bytes(), now) {
             Ok(delay) => Some(delay.min(self.max_retry_after)),
