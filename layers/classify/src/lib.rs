@@ -3,6 +3,10 @@
 #![deny(unreachable_pub)]
 #![warn(missing_docs, rust_2018_idioms)]
 
+mod attempts;
+mod classify;
 mod outcome;
 
+pub use attempts::Attempts;
+pub use classify::{Classify, DefaultClassifier};
 pub use outcome::{Outcome, Reason};
