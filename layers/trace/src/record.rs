@@ -76,3 +76,13 @@ pub trait RecordCall: Clone + Send + Sync + 'static {
 impl RecordCall for () {
     fn record_call(&self, _record: CallRecord) {}
 }
+
+/// Any `Fn(CallRecord)` closure records calls, like tower-http's callbacks.
+impl<F> RecordCall for F
+where
+    F: Fn(CallRecord) + Clone + Send + Sync + 'static,
+{
+    fn record_call(&self, record: CallRecord) {
+        self(record)
+    }
+}
