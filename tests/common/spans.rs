@@ -147,7 +147,10 @@ impl Captured {
 
     /// Spans named `name`.
     pub fn spans_named(&self, name: &str) -> Vec<SpanData> {
-        self.spans().into_iter().filter(|s| s.name == name).collect()
+        self.spans()
+            .into_iter()
+            .filter(|s| s.name == name)
+            .collect()
     }
 
     /// The only span named `name`; panics if there is not exactly one.
@@ -185,7 +188,8 @@ struct FieldVisitor<'a>(&'a mut BTreeMap<String, Value>);
 
 impl Visit for FieldVisitor<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.0.insert(field.name().to_owned(), Value::Str(value.to_owned()));
+        self.0
+            .insert(field.name().to_owned(), Value::Str(value.to_owned()));
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
         self.0.insert(field.name().to_owned(), Value::I64(value));

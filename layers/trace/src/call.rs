@@ -62,7 +62,10 @@ impl CallSpan {
                     ctx.operation_id.clone(),
                 )
             });
-        let operation_id = extensions.get::<OperationId>().cloned().or(context_operation);
+        let operation_id = extensions
+            .get::<OperationId>()
+            .cloned()
+            .or(context_operation);
         let host = server_authority(uri, headers);
         let port = host.as_ref().and_then(|host| {
             host.port_u16().or(match uri.scheme() {

@@ -227,10 +227,7 @@ mod tests {
 
     #[test]
     fn home_directories() {
-        assert_eq!(
-            redact("open /home/alice/proj/a.py"),
-            "open ~/proj/a.py"
-        );
+        assert_eq!(redact("open /home/alice/proj/a.py"), "open ~/proj/a.py");
         assert_eq!(redact("at /Users/bob/x"), "at ~/x");
         assert_eq!(redact(r"at C:\Users\carol\x"), r"at ~\x");
         assert_eq!(redact(r#"{"p":"c:\\users\\dave\\x"}"#), r#"{"p":"~\\x"}"#);
@@ -261,8 +258,20 @@ mod tests {
         );
         let out = redact(&text);
         for secret in [
-            "pw123", "tok1", PAT, "dXNlcjpwYXNz", JWT, "eyJ", "fwd-tok", "hunter2", "s1,",
-            "cs1", "t1,", "dkeaABCDEF123", "dose9876543210", "alice",
+            "pw123",
+            "tok1",
+            PAT,
+            "dXNlcjpwYXNz",
+            JWT,
+            "eyJ",
+            "fwd-tok",
+            "hunter2",
+            "s1,",
+            "cs1",
+            "t1,",
+            "dkeaABCDEF123",
+            "dose9876543210",
+            "alice",
         ] {
             assert!(!out.contains(secret), "{secret:?} left in {out}");
         }
@@ -272,7 +281,9 @@ mod tests {
 
     #[test]
     fn uri_query_values_and_userinfo() {
-        let uri: Uri = "https://u:p@h.example/a/b?token=abc&flag&page=2".parse().unwrap();
+        let uri: Uri = "https://u:p@h.example/a/b?token=abc&flag&page=2"
+            .parse()
+            .unwrap();
         assert_eq!(
             redact_uri(&uri),
             "https://h.example/a/b?token=REDACTED&flag&page=REDACTED"

@@ -22,7 +22,10 @@ use tracing::instrument::WithSubscriber;
 
 const TOKEN: &str = "dapiSECRET";
 
-fn recorder() -> (Arc<Mutex<Vec<CallRecord>>>, impl Fn(CallRecord) + Clone + Send + Sync) {
+fn recorder() -> (
+    Arc<Mutex<Vec<CallRecord>>>,
+    impl Fn(CallRecord) + Clone + Send + Sync,
+) {
     let records = Arc::new(Mutex::new(Vec::new()));
     let sink = records.clone();
     (records, move |record| sink.lock().unwrap().push(record))
@@ -47,7 +50,10 @@ async fn user_context_is_on_the_span_and_the_token_nowhere() {
         .with_obo_dev_fallback(true);
     let url = server.url("/api");
     ctx.scope(async {
-        assert_eq!(ExecutionContext::current().caller_id.as_deref(), Some("alice@x"));
+        assert_eq!(
+            ExecutionContext::current().caller_id.as_deref(),
+            Some("alice@x")
+        );
         let response = client.ready().await.unwrap().call(get(&url)).await.unwrap();
         response.into_body().collect().await.unwrap();
     })
@@ -56,7 +62,10 @@ async fn user_context_is_on_the_span_and_the_token_nowhere() {
     let span = captured.only_span("HTTP");
     assert_eq!(span.field("execution.context").as_deref(), Some("user"));
     assert_eq!(span.field("caller.id").as_deref(), Some("alice@x"));
-    assert_eq!(span.field("execution.obo_dev_fallback").as_deref(), Some("true"));
+    assert_eq!(
+        span.field("execution.obo_dev_fallback").as_deref(),
+        Some("true")
+    );
     let texts = captured.all_text();
     assert!(texts.len() > 10);
     assert!(texts.iter().all(|t| !t.contains(TOKEN)), "{texts:?}");
@@ -83,28 +92,39 @@ async fn request_extension_overrides_the_task_local() {
     let mut service = SpanLayer::new(Product::Agent).recorder(record).layer(inner);
 
     let mut request = get("http://h/");
-    request.extensions_mut().insert(
-        ExecutionContext::user("bob@y").with_operation_id(OperationId::new("op-bob")),
-    );
+    request
+        .extensions_mut()
+        .insert(ExecutionContext::user("bob@y").with_operation_id(OperationId::new("op-bob")));
     ExecutionContext::user("alice@x")
         .with_operation_id(OperationId::new("op-alice"))
         .scope(async {
             drop(service.ready().await.unwrap().call(request).await.unwrap());
             // An `OperationId` extension alone overrides only the operation.
             let mut request = get("http://h/");
-            request.extensions_mut().insert(OperationId::new("op-explicit"));
+            request
+                .extensions_mut()
+                .insert(OperationId::new("op-explicit"));
             drop(service.ready().await.unwrap().call(request).await.unwrap());
         })
         .await;
 
     let spans = captured.spans_named("HTTP");
     assert_eq!(spans[0].field("caller.id").as_deref(), Some("bob@y"));
-    assert_eq!(spans[0].field("kasal.operation_id").as_deref(), Some("op-bob"));
+    assert_eq!(
+        spans[0].field("kasal.operation_id").as_deref(),
+        Some("op-bob")
+    );
     assert_eq!(spans[1].field("caller.id").as_deref(), Some("alice@x"));
-    assert_eq!(spans[1].field("kasal.operation_id").as_deref(), Some("op-explicit"));
+    assert_eq!(
+        spans[1].field("kasal.operation_id").as_deref(),
+        Some("op-explicit")
+    );
     let records = records.lock().unwrap();
     assert_eq!(records[0].caller_id.as_deref(), Some("bob@y"));
-    assert_eq!(records[1].operation_id, Some(OperationId::new("op-explicit")));
+    assert_eq!(
+        records[1].operation_id,
+        Some(OperationId::new("op-explicit"))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -116,7 +136,11 @@ async fn a_thousand_concurrent_tasks_keep_their_own_context() {
         // Interleave the tasks, then answer with who the inner service thinks it runs for.
         tokio::task::yield_now().await;
         let ctx = ExecutionContext::current();
-        let who = format!("{}|{}", ctx.caller_id.as_deref().unwrap_or("-"), request.uri().path());
+        let who = format!(
+            "{}|{}",
+            ctx.caller_id.as_deref().unwrap_or("-"),
+            request.uri().path()
+        );
         Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(who))))
     });
     let service = SpanLayer::new(Product::Mcp).recorder(record).layer(inner);
@@ -150,9 +174,15 @@ async fn a_thousand_concurrent_tasks_keep_their_own_context() {
     for record in records.iter() {
         let op = record.operation_id.as_ref().expect("operation id");
         let i: usize = op.as_str().trim_start_matches("op").parse().unwrap();
-        assert_eq!(record.caller_id.as_deref(), Some(format!("user{i}@x").as_str()));
+        assert_eq!(
+            record.caller_id.as_deref(),
+            Some(format!("user{i}@x").as_str())
+        );
         assert_eq!(record.mode, ExecutionMode::User);
-        assert!(!std::mem::replace(&mut seen[i], true), "op{i} recorded twice");
+        assert!(
+            !std::mem::replace(&mut seen[i], true),
+            "op{i} recorded twice"
+        );
         assert!(!format!("{record:?}").contains(TOKEN));
     }
     assert!(seen.iter().all(|s| *s));

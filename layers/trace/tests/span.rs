@@ -25,7 +25,10 @@ use tower::{Layer, Service, ServiceExt};
 struct Records(Arc<Mutex<Vec<CallRecord>>>);
 
 impl Records {
-    fn layer(&self, product: Product) -> SpanLayer<kasal_classify::DefaultClassifier, impl kasal_trace::RecordCall> {
+    fn layer(
+        &self,
+        product: Product,
+    ) -> SpanLayer<kasal_classify::DefaultClassifier, impl kasal_trace::RecordCall> {
         let sink = self.0.clone();
         SpanLayer::new(product).recorder(move |record| sink.lock().unwrap().push(record))
     }
@@ -56,7 +59,9 @@ fn get(url: &str) -> Request<Empty<Bytes>> {
 
 /// Calls `url` on the server through a traced hyper-util client and reads the body to its end.
 async fn call_server(records: &Records, request: Request<Empty<Bytes>>) -> (StatusCode, Bytes) {
-    let mut client = records.layer(Product::Genie).layer(common::client::<Empty<Bytes>>());
+    let mut client = records
+        .layer(Product::Genie)
+        .layer(common::client::<Empty<Bytes>>());
     let response = client.ready().await.unwrap().call(request).await.unwrap();
     let status = response.status();
     let body = response.into_body().collect().await.unwrap().to_bytes();
@@ -79,7 +84,8 @@ async fn ok_200_has_every_field() {
 
     let span = call_span(&captured);
     let port = server.addr.port().to_string();
-    let url = format!("http://127.0.0.1:{port}/api/2.0/genie/spaces/s1?token=REDACTED&page=REDACTED");
+    let url =
+        format!("http://127.0.0.1:{port}/api/2.0/genie/spaces/s1?token=REDACTED&page=REDACTED");
     for (field, value) in [
         ("otel.kind", "client"),
         ("otel.name", "GET /api/2.0/genie/spaces/{id}"),
@@ -97,21 +103,38 @@ async fn ok_200_has_every_field() {
         ("execution.context", "service"),
         ("execution.obo_dev_fallback", "false"),
     ] {
-        assert_eq!(span.field(field).as_deref(), Some(value), "{field} in {span:#?}");
+        assert_eq!(
+            span.field(field).as_deref(),
+            Some(value),
+            "{field} in {span:#?}"
+        );
     }
     // Unset on success, per the OTel HTTP conventions; no caller outside a user context.
-    for field in ["error.type", "otel.status_code", "caller.id", "kasal.body_cut_short"] {
+    for field in [
+        "error.type",
+        "otel.status_code",
+        "caller.id",
+        "kasal.body_cut_short",
+    ] {
         assert_eq!(span.field(field), None, "{field} in {span:#?}");
     }
     assert_eq!(span.target, "kasal_trace");
     assert!(span.closed, "the span closes when the body ends");
-    assert!(captured.all_text().iter().all(|t| !t.contains("dapi0123456789abc")));
+    assert!(
+        captured
+            .all_text()
+            .iter()
+            .all(|t| !t.contains("dapi0123456789abc"))
+    );
 
     let record = records.only();
     assert_eq!(record.direction, Direction::Client);
     assert_eq!(record.product, Product::Genie);
     assert_eq!(record.method, http::Method::GET);
-    assert_eq!(record.host.as_ref().map(|h| h.as_str()), Some(server.authority().as_str()));
+    assert_eq!(
+        record.host.as_ref().map(|h| h.as_str()),
+        Some(server.authority().as_str())
+    );
     assert_eq!(record.route.as_deref(), Some("/api/2.0/genie/spaces/{id}"));
     assert_eq!(record.status, Some(StatusCode::OK));
     assert_eq!(record.outcome, Outcome::Success);
@@ -124,7 +147,11 @@ async fn ok_200_has_every_field() {
 #[tokio::test]
 async fn retryable_429_and_terminal_403() {
     for (status, outcome, reason) in [
-        (429, "retryable", Reason::Status(StatusCode::TOO_MANY_REQUESTS)),
+        (
+            429,
+            "retryable",
+            Reason::Status(StatusCode::TOO_MANY_REQUESTS),
+        ),
         (403, "terminal", Reason::Status(StatusCode::FORBIDDEN)),
     ] {
         let (_guard, captured) = capture();
@@ -143,7 +170,11 @@ async fn retryable_429_and_terminal_403() {
             ("otel.name", "GET"),
             ("http.request.resend_count", "0"),
         ] {
-            assert_eq!(span.field(field).as_deref(), Some(value), "{field} in {span:#?}");
+            assert_eq!(
+                span.field(field).as_deref(),
+                Some(value),
+                "{field} in {span:#?}"
+            );
         }
         assert!(span.closed);
         let record = records.only();
@@ -162,12 +193,16 @@ async fn connection_refused_is_recorded_once_with_error_type() {
         listener.local_addr().unwrap().port()
     };
     let records = Records::default();
-    let mut client = records.layer(Product::Jobs).layer(common::client::<Empty<Bytes>>());
+    let mut client = records
+        .layer(Product::Jobs)
+        .layer(common::client::<Empty<Bytes>>());
     let error = client
         .ready()
         .await
         .unwrap()
-        .call(get(&format!("http://127.0.0.1:{closed_port}/api?password=hunter2")))
+        .call(get(&format!(
+            "http://127.0.0.1:{closed_port}/api?password=hunter2"
+        )))
         .await
         .expect_err("nothing listens there");
     // The inner error comes back boxed, unchanged.
@@ -185,7 +220,11 @@ async fn connection_refused_is_recorded_once_with_error_type() {
         ("http.request.resend_count", "0"),
         ("server.port", closed_port.to_string().as_str()),
     ] {
-        assert_eq!(span.field(field).as_deref(), Some(value), "{field} in {span:#?}");
+        assert_eq!(
+            span.field(field).as_deref(),
+            Some(value),
+            "{field} in {span:#?}"
+        );
     }
     assert_eq!(span.field("http.response.status_code"), None);
     assert!(span.closed);
@@ -224,14 +263,22 @@ async fn resend_count_comes_from_attempts_extension() {
         .ready()
         .await
         .unwrap()
-        .call(get("https://user:pw@ws.example.com/serving-endpoints/e/invocations"))
+        .call(get(
+            "https://user:pw@ws.example.com/serving-endpoints/e/invocations",
+        ))
         .await
         .unwrap();
     response.into_body().collect().await.unwrap();
 
     let span = call_span(&captured);
-    assert_eq!(span.field("http.request.resend_count").as_deref(), Some("2"));
-    assert_eq!(span.field("server.address").as_deref(), Some("ws.example.com"));
+    assert_eq!(
+        span.field("http.request.resend_count").as_deref(),
+        Some("2")
+    );
+    assert_eq!(
+        span.field("server.address").as_deref(),
+        Some("ws.example.com")
+    );
     assert_eq!(span.field("server.port").as_deref(), Some("443"));
     assert_eq!(
         span.field("url.full").as_deref(),
@@ -239,7 +286,10 @@ async fn resend_count_comes_from_attempts_extension() {
     );
     let record = records.only();
     assert_eq!(record.attempts, 3);
-    assert_eq!(record.host.as_ref().map(|h| h.as_str()), Some("ws.example.com"));
+    assert_eq!(
+        record.host.as_ref().map(|h| h.as_str()),
+        Some("ws.example.com")
+    );
 }
 
 #[tokio::test]
@@ -252,7 +302,13 @@ async fn inner_service_events_are_children_of_the_call_span_whose_parent_is_curr
     let outer = tracing::info_span!("agent_run");
     let response = {
         let _entered = outer.enter();
-        service.ready().await.unwrap().call(get("http://h/")).await.unwrap()
+        service
+            .ready()
+            .await
+            .unwrap()
+            .call(get("http://h/"))
+            .await
+            .unwrap()
     };
     drop(response);
     let outer = captured.only_span("agent_run");
@@ -286,7 +342,9 @@ fn streaming() -> (
             tracing::info!(len = chunk.len(), "producing chunk");
             Some((Ok::<_, Infallible>(Frame::data(chunk)), rx))
         });
-        std::future::ready(Ok::<_, Infallible>(Response::new(StreamBody::new(Box::pin(stream)))))
+        std::future::ready(Ok::<_, Infallible>(Response::new(StreamBody::new(
+            Box::pin(stream),
+        ))))
     });
     (service, tx)
 }
@@ -300,7 +358,13 @@ async fn streamed_body_keeps_the_span_open_and_records_once_at_the_end() {
     let consumer = tracing::info_span!("consumer");
     let _in_consumer = consumer.enter();
 
-    let response = service.ready().await.unwrap().call(get("http://h/stream")).await.unwrap();
+    let response = service
+        .ready()
+        .await
+        .unwrap()
+        .call(get("http://h/stream"))
+        .await
+        .unwrap();
     let mut body = response.into_body();
     let body_started = Instant::now();
 
@@ -325,15 +389,25 @@ async fn streamed_body_keeps_the_span_open_and_records_once_at_the_end() {
     assert_eq!(span.field("http.response.body.size").as_deref(), Some("7"));
     let produced = captured.events_with_message("producing chunk");
     assert_eq!(produced.len(), 2);
-    assert!(produced.iter().all(|e| e.parent == Some(span.index)), "{produced:#?}");
+    assert!(
+        produced.iter().all(|e| e.parent == Some(span.index)),
+        "{produced:#?}"
+    );
     // The caller's own code between polls stays in the caller's span.
     let between = captured.events_with_message("consumer between polls");
-    assert_eq!(between[0].parent, Some(captured.only_span("consumer").index));
+    assert_eq!(
+        between[0].parent,
+        Some(captured.only_span("consumer").index)
+    );
 
     drop(body);
     let record = records.only();
     assert_eq!(record.response_bytes, 7);
-    assert!(record.latency >= body_duration, "{:?} < {body_duration:?}", record.latency);
+    assert!(
+        record.latency >= body_duration,
+        "{:?} < {body_duration:?}",
+        record.latency
+    );
     assert!(record.latency >= Duration::from_millis(50));
     assert_eq!(record.outcome, Outcome::Success);
 }
@@ -344,7 +418,13 @@ async fn dropping_the_body_early_closes_the_span_and_records_once() {
     let records = Records::default();
     let (inner, chunks) = streaming();
     let mut service = records.layer(Product::Llm).layer(inner);
-    let response = service.ready().await.unwrap().call(get("http://h/stream")).await.unwrap();
+    let response = service
+        .ready()
+        .await
+        .unwrap()
+        .call(get("http://h/stream"))
+        .await
+        .unwrap();
     let mut body = response.into_body();
     chunks.send(Bytes::from_static(b"abc")).unwrap();
     body.frame().await.unwrap().unwrap();
@@ -356,7 +436,10 @@ async fn dropping_the_body_early_closes_the_span_and_records_once() {
     assert_eq!(span.field("kasal.body_cut_short").as_deref(), Some("true"));
     assert_eq!(span.field("kasal.outcome").as_deref(), Some("success"));
     let record = records.only();
-    assert_eq!((record.response_bytes, record.status), (3, Some(StatusCode::OK)));
+    assert_eq!(
+        (record.response_bytes, record.status),
+        (3, Some(StatusCode::OK))
+    );
     drop(chunks);
     assert_eq!(records.all().len(), 1, "recorded once");
 }
@@ -373,8 +456,16 @@ async fn streamed_body_over_the_network() {
     })
     .await;
     let records = Records::default();
-    let mut client = records.layer(Product::Mcp).layer(common::client::<Empty<Bytes>>());
-    let response = client.ready().await.unwrap().call(get(&server.url("/sse"))).await.unwrap();
+    let mut client = records
+        .layer(Product::Mcp)
+        .layer(common::client::<Empty<Bytes>>());
+    let response = client
+        .ready()
+        .await
+        .unwrap()
+        .call(get(&server.url("/sse")))
+        .await
+        .unwrap();
     let mut body = response.into_body();
     let mut read = Vec::new();
     while let Some(frame) = body.frame().await {
@@ -407,8 +498,18 @@ async fn body_error_is_classified_and_recorded_once() {
         std::future::ready(Ok::<_, Infallible>(Response::new(StreamBody::new(stream))))
     });
     let mut service = records.layer(Product::Llm).layer(inner);
-    let response = service.ready().await.unwrap().call(get("http://h/")).await.unwrap();
-    let error = response.into_body().collect().await.expect_err("body fails");
+    let response = service
+        .ready()
+        .await
+        .unwrap()
+        .call(get("http://h/"))
+        .await
+        .unwrap();
+    let error = response
+        .into_body()
+        .collect()
+        .await
+        .expect_err("body fails");
     assert!(error.downcast_ref::<std::io::Error>().is_some());
 
     let span = call_span(&captured);
@@ -443,9 +544,15 @@ async fn server_spans_treat_4xx_as_not_an_error() {
     let span = call_span(&captured);
     assert_eq!(span.field("otel.kind").as_deref(), Some("server"));
     assert_eq!(span.field("kasal.outcome").as_deref(), Some("terminal"));
-    assert_eq!(span.field("server.address").as_deref(), Some("app.example.com"));
+    assert_eq!(
+        span.field("server.address").as_deref(),
+        Some("app.example.com")
+    );
     assert_eq!(span.field("server.port").as_deref(), Some("8080"));
-    assert_eq!(span.field("url.full").as_deref(), Some("/api/items?id=REDACTED"));
+    assert_eq!(
+        span.field("url.full").as_deref(),
+        Some("/api/items?id=REDACTED")
+    );
     assert_eq!(span.field("error.type"), None);
     assert_eq!(span.field("otel.status_code"), None);
     assert_eq!(records.only().direction, Direction::Server);
