@@ -1,3 +1,6 @@
+//! [`CallRecord`]: one finished call as handed to the telemetry pipeline, and [`RecordCall`], the
+//! sink that takes it. A record must never hold a token or an unredacted message.
+
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 

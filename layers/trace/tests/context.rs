@@ -207,7 +207,15 @@ fn sync_scope_and_defaults() {
         .with_caller_id("sp-123")
         .with_operation_id(OperationId::new("op"));
     let seen = ctx.clone().sync_scope(ExecutionContext::try_current);
-    assert_eq!(seen, Some(ctx));
+    assert_eq!(seen, Some(ctx.clone()));
+    let mut extensions = http::Extensions::new();
+    let from_task = ctx
+        .clone()
+        .sync_scope(|| ExecutionContext::for_request(&extensions));
+    assert_eq!(from_task, ctx);
+    extensions.insert(ExecutionContext::user("bob"));
+    let from_request = ctx.sync_scope(|| ExecutionContext::for_request(&extensions));
+    assert_eq!(from_request.caller_id.as_deref(), Some("bob"));
     assert_eq!(ExecutionContext::try_current(), None);
     let token = SecretToken::new(TOKEN);
     assert_eq!(format!("{token} {token:?}"), "*** ***");
