@@ -124,8 +124,9 @@ fn unix_ms(time: SystemTime) -> u64 {
         .map_or(0, |since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// Milliseconds with nanosecond precision (exact for whole milliseconds).
 fn ms(duration: Duration) -> f64 {
-    duration.as_secs_f64() * 1_000.0
+    duration.as_nanos() as f64 / 1e6
 }
 
 #[derive(Serialize)]

@@ -46,7 +46,8 @@ impl Outbox {
         }
     }
 
-    /// Adds emitted operations; seals a batch whenever `batch_size` items are ready.
+    /// Adds emitted operations; seals a batch whenever `batch_size` items (or a quarter of the
+    /// byte bound) are ready.
     pub(crate) fn push_operations(
         &mut self,
         operations: impl IntoIterator<Item = OperationSummary>,
@@ -59,7 +60,7 @@ impl Outbox {
         }
     }
 
-    /// Adds a window's rollups; seals a batch whenever `batch_size` items are ready.
+    /// Adds a window's rollups; seals like `push_operations`.
     pub(crate) fn push_rollups(
         &mut self,
         rollups: impl IntoIterator<Item = Rollup>,
@@ -73,7 +74,9 @@ impl Outbox {
     }
 
     fn after_push(&mut self, counters: &Counters) {
-        if self.ready.len() >= self.batch_size {
+        // A quarter of the bound per batch: big items (error text) are exported sooner rather
+        // than dropped while a healthy exporter waits for the batch to fill.
+        if self.ready.len() >= self.batch_size || self.ready_bytes >= self.max_bytes / 4 {
             self.seal_ready();
         }
         self.enforce(counters);
@@ -240,7 +243,8 @@ mod tests {
         outbox.push_operations((0..10).map(|i| operation(&i.to_string(), 1_000)), &counters);
         assert!(outbox.bytes() <= 3 * one);
         assert_eq!(counters.export_dropped.load(Relaxed), 7);
-        // The newest are kept, in order.
+        // Each item is over a quarter of the bound, so each is sealed alone; the newest are kept,
+        // in order.
         let kept: Vec<_> = std::iter::from_fn(|| outbox.pop())
             .map(|sealed| sealed.batch.operations[0].operation_id.to_string())
             .collect();
