@@ -318,7 +318,12 @@ mod tests {
         first.attempts = 3;
         first.latency = Duration::from_millis(40);
         ops.fold(first, now, &counters, &mut out);
-        ops.fold(call("op", retryable(), Some("busy")), now, &counters, &mut out);
+        ops.fold(
+            call("op", retryable(), Some("busy")),
+            now,
+            &counters,
+            &mut out,
+        );
         ops.fold(call("op", Outcome::Success, None), now, &counters, &mut out);
         assert!(out.is_empty());
         let summary = ops.complete(&OperationId::new("op")).unwrap();
@@ -347,7 +352,12 @@ mod tests {
         let terminal = Outcome::Terminal {
             reason: Reason::Status(StatusCode::FORBIDDEN),
         };
-        let folded = ops.fold(call("op", terminal, Some("no")), Instant::now(), &counters, &mut out);
+        let folded = ops.fold(
+            call("op", terminal, Some("no")),
+            Instant::now(),
+            &counters,
+            &mut out,
+        );
         assert_eq!(folded, Folded::Emitted);
         assert_eq!(out.len(), 1);
         assert!(out[0].complete);
@@ -366,7 +376,12 @@ mod tests {
         let now = Instant::now();
         let mut out = Vec::new();
         for message in ["aaaa-1", "aaaa-2", "bbbb", "cccc", "dddd"] {
-            ops.fold(call("op", retryable(), Some(message)), now, &counters, &mut out);
+            ops.fold(
+                call("op", retryable(), Some(message)),
+                now,
+                &counters,
+                &mut out,
+            );
         }
         let summary = ops.complete(&OperationId::new("op")).unwrap();
         // "aaaa-1" and "aaaa-2" truncate to the same message.
@@ -374,7 +389,12 @@ mod tests {
         assert_eq!(&*summary.errors[0].message, "aaaa");
         assert_eq!(summary.errors[0].count, 2);
         assert_eq!(summary.errors_dropped, 2);
-        assert_eq!(counters.errors_dropped.load(std::sync::atomic::Ordering::Relaxed), 2);
+        assert_eq!(
+            counters
+                .errors_dropped
+                .load(std::sync::atomic::Ordering::Relaxed),
+            2
+        );
     }
 
     #[test]
@@ -393,8 +413,18 @@ mod tests {
         let now = Instant::now();
         let mut out = Vec::new();
         // "503" + "abcd" = 7 bytes each.
-        ops.fold(call("a", retryable(), Some("abcd")), now, &counters, &mut out);
-        ops.fold(call("b", retryable(), Some("abcd")), now, &counters, &mut out);
+        ops.fold(
+            call("a", retryable(), Some("abcd")),
+            now,
+            &counters,
+            &mut out,
+        );
+        ops.fold(
+            call("b", retryable(), Some("abcd")),
+            now,
+            &counters,
+            &mut out,
+        );
         assert_eq!(ops.error_text(), 7);
         let b = ops.complete(&OperationId::new("b")).unwrap();
         assert!(b.errors.is_empty());
@@ -402,8 +432,16 @@ mod tests {
         // Emitting "a" frees its text for others.
         ops.complete(&OperationId::new("a")).unwrap();
         assert_eq!(ops.error_text(), 0);
-        ops.fold(call("c", retryable(), Some("abcd")), now, &counters, &mut out);
-        assert_eq!(ops.complete(&OperationId::new("c")).unwrap().errors.len(), 1);
+        ops.fold(
+            call("c", retryable(), Some("abcd")),
+            now,
+            &counters,
+            &mut out,
+        );
+        assert_eq!(
+            ops.complete(&OperationId::new("c")).unwrap().errors.len(),
+            1
+        );
     }
 
     #[test]
@@ -412,7 +450,12 @@ mod tests {
         let mut ops = Operations::new(limits());
         let now = Instant::now();
         let mut out = Vec::new();
-        ops.fold(call("a", retryable(), Some("first")), now, &counters, &mut out);
+        ops.fold(
+            call("a", retryable(), Some("first")),
+            now,
+            &counters,
+            &mut out,
+        );
         ops.fold(call("b", Outcome::Success, None), now, &counters, &mut out);
         ops.fold(call("c", Outcome::Success, None), now, &counters, &mut out);
         // A later call to "a" does not make it younger.
@@ -425,7 +468,12 @@ mod tests {
         assert_eq!(out[0].calls, 2);
         assert_eq!(&*out[0].errors[0].message, "first");
         assert_eq!(ops.len(), 3);
-        assert_eq!(counters.operations_evicted.load(std::sync::atomic::Ordering::Relaxed), 1);
+        assert_eq!(
+            counters
+                .operations_evicted
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
     }
 
     #[test]
@@ -434,8 +482,18 @@ mod tests {
         let mut ops = Operations::new(limits());
         let start = Instant::now();
         let mut out = Vec::new();
-        ops.fold(call("a", Outcome::Success, None), start, &counters, &mut out);
-        ops.fold(call("b", Outcome::Success, None), start + Duration::from_secs(30), &counters, &mut out);
+        ops.fold(
+            call("a", Outcome::Success, None),
+            start,
+            &counters,
+            &mut out,
+        );
+        ops.fold(
+            call("b", Outcome::Success, None),
+            start + Duration::from_secs(30),
+            &counters,
+            &mut out,
+        );
         assert_eq!(ops.next_expiry(), Some(start + Duration::from_secs(60)));
         ops.expire(start + Duration::from_secs(59), &counters, &mut out);
         assert!(out.is_empty());

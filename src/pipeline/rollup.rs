@@ -153,10 +153,7 @@ impl Cell {
             window_end,
             count,
             latency_sum: Duration::from_nanos(std::mem::take(self.sum_ns.get_mut())),
-            latency_min: Duration::from_nanos(std::mem::replace(
-                self.min_ns.get_mut(),
-                u64::MAX,
-            )),
+            latency_min: Duration::from_nanos(std::mem::replace(self.min_ns.get_mut(), u64::MAX)),
             latency_max: Duration::from_nanos(std::mem::take(self.max_ns.get_mut())),
             histogram,
         })

@@ -1,0 +1,16 @@
+//! The client telemetry stack as one layer: [`TelemetryLayer`] and its service
+//! [`TelemetryService`], plus [`ServiceBuilderExt`] for `ServiceBuilder` users.
+//!
+//! It composes the layer crates and adds nothing of its own at request time: no locks, no
+//! allocation beyond the span layer's, no way to fail a call because of telemetry.
+
+mod box_error;
+mod ext;
+// One file per role, as in tower-http: `layer.rs` holds the `Layer`.
+#[allow(clippy::module_inception)]
+mod layer;
+mod service;
+
+pub use ext::ServiceBuilderExt;
+pub use layer::TelemetryLayer;
+pub use service::{TelemetryBody, TelemetryService};
