@@ -128,7 +128,10 @@ async fn operation_folds_into_one_summary_on_complete() {
     telemetry.record(op_call("stmt-1", 429, Some("slow down")));
     telemetry.record(retried);
     telemetry.flush().await;
-    assert!(exporter.operations().is_empty(), "emitted before completion");
+    assert!(
+        exporter.operations().is_empty(),
+        "emitted before completion"
+    );
     telemetry.complete_operation(&id);
     telemetry.flush().await;
     let operations = exporter.operations();
@@ -142,7 +145,11 @@ async fn operation_folds_into_one_summary_on_complete() {
     assert_eq!(op.latency_max, Duration::from_millis(90));
     assert_eq!(op.bytes, 30 + 1_000);
     assert_eq!(
-        (op.outcomes.success, op.outcomes.retryable, op.outcomes.terminal),
+        (
+            op.outcomes.success,
+            op.outcomes.retryable,
+            op.outcomes.terminal
+        ),
         (1, 3, 0)
     );
     let errors: Vec<_> = op
@@ -156,7 +163,10 @@ async fn operation_folds_into_one_summary_on_complete() {
     );
     assert_eq!(op.mode, ExecutionMode::User);
     assert_eq!(op.caller_id.as_deref(), Some("alice@example.com"));
-    assert!(exporter.rollups().is_empty(), "operation calls are not rolled up");
+    assert!(
+        exporter.rollups().is_empty(),
+        "operation calls are not rolled up"
+    );
 }
 
 #[tokio::test]
@@ -267,8 +277,14 @@ async fn shutdown_meets_its_deadline_with_a_stalled_exporter() {
     let start = Instant::now();
     let stats = telemetry.shutdown().await;
     let elapsed = start.elapsed();
-    assert!(elapsed >= deadline - Duration::from_millis(5), "{elapsed:?}");
-    assert!(elapsed < deadline + Duration::from_millis(150), "{elapsed:?}");
+    assert!(
+        elapsed >= deadline - Duration::from_millis(5),
+        "{elapsed:?}"
+    );
+    assert!(
+        elapsed < deadline + Duration::from_millis(150),
+        "{elapsed:?}"
+    );
     assert_eq!(stats.accepted, 6);
     // Nothing got through: one call timed out, the rest was dropped at the deadline.
     assert_eq!(stats.exported, 0);
@@ -443,13 +459,19 @@ async fn stalled_exporter_backlog_is_bounded() {
     // Only a few calls were attempted: the rest was dropped from the bounded backlog, not
     // queued behind the stalled exporter.
     assert!((1..=8).contains(&stats.export_failures), "{stats:?}");
-    assert!(stats.export_dropped >= 2_000 - 10 * stats.export_failures, "{stats:?}");
+    assert!(
+        stats.export_dropped >= 2_000 - 10 * stats.export_failures,
+        "{stats:?}"
+    );
 
     // Once the exporter recovers, new items flow again.
     exporter.resume();
     telemetry.record(op_call("after", 403, Some("late")));
     telemetry.flush().await;
-    assert_eq!(exporter.operations().last().unwrap().operation_id.as_str(), "after");
+    assert_eq!(
+        exporter.operations().last().unwrap().operation_id.as_str(),
+        "after"
+    );
 }
 
 #[tokio::test]

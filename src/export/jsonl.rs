@@ -121,7 +121,9 @@ impl Service<Batch> for JsonLinesExporter {
 
 fn unix_ms(time: SystemTime) -> u64 {
     time.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
+        .map_or(0, |since| {
+            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+        })
 }
 
 /// Milliseconds with nanosecond precision (exact for whole milliseconds).

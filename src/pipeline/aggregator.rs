@@ -166,17 +166,22 @@ impl Aggregator {
         match message {
             Message::Call(record) => {
                 let counters = &self.shared.counters;
-                let folded =
-                    self.operations
-                        .fold(record, Instant::now().into_std(), counters, &mut self.emitted);
+                let folded = self.operations.fold(
+                    record,
+                    Instant::now().into_std(),
+                    counters,
+                    &mut self.emitted,
+                );
                 if folded == Folded::Emitted {
                     self.urgent_operations = true;
                 }
-                self.outbox.push_operations(self.emitted.drain(..), counters);
+                self.outbox
+                    .push_operations(self.emitted.drain(..), counters);
             }
             Message::Complete(id) => {
                 if let Some(summary) = self.operations.complete(&id) {
-                    self.outbox.push_operations([summary], &self.shared.counters);
+                    self.outbox
+                        .push_operations([summary], &self.shared.counters);
                 }
             }
             Message::Flush(done) => {
@@ -206,7 +211,8 @@ impl Aggregator {
         let counters = &self.shared.counters;
         self.operations
             .expire(now.into_std(), counters, &mut self.emitted);
-        self.outbox.push_operations(self.emitted.drain(..), counters);
+        self.outbox
+            .push_operations(self.emitted.drain(..), counters);
     }
 
     /// Drains the caller-side rollups into the outbox and starts a new window.
@@ -300,7 +306,8 @@ impl Aggregator {
         self.shared.rollups.close();
         let counters = &self.shared.counters;
         self.operations.drain(&mut self.emitted);
-        self.outbox.push_operations(self.emitted.drain(..), counters);
+        self.outbox
+            .push_operations(self.emitted.drain(..), counters);
         self.close_window();
         self.outbox.seal_ready();
         // Past the deadline, what is left is dropped rather than started and timed out.

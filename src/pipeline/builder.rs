@@ -15,7 +15,8 @@ use crate::event::Batch;
 
 /// Environment variables that disable telemetry when set to `1`, `true`, `yes` or `on`
 /// (any case).
-pub const DISABLE_ENV_VARS: [&str; 2] = ["DATABRICKS_TELEMETRY_DISABLED", "KASAL_TELEMETRY_DISABLED"];
+pub const DISABLE_ENV_VARS: [&str; 2] =
+    ["DATABRICKS_TELEMETRY_DISABLED", "KASAL_TELEMETRY_DISABLED"];
 
 /// The exporter, boxed once at build time.
 pub(crate) type BoxExporter = BoxService<Batch, (), BoxError>;
@@ -303,7 +304,10 @@ mod tests {
             }
         };
         assert!(!disabled_by(env(&[])));
-        assert!(disabled_by(env(&[("DATABRICKS_TELEMETRY_DISABLED", "true")])));
+        assert!(disabled_by(env(&[(
+            "DATABRICKS_TELEMETRY_DISABLED",
+            "true"
+        )])));
         assert!(disabled_by(env(&[("KASAL_TELEMETRY_DISABLED", "1")])));
         assert!(!disabled_by(env(&[("KASAL_TELEMETRY_DISABLED", "false")])));
         assert!(disabled_by(env(&[
@@ -328,7 +332,10 @@ mod tests {
     #[test]
     fn no_runtime_gives_a_disabled_handle() {
         let exporter = tower::service_fn(|_: Batch| async { Ok::<_, BoxError>(()) });
-        let telemetry = TelemetryBuilder::new().exporter(exporter).ignore_env().build();
+        let telemetry = TelemetryBuilder::new()
+            .exporter(exporter)
+            .ignore_env()
+            .build();
         assert!(!telemetry.is_enabled());
     }
 }

@@ -39,14 +39,21 @@ pub(crate) struct Operations {
     next_seq: u64,
     /// Error text retained across all pending operations, in bytes.
     error_text: usize,
+    /// Interned `error.type`s (a handful of status codes and names), so each error entry does
+    /// not allocate its own.
+    error_types: Vec<Arc<str>>,
 }
+
+/// At most this many interned error types.
+const MAX_ERROR_TYPES: usize = 64;
 
 #[derive(Debug)]
 struct Pending {
     seq: u64,
     first_seen: Instant,
     error_text: usize,
-    summary: OperationSummary,
+    /// Boxed: keeps the hash table's slots small (it runs at most 7/8 full).
+    summary: Box<OperationSummary>,
 }
 
 /// What folding one call did.
@@ -66,6 +73,7 @@ impl Operations {
             order: BTreeMap::new(),
             next_seq: 0,
             error_text: 0,
+            error_types: Vec::new(),
         }
     }
 
@@ -112,7 +120,7 @@ impl Operations {
                     seq,
                     first_seen: now,
                     error_text: 0,
-                    summary: empty_summary(&record, id.clone()),
+                    summary: Box::new(empty_summary(&record, id.clone())),
                 },
             );
         }
@@ -131,7 +139,7 @@ impl Operations {
         let Some(pending) = self.pending.get_mut(id) else {
             return;
         };
-        let summary = &mut pending.summary;
+        let summary = &mut *pending.summary;
         summary.calls += 1;
         summary.retries += u64::from(record.attempts.saturating_sub(1));
         summary.latency_sum = summary.latency_sum.saturating_add(record.latency);
@@ -171,8 +179,10 @@ impl Operations {
             Some(error) if error.len() == message.len() => error.clone(),
             _ => Arc::from(message),
         };
+        // Grow one at a time: most operations keep one or two errors, not the default four.
+        summary.errors.reserve_exact(1);
         summary.errors.push(ErrorEntry {
-            error_type: Arc::from(error_type),
+            error_type: intern(&mut self.error_types, error_type),
             message,
             count: 1,
         });
@@ -227,7 +237,7 @@ impl Operations {
         let pending = self.pending.remove(id)?;
         self.order.remove(&pending.seq);
         self.error_text -= pending.error_text;
-        let mut summary = pending.summary;
+        let mut summary = *pending.summary;
         summary.complete = complete;
         Some(summary)
     }
@@ -251,6 +261,18 @@ fn empty_summary(record: &CallRecord, operation_id: OperationId) -> OperationSum
         errors_dropped: 0,
         complete: false,
     }
+}
+
+/// The interned copy of `error_type`.
+fn intern(types: &mut Vec<Arc<str>>, error_type: &str) -> Arc<str> {
+    if let Some(known) = types.iter().find(|known| &***known == error_type) {
+        return known.clone();
+    }
+    let interned: Arc<str> = Arc::from(error_type);
+    if types.len() < MAX_ERROR_TYPES {
+        types.push(interned.clone());
+    }
+    interned
 }
 
 /// The first `max_chars` characters of `text`.
@@ -318,7 +340,12 @@ mod tests {
         first.attempts = 3;
         first.latency = Duration::from_millis(40);
         ops.fold(first, now, &counters, &mut out);
-        ops.fold(call("op", retryable(), Some("busy")), now, &counters, &mut out);
+        ops.fold(
+            call("op", retryable(), Some("busy")),
+            now,
+            &counters,
+            &mut out,
+        );
         ops.fold(call("op", Outcome::Success, None), now, &counters, &mut out);
         assert!(out.is_empty());
         let summary = ops.complete(&OperationId::new("op")).unwrap();
@@ -347,7 +374,12 @@ mod tests {
         let terminal = Outcome::Terminal {
             reason: Reason::Status(StatusCode::FORBIDDEN),
         };
-        let folded = ops.fold(call("op", terminal, Some("no")), Instant::now(), &counters, &mut out);
+        let folded = ops.fold(
+            call("op", terminal, Some("no")),
+            Instant::now(),
+            &counters,
+            &mut out,
+        );
         assert_eq!(folded, Folded::Emitted);
         assert_eq!(out.len(), 1);
         assert!(out[0].complete);
@@ -366,7 +398,12 @@ mod tests {
         let now = Instant::now();
         let mut out = Vec::new();
         for message in ["aaaa-1", "aaaa-2", "bbbb", "cccc", "dddd"] {
-            ops.fold(call("op", retryable(), Some(message)), now, &counters, &mut out);
+            ops.fold(
+                call("op", retryable(), Some(message)),
+                now,
+                &counters,
+                &mut out,
+            );
         }
         let summary = ops.complete(&OperationId::new("op")).unwrap();
         // "aaaa-1" and "aaaa-2" truncate to the same message.
@@ -374,7 +411,12 @@ mod tests {
         assert_eq!(&*summary.errors[0].message, "aaaa");
         assert_eq!(summary.errors[0].count, 2);
         assert_eq!(summary.errors_dropped, 2);
-        assert_eq!(counters.errors_dropped.load(std::sync::atomic::Ordering::Relaxed), 2);
+        assert_eq!(
+            counters
+                .errors_dropped
+                .load(std::sync::atomic::Ordering::Relaxed),
+            2
+        );
     }
 
     #[test]
@@ -393,8 +435,18 @@ mod tests {
         let now = Instant::now();
         let mut out = Vec::new();
         // "503" + "abcd" = 7 bytes each.
-        ops.fold(call("a", retryable(), Some("abcd")), now, &counters, &mut out);
-        ops.fold(call("b", retryable(), Some("abcd")), now, &counters, &mut out);
+        ops.fold(
+            call("a", retryable(), Some("abcd")),
+            now,
+            &counters,
+            &mut out,
+        );
+        ops.fold(
+            call("b", retryable(), Some("abcd")),
+            now,
+            &counters,
+            &mut out,
+        );
         assert_eq!(ops.error_text(), 7);
         let b = ops.complete(&OperationId::new("b")).unwrap();
         assert!(b.errors.is_empty());
@@ -402,8 +454,16 @@ mod tests {
         // Emitting "a" frees its text for others.
         ops.complete(&OperationId::new("a")).unwrap();
         assert_eq!(ops.error_text(), 0);
-        ops.fold(call("c", retryable(), Some("abcd")), now, &counters, &mut out);
-        assert_eq!(ops.complete(&OperationId::new("c")).unwrap().errors.len(), 1);
+        ops.fold(
+            call("c", retryable(), Some("abcd")),
+            now,
+            &counters,
+            &mut out,
+        );
+        assert_eq!(
+            ops.complete(&OperationId::new("c")).unwrap().errors.len(),
+            1
+        );
     }
 
     #[test]
@@ -412,7 +472,12 @@ mod tests {
         let mut ops = Operations::new(limits());
         let now = Instant::now();
         let mut out = Vec::new();
-        ops.fold(call("a", retryable(), Some("first")), now, &counters, &mut out);
+        ops.fold(
+            call("a", retryable(), Some("first")),
+            now,
+            &counters,
+            &mut out,
+        );
         ops.fold(call("b", Outcome::Success, None), now, &counters, &mut out);
         ops.fold(call("c", Outcome::Success, None), now, &counters, &mut out);
         // A later call to "a" does not make it younger.
@@ -425,7 +490,12 @@ mod tests {
         assert_eq!(out[0].calls, 2);
         assert_eq!(&*out[0].errors[0].message, "first");
         assert_eq!(ops.len(), 3);
-        assert_eq!(counters.operations_evicted.load(std::sync::atomic::Ordering::Relaxed), 1);
+        assert_eq!(
+            counters
+                .operations_evicted
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
     }
 
     #[test]
@@ -434,8 +504,18 @@ mod tests {
         let mut ops = Operations::new(limits());
         let start = Instant::now();
         let mut out = Vec::new();
-        ops.fold(call("a", Outcome::Success, None), start, &counters, &mut out);
-        ops.fold(call("b", Outcome::Success, None), start + Duration::from_secs(30), &counters, &mut out);
+        ops.fold(
+            call("a", Outcome::Success, None),
+            start,
+            &counters,
+            &mut out,
+        );
+        ops.fold(
+            call("b", Outcome::Success, None),
+            start + Duration::from_secs(30),
+            &counters,
+            &mut out,
+        );
         assert_eq!(ops.next_expiry(), Some(start + Duration::from_secs(60)));
         ops.expire(start + Duration::from_secs(59), &counters, &mut out);
         assert!(out.is_empty());

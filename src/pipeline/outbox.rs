@@ -181,14 +181,18 @@ pub(crate) fn operation_bytes(operation: &OperationSummary) -> usize {
 pub(crate) fn rollup_bytes(rollup: &Rollup) -> usize {
     size_of::<Rollup>()
         + rollup.key.route.as_deref().map_or(0, str::len)
-        + rollup.key.host.as_ref().map_or(0, |host| host.as_str().len())
+        + rollup
+            .key
+            .host
+            .as_ref()
+            .map_or(0, |host| host.as_str().len())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::Ordering::Relaxed;
     use std::sync::Arc;
+    use std::sync::atomic::Ordering::Relaxed;
     use std::time::{Duration, SystemTime};
 
     use kasal_trace::{ExecutionMode, OperationId};
