@@ -88,6 +88,7 @@ pub enum ConfigError {
 /// assert_eq!(stats.dropped, 0);
 /// # }
 /// ```
+#[derive(Default)]
 pub struct TelemetryBuilder {
     config: Config,
     exporter: Option<BoxExporter>,
@@ -101,16 +102,6 @@ impl fmt::Debug for TelemetryBuilder {
             .field("exporter", &self.exporter.is_some())
             .field("ignore_env", &self.ignore_env)
             .finish()
-    }
-}
-
-impl Default for TelemetryBuilder {
-    fn default() -> TelemetryBuilder {
-        TelemetryBuilder {
-            config: Config::default(),
-            exporter: None,
-            ignore_env: false,
-        }
     }
 }
 
