@@ -18,6 +18,9 @@ use crate::event::Batch;
 pub const DISABLE_ENV_VARS: [&str; 2] =
     ["DATABRICKS_TELEMETRY_DISABLED", "KASAL_TELEMETRY_DISABLED"];
 
+/// The longest duration a setting takes (longer ones are capped): about a year.
+const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// The exporter, boxed once at build time.
 pub(crate) type BoxExporter = BoxService<Batch, (), BoxError>;
 
@@ -88,6 +91,7 @@ pub enum ConfigError {
 /// assert_eq!(stats.dropped, 0);
 /// # }
 /// ```
+#[derive(Default)]
 pub struct TelemetryBuilder {
     config: Config,
     exporter: Option<BoxExporter>,
@@ -101,16 +105,6 @@ impl fmt::Debug for TelemetryBuilder {
             .field("exporter", &self.exporter.is_some())
             .field("ignore_env", &self.ignore_env)
             .finish()
-    }
-}
-
-impl Default for TelemetryBuilder {
-    fn default() -> TelemetryBuilder {
-        TelemetryBuilder {
-            config: Config::default(),
-            exporter: None,
-            ignore_env: false,
-        }
     }
 }
 
@@ -233,7 +227,16 @@ impl TelemetryBuilder {
     /// Like `build`, but an invalid setting or a missing exporter is an error. Telemetry
     /// disabled by the environment or the lack of a runtime still gives `Ok(disabled handle)`.
     pub fn try_build(self) -> Result<Telemetry, ConfigError> {
-        let config = self.config;
+        let mut config = self.config;
+        // Durations are capped so that deadline arithmetic can never overflow.
+        for duration in [
+            &mut config.flush_interval,
+            &mut config.operation_ttl,
+            &mut config.shutdown_deadline,
+            &mut config.export_timeout,
+        ] {
+            *duration = (*duration).min(MAX_DURATION);
+        }
         let positive = [
             ("batch_size", config.batch_size),
             ("queue_capacity", config.queue_capacity),
@@ -327,6 +330,22 @@ mod tests {
         assert_eq!(error, ConfigError::Zero("queue_capacity"));
         let error = TelemetryBuilder::new().try_build().unwrap_err();
         assert_eq!(error, ConfigError::NoExporter);
+    }
+
+    #[tokio::test]
+    async fn huge_durations_are_capped_not_overflowed() {
+        let exporter = tower::service_fn(|_: Batch| async { Ok::<_, BoxError>(()) });
+        let telemetry = TelemetryBuilder::new()
+            .flush_interval(Duration::MAX)
+            .operation_ttl(Duration::MAX)
+            .shutdown_deadline(Duration::MAX)
+            .export_timeout(Duration::MAX)
+            .exporter(exporter)
+            .ignore_env()
+            .build();
+        assert!(telemetry.is_enabled());
+        telemetry.flush().await;
+        assert_eq!(telemetry.shutdown().await.export_failures, 0);
     }
 
     #[test]

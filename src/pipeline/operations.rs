@@ -39,14 +39,21 @@ pub(crate) struct Operations {
     next_seq: u64,
     /// Error text retained across all pending operations, in bytes.
     error_text: usize,
+    /// Interned `error.type`s (a handful of status codes and names), so each error entry does
+    /// not allocate its own.
+    error_types: Vec<Arc<str>>,
 }
+
+/// At most this many interned error types.
+const MAX_ERROR_TYPES: usize = 64;
 
 #[derive(Debug)]
 struct Pending {
     seq: u64,
     first_seen: Instant,
     error_text: usize,
-    summary: OperationSummary,
+    /// Boxed: keeps the hash table's slots small (it runs at most 7/8 full).
+    summary: Box<OperationSummary>,
 }
 
 /// What folding one call did.
@@ -66,6 +73,7 @@ impl Operations {
             order: BTreeMap::new(),
             next_seq: 0,
             error_text: 0,
+            error_types: Vec::new(),
         }
     }
 
@@ -112,7 +120,7 @@ impl Operations {
                     seq,
                     first_seen: now,
                     error_text: 0,
-                    summary: empty_summary(&record, id.clone()),
+                    summary: Box::new(empty_summary(&record, id.clone())),
                 },
             );
         }
@@ -131,7 +139,7 @@ impl Operations {
         let Some(pending) = self.pending.get_mut(id) else {
             return;
         };
-        let summary = &mut pending.summary;
+        let summary = &mut *pending.summary;
         summary.calls += 1;
         summary.retries += u64::from(record.attempts.saturating_sub(1));
         summary.latency_sum = summary.latency_sum.saturating_add(record.latency);
@@ -171,8 +179,10 @@ impl Operations {
             Some(error) if error.len() == message.len() => error.clone(),
             _ => Arc::from(message),
         };
+        // Grow one at a time: most operations keep one or two errors, not the default four.
+        summary.errors.reserve_exact(1);
         summary.errors.push(ErrorEntry {
-            error_type: Arc::from(error_type),
+            error_type: intern(&mut self.error_types, error_type),
             message,
             count: 1,
         });
@@ -227,7 +237,7 @@ impl Operations {
         let pending = self.pending.remove(id)?;
         self.order.remove(&pending.seq);
         self.error_text -= pending.error_text;
-        let mut summary = pending.summary;
+        let mut summary = *pending.summary;
         summary.complete = complete;
         Some(summary)
     }
@@ -251,6 +261,18 @@ fn empty_summary(record: &CallRecord, operation_id: OperationId) -> OperationSum
         errors_dropped: 0,
         complete: false,
     }
+}
+
+/// The interned copy of `error_type`.
+fn intern(types: &mut Vec<Arc<str>>, error_type: &str) -> Arc<str> {
+    if let Some(known) = types.iter().find(|known| &***known == error_type) {
+        return known.clone();
+    }
+    let interned: Arc<str> = Arc::from(error_type);
+    if types.len() < MAX_ERROR_TYPES {
+        types.push(interned.clone());
+    }
+    interned
 }
 
 /// The first `max_chars` characters of `text`.

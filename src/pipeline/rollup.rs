@@ -61,17 +61,21 @@ pub(crate) struct RollupTable {
 #[repr(align(128))]
 struct Shard {
     cells: RwLock<HashTable<Cell>>,
-    accepted: AtomicU64,
+    /// Plain calls drained from this shard's cells so far (updated under the write lock). With
+    /// the calls still in the cells, the plain calls accepted: no extra counter on the hot path.
+    drained: AtomicU64,
+    /// Calls with an operation id queued from this shard's threads.
+    queued: AtomicU64,
     dropped: AtomicU64,
     overflow: AtomicU64,
 }
 
-/// One key's counters for the current window.
+/// One key's counters for the current window. The count is the histogram's sum: one atomic
+/// add fewer per call.
 #[derive(Debug)]
 struct Cell {
     hash: u64,
     key: RollupKey,
-    count: AtomicU64,
     sum_ns: AtomicU64,
     min_ns: AtomicU64,
     max_ns: AtomicU64,
@@ -86,6 +90,7 @@ struct Sample {
 }
 
 impl Sample {
+    #[inline]
     fn of(latency: Duration) -> Sample {
         let nanos = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
         let bucket = BOUNDS_NS
@@ -101,7 +106,6 @@ impl Cell {
         Cell {
             hash,
             key,
-            count: AtomicU64::new(0),
             sum_ns: AtomicU64::new(0),
             min_ns: AtomicU64::new(u64::MAX),
             max_ns: AtomicU64::new(0),
@@ -113,7 +117,6 @@ impl Cell {
     /// every fold that held the read lock.
     #[inline]
     fn add(&self, sample: Sample) {
-        self.count.fetch_add(1, Relaxed);
         self.sum_ns.fetch_add(sample.nanos, Relaxed);
         // Load first: the read-modify-write is rarely needed once the window has a few calls.
         if sample.nanos < self.min_ns.load(Relaxed) {
@@ -125,6 +128,14 @@ impl Cell {
         self.histogram[sample.bucket].fetch_add(1, Relaxed);
     }
 
+    /// Calls in the current window so far.
+    fn count(&self) -> u64 {
+        self.histogram
+            .iter()
+            .map(|bucket| bucket.load(Relaxed))
+            .sum()
+    }
+
     #[inline]
     fn matches(&self, view: &KeyView<'_>) -> bool {
         let key = &self.key;
@@ -133,19 +144,21 @@ impl Cell {
             && key.direction == view.record.direction
             && key.method == view.record.method
             && key.route.as_deref() == view.route
-            && key.host.as_ref() == view.host
+            // Case-sensitive, like the hash: differently cased hosts get separate cells here
+            // and are merged by `RollupKey`'s own (case-insensitive) equality at drain time.
+            && key.host.as_ref().map(Authority::as_str) == view.host.map(Authority::as_str)
             && key.product == view.record.product
     }
 
     /// Takes the window's counters, leaving the cell empty. Returns `None` if it saw no call.
     fn take(&mut self, window_start: SystemTime, window_end: SystemTime) -> Option<Rollup> {
-        let count = std::mem::take(self.count.get_mut());
-        if count == 0 {
-            return None;
-        }
         let mut histogram = [0; Rollup::BUCKETS];
         for (out, bucket) in histogram.iter_mut().zip(&mut self.histogram) {
             *out = std::mem::take(bucket.get_mut());
+        }
+        let count = histogram.iter().sum();
+        if count == 0 {
+            return None;
         }
         Some(Rollup {
             key: self.key.clone(),
@@ -170,6 +183,7 @@ struct KeyView<'a> {
 }
 
 impl<'a> KeyView<'a> {
+    #[inline]
     fn of(record: &'a CallRecord) -> KeyView<'a> {
         KeyView {
             record,
@@ -209,7 +223,8 @@ impl RollupTable {
             shards: (0..SHARDS)
                 .map(|_| Shard {
                     cells: RwLock::new(HashTable::new()),
-                    accepted: AtomicU64::new(0),
+                    drained: AtomicU64::new(0),
+                    queued: AtomicU64::new(0),
                     dropped: AtomicU64::new(0),
                     overflow: AtomicU64::new(0),
                 })
@@ -221,13 +236,15 @@ impl RollupTable {
         }
     }
 
+    #[inline]
     fn hash(&self, view: &KeyView<'_>) -> u64 {
         let record = view.record;
         self.hasher.hash_one((
             &record.product,
             record.direction,
             &record.method,
-            view.host,
+            // As one string: `Authority`'s own `Hash` feeds the hasher a byte at a time.
+            view.host.map(Authority::as_str),
             view.route,
             view.status_class,
             view.outcome,
@@ -253,7 +270,6 @@ impl RollupTable {
             }
             if let Some(cell) = cells.find(hash, |cell| cell.matches(&view)) {
                 cell.add(sample);
-                shard.accepted.fetch_add(1, Relaxed);
                 return true;
             }
         }
@@ -295,7 +311,6 @@ impl RollupTable {
                     .add(sample);
             }
         }
-        shard.accepted.fetch_add(1, Relaxed);
         true
     }
 
@@ -305,13 +320,16 @@ impl RollupTable {
         let mut merged: HashMap<RollupKey, Rollup> = HashMap::new();
         for shard in self.shards.iter() {
             let mut cells = shard.cells.write().unwrap_or_else(PoisonError::into_inner);
+            let mut drained = 0;
             cells.retain(|cell| match cell.take(window_start, window_end) {
                 None => false,
                 Some(rollup) => {
+                    drained += rollup.count;
                     merge(&mut merged, rollup);
                     true
                 }
             });
+            shard.drained.fetch_add(drained, Relaxed);
         }
         merged.into_values().collect()
     }
@@ -332,7 +350,7 @@ impl RollupTable {
 
     /// Counts a record accepted elsewhere (queued), on the current thread's shard.
     pub(crate) fn count_accepted(&self) {
-        self.shard().accepted.fetch_add(1, Relaxed);
+        self.shard().queued.fetch_add(1, Relaxed);
     }
 
     /// Counts a record dropped elsewhere (queue full or closed), on the current thread's shard.
@@ -340,11 +358,17 @@ impl RollupTable {
         self.shard().dropped.fetch_add(1, Relaxed);
     }
 
-    /// (accepted, dropped, overflow) summed over the shards.
+    /// (accepted, dropped, overflow) summed over the shards. Takes each shard's read lock
+    /// briefly to count the calls still in its cells.
     pub(crate) fn counts(&self) -> (u64, u64, u64) {
         self.shards.iter().fold((0, 0, 0), |(a, d, o), shard| {
+            let cells = shard.cells.read().unwrap_or_else(PoisonError::into_inner);
+            // Under the read lock: a drain cannot move calls from the cells to `drained` now.
+            let live: u64 = cells.iter().map(Cell::count).sum();
+            let accepted = live + shard.drained.load(Relaxed) + shard.queued.load(Relaxed);
+            drop(cells);
             (
-                a + shard.accepted.load(Relaxed),
+                a + accepted,
                 d + shard.dropped.load(Relaxed),
                 o + shard.overflow.load(Relaxed),
             )
@@ -490,6 +514,18 @@ mod tests {
             .unwrap();
         assert_eq!(other.count, (OVERFLOW_KEYS + 5) as u64);
         assert_eq!(other.key.host, None);
+    }
+
+    #[test]
+    fn differently_cased_hosts_merge_at_drain() {
+        let table = RollupTable::new(8);
+        let mut upper = call("/a", 1, 200);
+        upper.host = Some(Authority::from_static("EXAMPLE.cloud.databricks.com"));
+        table.fold(&upper);
+        table.fold(&call("/a", 1, 200));
+        let rollups = drain(&table);
+        assert_eq!(rollups.len(), 1);
+        assert_eq!(rollups[0].count, 2);
     }
 
     #[test]

@@ -182,7 +182,8 @@ impl Telemetry {
         self.stats()
     }
 
-    /// The counters so far. Cheap: a few dozen relaxed atomic loads.
+    /// The counters so far. Cheap: relaxed atomic loads, plus a brief read lock per rollup
+    /// shard to count the calls in the current window.
     pub fn stats(&self) -> Stats {
         let mut stats = Stats::default();
         if let Some(inner) = &self.inner {
