@@ -4,10 +4,15 @@
 #![warn(missing_docs, rust_2018_idioms)]
 
 pub mod event;
+pub mod export;
+pub mod pipeline;
 
 pub use event::{
     Batch, CallRecord, ErrorEntry, OperationSummary, OutcomeCounts, Rollup, RollupKey,
 };
+pub use export::{InMemoryExporter, JsonLinesExporter};
 pub use kasal_classify as classify;
 pub use kasal_trace as trace;
 pub use kasal_user_agent as user_agent;
+pub use pipeline::{ConfigError, Stats, Telemetry, TelemetryBuilder};
+pub use tower::BoxError;

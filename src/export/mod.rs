@@ -1,0 +1,17 @@
+//! Exporters: where batches go. Each is a `tower::Service<Batch, Response = ()>`, so it can be
+//! wrapped in tower layers (retry, timeout, concurrency limits) before it is given to
+//! [`TelemetryBuilder::exporter`](crate::TelemetryBuilder::exporter).
+//!
+//! - [`InMemoryExporter`] keeps every batch, for tests (yours and ours); it can be paused to
+//!   simulate a stalled backend.
+//! - [`JsonLinesExporter`] writes one JSON object per operation summary or rollup to stdout or
+//!   a file.
+//!
+//! An exporter runs on the aggregator task: it must never block the runtime (blocking I/O goes
+//! to `spawn_blocking`), and its errors are counted by the pipeline, never shown to the app.
+
+mod jsonl;
+mod memory;
+
+pub use jsonl::JsonLinesExporter;
+pub use memory::InMemoryExporter;
