@@ -1,1 +1,230 @@
-fn main() {}
+//! Benchmark (a): the full `TelemetryLayer` side by side with tower-http doing the closest job,
+//! `SetRequestHeaderLayer::overriding(USER_AGENT, ..)` + `TraceLayer::new_for_http()`, in one
+//! criterion group.
+//!
+//! Both wrap the same in-process `tower::service_fn` answering a small `Full<Bytes>` body; each
+//! iteration builds a request, calls through the stack and reads the body to its end with
+//! `BodyExt::collect` (so tower-http's end-of-stream work and our record happen inside the
+//! measurement). Ours also records each call into a real `Telemetry` pipeline (default settings,
+//! a no-op exporter): the call is folded into the caller-side rollup.
+//!
+//! The same subscriber is installed globally for the whole run, as an application would: a
+//! registry with a small layer, filtered at DEBUG (tower-http's default level; ours is INFO), that
+//! visits every field of every span, record and event (formatting `%`/`?` values into a reused
+//! buffer, as a real exporter must) and counts into thread-locals. Everything runs on a
+//! current-thread tokio runtime, one `block_on` per sample (`iter_custom`).
+//!
+//! Bench ids: `telemetry_layer/{kasal_telemetry_layer,tower_http_ua_trace,no_layer}`;
+//! `no_layer` is the shared floor (service call + body collect).
+use std::cell::{Cell, RefCell};
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use criterion::{Criterion, criterion_group, criterion_main};
+use http::header::USER_AGENT;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use kasal_telemetry::event::Batch;
+use kasal_telemetry::user_agent::{Product, UserAgent};
+use kasal_telemetry::{BoxError, Telemetry, TelemetryLayer};
+use tower::{Layer, Service, ServiceBuilder, ServiceExt};
+use tower_http::set_header::SetRequestHeaderLayer;
+use tower_http::trace::TraceLayer;
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id, Record};
+use tracing::{Event, Subscriber};
+use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::layer::{Context, SubscriberExt};
+use tracing_subscriber::{Layer as _, registry::LookupSpan};
+
+const URL: &str = "https://adb-1234567890123456.7.azuredatabricks.net/api/2.0/genie/spaces/01ef/start-conversation?page=2";
+const REPLY: &[u8] = br#"{"conversation_id":"01ef","message_id":"01f0"}"#;
+
+thread_local! {
+    static SPANS: Cell<u64> = const { Cell::new(0) };
+    static EVENTS: Cell<u64> = const { Cell::new(0) };
+    static FIELDS: Cell<u64> = const { Cell::new(0) };
+    static CLOSED: Cell<u64> = const { Cell::new(0) };
+    static BUF: RefCell<String> = const { RefCell::new(String::new()) };
+}
+
+fn bump(counter: &'static std::thread::LocalKey<Cell<u64>>) {
+    counter.with(|c| c.set(c.get() + 1));
+}
+
+/// Visits every field the way a recording subscriber must: counts it and touches its value.
+struct Counting;
+
+impl Visit for Counting {
+    fn record_str(&mut self, _field: &Field, value: &str) {
+        bump(&FIELDS);
+        black_box(value.len());
+    }
+    fn record_u64(&mut self, _field: &Field, value: u64) {
+        bump(&FIELDS);
+        black_box(value);
+    }
+    fn record_i64(&mut self, _field: &Field, value: i64) {
+        bump(&FIELDS);
+        black_box(value);
+    }
+    fn record_bool(&mut self, _field: &Field, value: bool) {
+        bump(&FIELDS);
+        black_box(value);
+    }
+    fn record_debug(&mut self, _field: &Field, value: &dyn std::fmt::Debug) {
+        bump(&FIELDS);
+        BUF.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            buf.clear();
+            let _ = write!(buf, "{value:?}");
+            black_box(buf.len());
+        });
+    }
+}
+
+/// The span-recording layer both sides run under.
+struct Recording;
+
+impl<S: Subscriber + for<'a> LookupSpan<'a>> tracing_subscriber::Layer<S> for Recording {
+    fn on_new_span(&self, attrs: &Attributes<'_>, _id: &Id, _ctx: Context<'_, S>) {
+        bump(&SPANS);
+        attrs.record(&mut Counting);
+    }
+    fn on_record(&self, _id: &Id, values: &Record<'_>, _ctx: Context<'_, S>) {
+        values.record(&mut Counting);
+    }
+    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+        bump(&EVENTS);
+        event.record(&mut Counting);
+    }
+    fn on_close(&self, _id: Id, _ctx: Context<'_, S>) {
+        bump(&CLOSED);
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Counts {
+    spans: u64,
+    events: u64,
+    fields: u64,
+    closed: u64,
+}
+
+fn counts() -> Counts {
+    Counts {
+        spans: SPANS.with(Cell::get),
+        events: EVENTS.with(Cell::get),
+        fields: FIELDS.with(Cell::get),
+        closed: CLOSED.with(Cell::get),
+    }
+}
+
+fn answer(
+    _request: Request<Full<Bytes>>,
+) -> std::future::Ready<Result<Response<Full<Bytes>>, Infallible>> {
+    std::future::ready(Ok(Response::new(Full::new(Bytes::from_static(REPLY)))))
+}
+
+fn request() -> Request<Full<Bytes>> {
+    Request::get(URL)
+        .body(Full::default())
+        .expect("valid request")
+}
+
+/// One call through `service`, body read to its end.
+async fn call_once<S, B>(service: &mut S) -> usize
+where
+    S: Service<Request<Full<Bytes>>, Response = Response<B>>,
+    S::Error: std::fmt::Debug,
+    B: http_body::Body<Data = Bytes>,
+    B::Error: std::fmt::Debug,
+{
+    let response = service
+        .ready()
+        .await
+        .expect("ready")
+        .call(black_box(request()))
+        .await
+        .expect("answer");
+    let body = response.into_body().collect().await.expect("body");
+    body.to_bytes().len()
+}
+
+fn bench<S, B>(c: &mut Criterion, rt: &tokio::runtime::Runtime, id: &str, mut service: S)
+where
+    S: Service<Request<Full<Bytes>>, Response = Response<B>>,
+    S::Error: std::fmt::Debug,
+    B: http_body::Body<Data = Bytes>,
+    B::Error: std::fmt::Debug,
+{
+    // Sanity: one call, counted, before measuring.
+    let before = counts();
+    assert_eq!(rt.block_on(call_once(&mut service)), REPLY.len());
+    let after = counts();
+    println!(
+        "{id}: per call {} spans, {} events, {} fields visited, {} closed",
+        after.spans - before.spans,
+        after.events - before.events,
+        after.fields - before.fields,
+        after.closed - before.closed,
+    );
+    c.benchmark_group("telemetry_layer")
+        .bench_function(id, |b| {
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        black_box(call_once(&mut service).await);
+                    }
+                    start.elapsed()
+                })
+            })
+        });
+}
+
+fn telemetry_layer(c: &mut Criterion) {
+    let subscriber = tracing_subscriber::registry().with(Recording.with_filter(LevelFilter::DEBUG));
+    tracing::subscriber::set_global_default(subscriber).expect("first subscriber");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+
+    let telemetry = rt.block_on(async {
+        Telemetry::builder()
+            .exporter(tower::service_fn(|_: Batch| async {
+                Ok::<_, BoxError>(())
+            }))
+            .ignore_env()
+            .build()
+    });
+    assert!(telemetry.is_enabled());
+    let ours =
+        TelemetryLayer::new(Product::Genie, telemetry.clone()).layer(tower::service_fn(answer));
+    let value = UserAgent::new(Product::Genie).header_value().clone();
+    let tower_http = ServiceBuilder::new()
+        .layer(SetRequestHeaderLayer::overriding(USER_AGENT, value))
+        .layer(TraceLayer::new_for_http())
+        .service(tower::service_fn(answer));
+
+    bench(c, &rt, "kasal_telemetry_layer", ours);
+    bench(c, &rt, "tower_http_ua_trace", tower_http);
+    bench(c, &rt, "no_layer", tower::service_fn(answer));
+
+    let stats = rt.block_on(telemetry.shutdown());
+    assert_eq!(stats.dropped, 0, "{stats:?}");
+    println!("pipeline: {stats:?}");
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    targets = telemetry_layer
+}
+criterion_main!(benches);

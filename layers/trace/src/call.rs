@@ -8,7 +8,7 @@
 
 use std::error::Error;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Instant, SystemTime};
 
 use http::uri::{Authority, Scheme};
@@ -16,7 +16,7 @@ use http::{Extensions, HeaderMap, Method, StatusCode, Uri};
 use kasal_classify::{Attempts, Outcome};
 use kasal_user_agent::Product;
 use tracing::Span;
-use tracing::field::Empty;
+use tracing::field::{Empty, Field, FieldSet, Value};
 
 use crate::context::Route;
 use crate::redact::{RedactedUri, host_and_port, redact};
@@ -132,12 +132,27 @@ impl CallSpan {
     /// else 1) and the classified outcome.
     pub fn on_response(&mut self, status: StatusCode, extensions: &Extensions, outcome: Outcome) {
         let attempts = extensions.get::<Attempts>().map_or(1, |a| a.0.max(1));
-        self.span
-            .record("http.response.status_code", status.as_u16())
-            .record("http.request.resend_count", attempts - 1);
         self.record.status = Some(status);
         self.record.attempts = attempts;
-        self.set_outcome(outcome);
+        let is_error = match self.record.direction {
+            // OTel HTTP conventions: a server span is an error only for 5xx.
+            Direction::Server => status.is_server_error(),
+            Direction::Client => !matches!(outcome, Outcome::Success),
+        };
+        self.record.outcome = outcome;
+        let Some(fields) = LateFields::of(&self.span) else {
+            return; // the span is disabled: nothing to record on it
+        };
+        let error_type = is_error.then(|| self.error_type());
+        let values = [
+            (&fields.status_code, Some(&status.as_u16() as &dyn Value)),
+            (&fields.resend_count, Some(&(attempts - 1) as &dyn Value)),
+            (&fields.outcome, Some(&self.record.outcome.as_str() as &dyn Value)),
+            (&fields.error_type, error_type.as_ref().map(|t| t as &dyn Value)),
+            (&fields.otel_status_code, is_error.then_some(&"ERROR" as &dyn Value)),
+        ];
+        // One dispatch for the whole response head.
+        self.span.record_all(&fields.set.value_set(&values));
     }
 
     /// Records a failure: an error from the inner service (no response) or while reading the
@@ -151,13 +166,20 @@ impl CallSpan {
             source = err.source();
         }
         self.record.error = Some(Arc::from(redact(&message)));
-        if self.record.status.is_none() {
-            self.span.record("http.request.resend_count", 0);
-        }
-        self.span.record("kasal.outcome", outcome.as_str());
         self.record.outcome = outcome;
+        let Some(fields) = LateFields::of(&self.span) else {
+            return;
+        };
         // A failure is an error whatever the direction or the status.
-        self.mark_error();
+        let error_type = self.error_type();
+        let no_response = self.record.status.is_none();
+        let values = [
+            (&fields.resend_count, no_response.then_some(&0u32 as &dyn Value)),
+            (&fields.outcome, Some(&self.record.outcome.as_str() as &dyn Value)),
+            (&fields.error_type, Some(&error_type as &dyn Value)),
+            (&fields.otel_status_code, Some(&"ERROR" as &dyn Value)),
+        ];
+        self.span.record_all(&fields.set.value_set(&values));
     }
 
     /// Counts response body bytes.
@@ -175,37 +197,64 @@ impl CallSpan {
     pub fn finish(mut self) -> CallRecord {
         self.record.latency = self.start.elapsed();
         if self.record.status.is_some() {
-            self.span
-                .record("http.response.body.size", self.record.response_bytes);
+            if let Some(fields) = LateFields::of(&self.span) {
+                let values = [(
+                    &fields.body_size,
+                    Some(&self.record.response_bytes as &dyn Value),
+                )];
+                self.span.record_all(&fields.set.value_set(&values));
+            }
         }
         self.record
     }
 
-    fn set_outcome(&mut self, outcome: Outcome) {
-        self.span.record("kasal.outcome", outcome.as_str());
-        let is_error = match (self.record.direction, self.record.status) {
-            // OTel HTTP conventions: a server span is an error only for 5xx.
-            (Direction::Server, Some(status)) => status.is_server_error(),
-            _ => !matches!(outcome, Outcome::Success),
-        };
-        self.record.outcome = outcome;
-        if is_error {
-            self.mark_error();
-        }
-    }
-
-    fn mark_error(&self) {
-        let error_type = match self.record.outcome.error_type() {
+    /// `error.type`: the outcome's reason, else the status, else `other`.
+    fn error_type(&self) -> &str {
+        match self.record.outcome.error_type() {
             Some(error_type) => error_type,
             None => self
                 .record
                 .status
                 .as_ref()
                 .map_or("other", StatusCode::as_str),
-        };
-        self.span
-            .record("error.type", error_type)
-            .record("otel.status_code", "ERROR");
+        }
+    }
+}
+
+/// The span fields recorded after the span opens, looked up by name once: every call span comes
+/// from the one `info_span!` in [`CallSpan::start`], so they are the same for all of them. Saves
+/// a name lookup per field and lets a whole stage go out in one `record_all` dispatch.
+struct LateFields {
+    set: &'static FieldSet,
+    status_code: Field,
+    resend_count: Field,
+    body_size: Field,
+    error_type: Field,
+    otel_status_code: Field,
+    outcome: Field,
+}
+
+impl LateFields {
+    /// The fields of `span`'s callsite; `None` for a disabled span.
+    fn of(span: &Span) -> Option<&'static LateFields> {
+        static FIELDS: OnceLock<Option<LateFields>> = OnceLock::new();
+        let metadata = span.metadata()?;
+        let set = metadata.fields();
+        FIELDS
+            .get_or_init(|| {
+                Some(LateFields {
+                    set,
+                    status_code: set.field("http.response.status_code")?,
+                    resend_count: set.field("http.request.resend_count")?,
+                    body_size: set.field("http.response.body.size")?,
+                    error_type: set.field("error.type")?,
+                    otel_status_code: set.field("otel.status_code")?,
+                    outcome: set.field("kasal.outcome")?,
+                })
+            })
+            .as_ref()
+            // Always true (one callsite); checked so a future second callsite cannot mix fields.
+            .filter(|fields| fields.outcome.callsite() == metadata.callsite())
     }
 }
 

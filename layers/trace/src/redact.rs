@@ -59,6 +59,9 @@ static SECRETS: LazyLock<Option<Regex>> = LazyLock::new(|| {
 /// assert!(matches!(redact("nothing secret"), std::borrow::Cow::Borrowed(_)));
 /// ```
 pub fn redact(text: &str) -> Cow<'_, str> {
+    if !may_hold_secret(text) {
+        return Cow::Borrowed(truncate(text));
+    }
     let Some(secrets) = SECRETS.as_ref() else {
         return Cow::Borrowed(REDACTED);
     };
@@ -83,6 +86,25 @@ pub fn redact(text: &str) -> Cow<'_, str> {
             Cow::Owned(text)
         }
     }
+}
+
+/// A one-pass prefilter for [`SECRETS`], so the common case (a URL path, a query key, a plain
+/// message) skips the regex: `false` only when no alternative can match. Every alternative needs
+/// whitespace (`Bearer x`, `Basic x`; Unicode whitespace is non-ASCII), `:` or `=` (forwarded
+/// token header, `token=`, `scheme://user@`, `C:\Users`), or one of the case-sensitive literals
+/// `dapi`, `dkea`, `dose`, `eyJ`, `/home/`, `/Users/`. Non-ASCII text always goes to the regex
+/// (Unicode case folding and whitespace).
+fn may_hold_secret(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    bytes.iter().enumerate().any(|(i, &byte)| match byte {
+        b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r' | b':' | b'=' | 0x80.. => true,
+        b'd' => ["dapi", "dkea", "dose"]
+            .iter()
+            .any(|token| bytes[i..].starts_with(token.as_bytes())),
+        b'e' => bytes[i..].starts_with(b"eyJ"),
+        b'/' => bytes[i..].starts_with(b"/home/") || bytes[i..].starts_with(b"/Users/"),
+        _ => false,
+    })
 }
 
 fn is_home_dir(matched: &str) -> bool {
@@ -165,6 +187,62 @@ mod tests {
     #[test]
     fn pattern_compiles() {
         assert!(SECRETS.is_some());
+    }
+
+    #[test]
+    fn prefilter_skips_only_text_the_pattern_cannot_match() {
+        let secrets = SECRETS.as_ref().unwrap();
+        let clean = [
+            "/api/2.0/genie/spaces/01ef/start-conversation",
+            "page",
+            "/serving-endpoints/my-model/invocations",
+            "connection closed before message completed",
+            "",
+        ];
+        for text in clean {
+            assert!(!secrets.is_match(text), "{text}");
+            assert!(!may_hold_secret(text) || text.contains(' '), "{text}");
+        }
+        let dirty = [
+            "Bearer abc",
+            "BASIC\u{a0}abc",
+            "x-forwarded-access-token: abc",
+            PAT,
+            "dkea012345678",
+            "dose012345678",
+            JWT,
+            "?access_token=abc",
+            "TOKEN=abc",
+            "https://user:pw@host",
+            "/home/alice",
+            "/Users/alice",
+            "C:\\Users\\alice",
+            "to\u{212a}en=abc",
+        ];
+        for text in dirty {
+            assert!(secrets.is_match(text), "{text}");
+            assert!(may_hold_secret(text), "{text}");
+        }
+        // Exhaustively over every sequence of three fragments that build secrets: whenever
+        // the pattern matches, the prefilter lets the text through.
+        let fragments = [
+            "dapi", "dkea", "dose", "0123456789", "eyJ", "hdr.", "body.sig", "token", "secret",
+            "=", "x", " ", "\t", "Bearer", "basic", "x-forwarded-access-token", ":", "https",
+            "://", "u@", "/home/", "/Users/", "c:\\users\\", "/", "\u{212a}",
+        ];
+        let mut matched = 0;
+        for a in fragments {
+            for b in fragments {
+                for c in fragments {
+                    let text = format!("{a}{b}{c}");
+                    if secrets.is_match(&text) {
+                        matched += 1;
+                        assert!(may_hold_secret(&text), "{text:?}");
+                    }
+                }
+            }
+        }
+        assert!(matched > 1000, "{matched}");
     }
 
     #[test]
