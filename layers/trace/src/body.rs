@@ -31,7 +31,7 @@ pin_project! {
 }
 
 impl<B, R: RecordCall, C> TracedBody<B, R, C> {
-    pub(crate) fn new(inner: B, call: CallSpan, recorder: R, classifier: C) -> Self
+    pub(crate) fn new(inner: B, call: Box<CallSpan>, recorder: R, classifier: C) -> Self
     where
         B: Body,
     {
@@ -121,7 +121,7 @@ impl<B: std::fmt::Debug, R: RecordCall, C> std::fmt::Debug for TracedBody<B, R, 
 
 /// The call until it is recorded; records it (as cut short) if dropped before.
 struct OpenCall<R: RecordCall, C> {
-    call: Option<CallSpan>,
+    call: Option<Box<CallSpan>>,
     recorder: R,
     classifier: C,
 }

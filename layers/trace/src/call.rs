@@ -147,9 +147,18 @@ impl CallSpan {
         let values = [
             (&fields.status_code, Some(&status.as_u16() as &dyn Value)),
             (&fields.resend_count, Some(&(attempts - 1) as &dyn Value)),
-            (&fields.outcome, Some(&self.record.outcome.as_str() as &dyn Value)),
-            (&fields.error_type, error_type.as_ref().map(|t| t as &dyn Value)),
-            (&fields.otel_status_code, is_error.then_some(&"ERROR" as &dyn Value)),
+            (
+                &fields.outcome,
+                Some(&self.record.outcome.as_str() as &dyn Value),
+            ),
+            (
+                &fields.error_type,
+                error_type.as_ref().map(|t| t as &dyn Value),
+            ),
+            (
+                &fields.otel_status_code,
+                is_error.then_some(&"ERROR" as &dyn Value),
+            ),
         ];
         // One dispatch for the whole response head.
         self.span.record_all(&fields.set.value_set(&values));
@@ -174,8 +183,14 @@ impl CallSpan {
         let error_type = self.error_type();
         let no_response = self.record.status.is_none();
         let values = [
-            (&fields.resend_count, no_response.then_some(&0u32 as &dyn Value)),
-            (&fields.outcome, Some(&self.record.outcome.as_str() as &dyn Value)),
+            (
+                &fields.resend_count,
+                no_response.then_some(&0u32 as &dyn Value),
+            ),
+            (
+                &fields.outcome,
+                Some(&self.record.outcome.as_str() as &dyn Value),
+            ),
             (&fields.error_type, Some(&error_type as &dyn Value)),
             (&fields.otel_status_code, Some(&"ERROR" as &dyn Value)),
         ];

@@ -21,7 +21,9 @@ pin_project! {
     pub struct ResponseFuture<F, C, R> {
         #[pin]
         inner: F,
-        call: Option<(CallSpan, C, R)>,
+        // Boxed: the call state is ~300 bytes, and this future and the response are moved
+        // several times on their way to the caller; a box keeps those moves small.
+        call: Option<(Box<CallSpan>, C, R)>,
     }
 }
 
@@ -29,7 +31,7 @@ impl<F, C, R> ResponseFuture<F, C, R> {
     pub(crate) fn new(inner: F, call: CallSpan, classifier: C, recorder: R) -> Self {
         ResponseFuture {
             inner,
-            call: Some((call, classifier, recorder)),
+            call: Some((Box::new(call), classifier, recorder)),
         }
     }
 }
