@@ -341,11 +341,9 @@ fn operation_log<'a>(op: &'a OperationSummary, options: &'a PayloadOptions) -> F
 fn rollup_log<'a>(rollup: &'a Rollup, options: &'a PayloadOptions) -> FrontendLog<'a> {
     let auth = options.authenticated;
     let key = &rollup.key;
-    let mean = if rollup.count == 0 {
-        0
-    } else {
-        duration_ms(rollup.latency_sum) / rollup.count
-    };
+    let mean = duration_ms(rollup.latency_sum)
+        .checked_div(rollup.count)
+        .unwrap_or(0);
     FrontendLog {
         workspace_id: options.workspace_id.filter(|_| auth),
         frontend_log_event_id: new_event_id(),
