@@ -1,3 +1,9 @@
+//! The result of classifying a call: [`Outcome`] and its [`Reason`].
+//!
+//! Plain data, no I/O: every adapter (tower-http, tower retry, the circuit breaker, the span layer)
+//! reads the same values. Nothing here may allocate or look at a clock.
+
+use std::fmt;
 use std::time::Duration;
 
 use http::StatusCode;
@@ -42,6 +48,39 @@ impl Outcome {
     /// The `error.type` span field: the status code as text or a short error name.
     pub fn error_type(&self) -> Option<&str> {
         self.reason().map(Reason::as_str)
+    }
+
+    /// `true` for [`Outcome::Success`].
+    pub fn is_success(&self) -> bool {
+        matches!(self, Outcome::Success)
+    }
+
+    /// `true` for [`Outcome::Retryable`].
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Outcome::Retryable { .. })
+    }
+
+    /// `true` for [`Outcome::Terminal`].
+    pub fn is_terminal(&self) -> bool {
+        matches!(self, Outcome::Terminal { .. })
+    }
+
+    /// The delay the server asked for (Retry-After), if the call is retryable and it asked.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Outcome::Retryable { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Outcome {
+    /// `success`, `retryable: 503`, `terminal: tls`, ...
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.reason() {
+            None => f.write_str(self.as_str()),
+            Some(reason) => write!(f, "{}: {}", self.as_str(), reason.as_str()),
+        }
     }
 }
 
@@ -89,5 +128,11 @@ impl Reason {
             Reason::CircuitOpen => "circuit_open",
             Reason::Other => "other",
         }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }

@@ -1,0 +1,48 @@
+//! Retrying calls that failed in a retryable way, with exponential backoff and jitter.
+//!
+//! [`RetryLayer`] wraps any `Service<http::Request<B>>` whose request body implements
+//! [`TryCloneBody`] and whose error implements [`AsError`](crate::AsError) (hyper-util's client
+//! error and `tower::BoxError` both do). The [`Classify`](crate::Classify) implementation decides
+//! what is retryable; [`RetryPolicy`] only schedules. Every response carries [`Attempts`].
+//!
+//! It must never retry a request it cannot replay (a streaming body is sent once), never retry a
+//! terminal outcome, and never wait longer than its caps (`max_delay` for backoff,
+//! `max_retry_after` for the server's `Retry-After`).
+//!
+//! ```no_run
+//! use bytes::Bytes;
+//! use http_body_util::Full;
+//! use kasal_classify::{Attempts, RetryLayer, RetryPolicy};
+//! use tower::{Service, ServiceBuilder, ServiceExt};
+//!
+//! # async fn run() -> Result<(), tower::BoxError> {
+//! let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+//!     .build_http::<Full<Bytes>>();
+//! let mut svc = ServiceBuilder::new()
+//!     .layer(RetryLayer::new(RetryPolicy::new().max_retries(2)))
+//!     .service(client);
+//! let req = http::Request::get("http://127.0.0.1:8080/").body(Full::new(Bytes::new()))?;
+//! let res = svc.ready().await?.call(req).await?;
+//! let attempts = res.extensions().get::<Attempts>().map_or(1, |a| a.0);
+//! println!("{} after {attempts} call(s)", res.status());
+//! # Ok(()) }
+//! ```
+
+mod backoff;
+mod body;
+mod future;
+mod layer;
+mod policy;
+mod service;
+
+pub use self::backoff::{Backoff, Jitter};
+pub use self::body::{TryCloneBody, clone_request};
+pub use self::future::ResponseFuture;
+pub use self::layer::RetryLayer;
+pub use self::policy::RetryPolicy;
+pub use self::service::Retry;
+
+/// How many calls a [`Retry`] service made for one request (1 = no retry), in the response
+/// extensions. The span layer reports `Attempts(n).0 - 1` as `http.request.resend_count`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Attempts(pub u32);
