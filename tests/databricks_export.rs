@@ -258,6 +258,7 @@ async fn retry_after_is_honoured() {
     let started = Instant::now();
     export(&exporter, batch("slow-down")).await.unwrap();
     let waited = started.elapsed();
+    eprintln!("Retry-After: 1 -> export took {waited:?}");
     assert_eq!(server.hits(), 2);
     assert!(waited >= Duration::from_millis(950), "waited {waited:?}");
     assert!(waited < Duration::from_secs(3), "waited {waited:?}");
@@ -302,6 +303,11 @@ async fn secrets_reach_the_server_only_redacted() {
     export(&exporter, batch).await.unwrap();
 
     let raw = String::from_utf8_lossy(&server.requests()[0].body).into_owned();
+    let (_, logs) = decode(&server.requests()[0]);
+    eprintln!(
+        "redacted: {}",
+        logs[0]["entry"]["sql_driver_log"]["error_info"]["stack_trace"]
+    );
     for secret in ["abc.def", "dapi0123456789abcdef", jwt, "s3cr3tvalue"] {
         assert!(!raw.contains(secret), "{secret} leaked: {raw}");
     }
@@ -367,6 +373,10 @@ async fn a_server_that_never_answers_times_out() {
     let started = Instant::now();
     let result = export(&exporter, batch("hang")).await;
     let took = started.elapsed();
+    eprintln!(
+        "never-answering server: {result:?} after {took:?}, {} attempt(s)",
+        server.hits()
+    );
     assert!(
         matches!(
             result,

@@ -378,8 +378,13 @@ fn gzip(body: &[u8]) -> Bytes {
 }
 
 fn is_circuit_open(error: &(dyn std::error::Error + 'static)) -> bool {
-    // TODO(classify): downcast to kasal_classify::CircuitOpen along the source chain.
-    let _ = error;
+    let mut current = Some(error);
+    while let Some(error) = current {
+        if error.is::<kasal_classify::CircuitOpen>() {
+            return true;
+        }
+        current = error.source();
+    }
     false
 }
 

@@ -13,6 +13,11 @@ use http_body_util::{BodyExt, Full, Limited};
 use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceBuilder, ServiceExt};
 
+use kasal_classify::{
+    CircuitBreaker, CircuitBreakerConfig, CircuitBreakerLayer, Jitter, RetryLayer, RetryPolicy,
+};
+use kasal_user_agent::{Product, UserAgent, UserAgentLayer};
+
 use crate::credentials::BoxError;
 
 /// What every request in this module goes through: a full body in, a collected body out.
@@ -79,12 +84,25 @@ pub(crate) struct ExportStackConfig {
     pub(crate) breaker: super::BreakerSettings,
 }
 
-/// The export stack: circuit breaker (per host, outermost, so one failed export counts once)
-/// → retry → User-Agent → per-attempt timeout → transport.
+/// The export stack: circuit breaker (per host, outermost, so one failed export counts once, as
+/// in the JDBC and Node.js drivers) → retry (3 retries, 100 ms base doubling to a 1 s cap, plus
+/// up to 100 ms of jitter, Retry-After honoured, never on 4xx) → User-Agent → per-attempt
+/// timeout → transport.
 pub(crate) fn export_stack(transport: HttpClient, config: &ExportStackConfig) -> HttpClient {
-    // TODO(classify): CircuitBreakerLayer and RetryLayer when kasal-classify lands.
-    let _ = (&config.max_retries, &config.breaker);
+    let breaker = CircuitBreaker::new(
+        CircuitBreakerConfig::new()
+            .failure_threshold(config.breaker.failures)
+            .open_for(config.breaker.open_for)
+            .success_threshold(config.breaker.successes),
+    );
+    let retry = RetryPolicy::new()
+        .max_retries(config.max_retries)
+        .base_delay(Duration::from_millis(100))
+        .max_delay(Duration::from_secs(1))
+        .jitter(Jitter::Up(Duration::from_millis(100)));
     let stack = ServiceBuilder::new()
+        .layer(CircuitBreakerLayer::new(breaker))
+        .layer(RetryLayer::new(retry))
         .layer(user_agent_layer())
         .map_err(Into::<BoxError>::into)
         .timeout(config.timeout)
@@ -92,22 +110,12 @@ pub(crate) fn export_stack(transport: HttpClient, config: &ExportStackConfig) ->
     BoxCloneSyncService::new(stack)
 }
 
-/// `UserAgent::new(Product::Telemetry)` as a layer.
-fn user_agent_layer()
--> tower::util::MapRequestLayer<fn(Request<Full<Bytes>>) -> Request<Full<Bytes>>> {
-    // TODO(user-agent): UserAgentLayer::new(UserAgent::new(Product::Telemetry)) when it lands.
-    fn set(mut request: Request<Full<Bytes>>) -> Request<Full<Bytes>> {
-        request.headers_mut().insert(
-            http::header::USER_AGENT,
-            http::HeaderValue::from_static(concat!("kasal_telemetry/", env!("CARGO_PKG_VERSION"))),
-        );
-        request
-    }
-    tower::util::MapRequestLayer::new(set as fn(_) -> _)
+/// `kasal_telemetry/<version>`: the exporter's own product, never the application's.
+fn user_agent_layer() -> UserAgentLayer {
+    UserAgentLayer::new(UserAgent::new(Product::Telemetry))
 }
 
 /// The User-Agent value, for `client_context.user_agent`.
 pub(crate) fn user_agent_string() -> std::sync::Arc<str> {
-    // TODO(user-agent): UserAgent::new(Product::Telemetry).to_string().
-    concat!("kasal_telemetry/", env!("CARGO_PKG_VERSION")).into()
+    UserAgent::new(Product::Telemetry).to_string().into()
 }
