@@ -323,7 +323,8 @@ mod tests {
 
     #[test]
     fn rejects_private_unless_allowed() {
-        let cases: &[(&str, fn(String) -> HostError, &str)] = &[
+        type Case = (&'static str, fn(String) -> HostError, &'static str);
+        let cases: &[Case] = &[
             ("localhost", HostError::Loopback, "localhost"),
             ("https://LOCALHOST.:8443", HostError::Loopback, "localhost"),
             ("127.0.0.1", HostError::Loopback, "127.0.0.1"),
