@@ -1,5 +1,16 @@
+//! Who a call is made for ([`ExecutionContext`]) and which operation it belongs to
+//! ([`OperationId`]).
+//!
+//! The context travels in a tokio task-local (`scope`, `sync_scope`, `current`) or as a request
+//! extension, which wins over the task-local. There is no global mutable state: two tasks with
+//! different contexts never see each other's. This module must never copy a [`SecretToken`] into
+//! anything that is logged, traced or exported.
+
 use std::fmt;
+use std::future::Future;
 use std::sync::Arc;
+
+use tokio::task::futures::TaskLocalFuture;
 
 /// Who a call is made for: a signed-in user (on-behalf-of) or the service itself.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -65,6 +76,15 @@ impl OperationId {
     }
 }
 
+impl OperationId {
+    /// A fresh random (UUID v4) operation id.
+    pub fn generate() -> Self {
+        let mut buf = uuid::Uuid::encode_buffer();
+        let text = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
+        OperationId(Arc::from(&*text))
+    }
+}
+
 impl fmt::Display for OperationId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -85,4 +105,112 @@ pub struct ExecutionContext {
     pub user_token: Option<SecretToken>,
     /// The operation the current work belongs to, if any.
     pub operation_id: Option<OperationId>,
+}
+
+tokio::task_local! {
+    static CURRENT: ExecutionContext;
+}
+
+impl ExecutionContext {
+    /// Work done on behalf of the user `caller_id` (an email or user name; never a token).
+    pub fn user(caller_id: impl Into<Arc<str>>) -> Self {
+        ExecutionContext {
+            mode: ExecutionMode::User,
+            caller_id: Some(caller_id.into()),
+            ..ExecutionContext::default()
+        }
+    }
+
+    /// Work done as the service itself: the default when no context is set.
+    pub fn service() -> Self {
+        ExecutionContext::default()
+    }
+
+    /// Sets the user's forwarded token. It is kept for the app's own calls and never recorded.
+    pub fn with_user_token(mut self, token: SecretToken) -> Self {
+        self.user_token = Some(token);
+        self
+    }
+
+    /// Marks that a user call fell back to the developer's own credentials.
+    pub fn with_obo_dev_fallback(mut self, fallback: bool) -> Self {
+        self.obo_dev_fallback = fallback;
+        self
+    }
+
+    /// Sets the caller's identity.
+    pub fn with_caller_id(mut self, caller_id: impl Into<Arc<str>>) -> Self {
+        self.caller_id = Some(caller_id.into());
+        self
+    }
+
+    /// Sets the operation the work belongs to.
+    pub fn with_operation_id(mut self, operation_id: OperationId) -> Self {
+        self.operation_id = Some(operation_id);
+        self
+    }
+
+    /// The context of the current task, or [`ExecutionContext::service()`] when none is set.
+    pub fn current() -> Self {
+        Self::try_current().unwrap_or_default()
+    }
+
+    /// The context of the current task, if one was set with [`scope`](Self::scope) or
+    /// [`sync_scope`](Self::sync_scope).
+    pub fn try_current() -> Option<Self> {
+        CURRENT.try_with(Clone::clone).ok()
+    }
+
+    /// The context for a request: an `ExecutionContext` request extension if present, else the
+    /// current task's context, else the service context.
+    pub fn for_request(extensions: &http::Extensions) -> Self {
+        match extensions.get::<ExecutionContext>() {
+            Some(ctx) => ctx.clone(),
+            None => Self::current(),
+        }
+    }
+
+    /// Reads the context for a request through `f`, borrowed, without cloning it (hot path).
+    pub(crate) fn read_for_request<T>(
+        extensions: &http::Extensions,
+        f: impl Fn(&ExecutionContext) -> T,
+    ) -> T {
+        match extensions.get::<ExecutionContext>() {
+            Some(ctx) => f(ctx),
+            None => CURRENT
+                .try_with(&f)
+                .unwrap_or_else(|_| f(&ExecutionContext::default())),
+        }
+    }
+
+    /// Runs `future` with this context as the task's current context.
+    ///
+    /// The context stays with the future wherever it is polled; tasks spawned from inside do not
+    /// inherit it (scope them again).
+    pub fn scope<F: Future>(self, future: F) -> TaskLocalFuture<ExecutionContext, F> {
+        CURRENT.scope(self, future)
+    }
+
+    /// Runs the closure `f` with this context as the current context.
+    pub fn sync_scope<T>(self, f: impl FnOnce() -> T) -> T {
+        CURRENT.sync_scope(self, f)
+    }
+}
+
+/// Request extension: the route template of the call (`/serving-endpoints/{name}/invocations`),
+/// never the raw path. Used in the span's `otel.name` (`"POST /serving-endpoints/{name}/…"`),
+/// `http.route` and `CallRecord::route`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Route(pub Arc<str>);
+
+impl Route {
+    /// A route template.
+    pub fn new(template: impl Into<Arc<str>>) -> Self {
+        Route(template.into())
+    }
+
+    /// The template as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }

@@ -1,10 +1,139 @@
-//! SKELETON: kasal-trace. To be completed (see the owning helper's task).
+//! One OpenTelemetry-conventions span per HTTP call, the execution context it runs in, and the
+//! redaction of everything that leaves the process.
+//!
+//! [`SpanLayer`] wraps any `tower::Service<http::Request<B>, Response = http::Response<ResBody>>`
+//! (hyper-util's legacy `Client`, an axum router, a `service_fn`). Each call gets one span, which
+//! stays open until the response body ends, and one [`CallRecord`] handed to a [`RecordCall`]
+//! (the telemetry pipeline, or a closure).
+//!
+//! # Example
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use std::sync::{Arc, Mutex};
+//!
+//! use bytes::Bytes;
+//! use http::{Request, Response};
+//! use http_body_util::{BodyExt, Full};
+//! use kasal_trace::{CallRecord, ExecutionContext, SpanLayer};
+//! use kasal_user_agent::Product;
+//! use tower::{Service, ServiceBuilder, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), tower::BoxError> {
+//! let records = Arc::new(Mutex::new(Vec::<CallRecord>::new()));
+//! let sink = records.clone();
+//!
+//! let mut client = ServiceBuilder::new()
+//!     .layer(SpanLayer::new(Product::Genie).recorder(move |record| {
+//!         sink.lock().unwrap().push(record);
+//!     }))
+//!     .service(tower::service_fn(|_request: Request<Full<Bytes>>| async {
+//!         Ok::<_, Infallible>(Response::new(Full::new(Bytes::from("hello"))))
+//!     }));
+//!
+//! let request = Request::get("https://example.cloud.databricks.com/api/2.0/genie?token=x")
+//!     .body(Full::default())?;
+//! let response = ExecutionContext::user("alice@example.com")
+//!     .scope(async { client.ready().await?.call(request).await })
+//!     .await?;
+//! let body = response.into_body().collect().await?.to_bytes(); // the call ends here
+//! assert_eq!(body, "hello");
+//!
+//! let records = records.lock().unwrap();
+//! assert_eq!(records.len(), 1);
+//! assert_eq!(records[0].status, Some(http::StatusCode::OK));
+//! assert_eq!(records[0].response_bytes, 5);
+//! assert_eq!(records[0].caller_id.as_deref(), Some("alice@example.com"));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # The span
+//!
+//! Tracing needs a static span name, so every call span is named `HTTP` (target `kasal_trace`)
+//! and carries its real name in `otel.name`: `"{METHOD}"`, or `"{METHOD} {route}"` when the
+//! request has a [`Route`] extension. `tracing-opentelemetry` exports `otel.name` as the span
+//! name, as it does for tower-http users who follow the same convention. Fields, per the
+//! OpenTelemetry HTTP semantic conventions:
+//!
+//! | field | value |
+//! |---|---|
+//! | `otel.kind` | `client` or `server` ([`Direction`]) |
+//! | `otel.name` | `GET` or `GET /api/2.0/jobs/{id}` |
+//! | `http.request.method`, `http.route` | the method; the route template if known |
+//! | `url.full` | the URL with userinfo removed and every query value `REDACTED` ([`redact_uri`]) |
+//! | `server.address`, `server.port` | from the URI (or `Host`), port defaulted from the scheme |
+//! | `http.response.status_code` | the final status |
+//! | `http.request.resend_count` | attempts − 1, from the `Attempts` response extension (0 if absent) |
+//! | `http.response.body.size` | response body bytes read |
+//! | `error.type` | on failure: the status (`"429"`) or a short name (`"connect"`, `"timeout"`) |
+//! | `otel.status_code` | `ERROR` on failure; left unset on success, as the conventions ask |
+//! | `kasal.product`, `kasal.outcome` | the product token; `success`, `retryable` or `terminal` |
+//! | `kasal.operation_id` | from an [`OperationId`] request extension, else the context |
+//! | `execution.context`, `caller.id`, `execution.obo_dev_fallback` | from the [`ExecutionContext`] |
+//! | `kasal.body_cut_short` | `true` when the body was dropped before its end |
+//!
+//! A failure is any outcome other than success on a client span; on a server span, only 5xx
+//! answers and errors (a 4xx is the client's fault, per the conventions). The span's parent is
+//! the current span when `call` is made; the inner service's future is polled inside it and the
+//! body's frames are produced inside it, so events from the inner service and from the body's
+//! producer are its children. The caller's own code between two polls of the body runs in the
+//! caller's span, as always with `tracing`. No field ever holds a token: the context's
+//! `user_token` is never read, URLs go through [`redact_uri`] and error messages through
+//! [`redact`].
+//!
+//! # When is the call recorded
+//!
+//! Exactly once per call, with [`RecordCall::record_call`]:
+//!
+//! - when the response body ends (a frame after which the body reports `is_end_stream`, or the
+//!   end of the stream), with the bytes read and the latency from the start of the call;
+//! - at once, when the response body is already empty (`is_end_stream()` on arrival: `HEAD`,
+//!   `204`, `Content-Length: 0`);
+//! - when the body yields an error: the error is classified with the layer's classifier, which
+//!   replaces the outcome of the status;
+//! - when the body is dropped before its end: outcome from the status, `kasal.body_cut_short`;
+//! - at once, when the inner service returns an error (classified; no status).
+//!
+//! The span closes at the same moment. A call whose response future is dropped before the
+//! response head arrives (cancelled, e.g. by a timeout outside this layer) is not recorded.
+//! Errors from `poll_ready` pass through unrecorded.
+//!
+//! # Errors
+//!
+//! The service and the body return [`BoxError`]: the inner error, boxed and otherwise unchanged
+//! (downcast it to `hyper_util::client::legacy::Error`). Classifying an error needs it as
+//! `&(dyn Error + 'static)`, and no single bound yields that for both concrete error types and
+//! `BoxError` (which does not implement `Error`), so the layer boxes, like tower's own `Timeout`.
+//!
+//! # Execution context
+//!
+//! [`ExecutionContext::scope`] sets who the work runs for, in a tokio task-local; a request
+//! extension of type [`ExecutionContext`] overrides it for one call. The context is read when
+//! `call` is made, so make the call inside the scope (`ctx.scope(async { svc.call(req).await })`,
+//! not `ctx.scope(svc.call(req))`). Spawned tasks do not inherit it: scope them again.
 #![deny(unsafe_code)]
 #![deny(unreachable_pub)]
 #![warn(missing_docs, rust_2018_idioms)]
 
+mod body;
+mod call;
 mod context;
+mod future;
+mod layer;
 mod record;
+mod redact;
+mod service;
 
-pub use context::{ExecutionContext, ExecutionMode, OperationId, SecretToken};
+pub use body::TracedBody;
+pub use call::CallSpan;
+pub use context::{ExecutionContext, ExecutionMode, OperationId, Route, SecretToken};
+pub use future::ResponseFuture;
+pub use layer::SpanLayer;
 pub use record::{CallRecord, Direction, RecordCall};
+pub use redact::{MAX_REDACTED_LEN, redact, redact_uri};
+pub use service::Traced;
+
+/// The error type of [`Traced`] and [`TracedBody`]: the inner error, boxed.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

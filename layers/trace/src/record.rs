@@ -1,3 +1,6 @@
+//! [`CallRecord`]: one finished call as handed to the telemetry pipeline, and [`RecordCall`], the
+//! sink that takes it. A record must never hold a token or an unredacted message.
+
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -75,4 +78,14 @@ pub trait RecordCall: Clone + Send + Sync + 'static {
 
 impl RecordCall for () {
     fn record_call(&self, _record: CallRecord) {}
+}
+
+/// Any `Fn(CallRecord)` closure records calls, like tower-http's callbacks.
+impl<F> RecordCall for F
+where
+    F: Fn(CallRecord) + Clone + Send + Sync + 'static,
+{
+    fn record_call(&self, record: CallRecord) {
+        self(record)
+    }
 }
