@@ -139,8 +139,7 @@ fn to_json<T: Serialize>(value: &T) -> String {
 
 /// The one call site of the redactor for everything this module exports.
 pub(crate) fn redact(text: &str) -> Cow<'_, str> {
-    // TODO(trace): `kasal_trace::redact(text)` once kasal-trace lands on main.
-    Cow::Borrowed(text)
+    kasal_trace::redact(text)
 }
 
 fn millis(t: SystemTime) -> u64 {
