@@ -1,1 +1,207 @@
-fn main() {}
+//! Issue 3, benchmark (c): peak memory with a stalled exporter.
+//!
+//! 1,000,000 calls spread over 100,000 operation ids (call `i` belongs to operation
+//! `i % 100_000`), each failing with its own 1 KB error message (every tenth terminal, the rest
+//! retryable), recorded into `Telemetry` at its default settings while the exporter is stalled
+//! for the whole run (shutdown included). A counting global allocator tracks the bytes live;
+//! reported: the peak above the baseline taken just before the first call. Target < 10 MiB.
+//!
+//! Run: `cargo bench --bench memory`
+// The one place `unsafe` is needed: a `GlobalAlloc` implementation that forwards to `System`.
+#![allow(unsafe_code)]
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::time::{Duration, Instant, SystemTime};
+
+use http::uri::Authority;
+use http::{Method, StatusCode};
+use kasal_telemetry::classify::{Outcome, Reason};
+use kasal_telemetry::trace::{CallRecord, Direction, ExecutionMode, OperationId};
+use kasal_telemetry::user_agent::Product;
+use kasal_telemetry::{InMemoryExporter, Telemetry};
+
+/// Forwards to `System`, counting live bytes and their peak.
+struct CountingAllocator;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+fn grew(bytes: usize) {
+    let live = LIVE.fetch_add(bytes, Relaxed) + bytes;
+    PEAK.fetch_max(live, Relaxed);
+}
+
+// SAFETY: every method forwards to `System` with the caller's arguments unchanged, so it upholds
+// `GlobalAlloc`'s contract exactly as `System` does; the counters do not touch the memory.
+unsafe impl GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded unchanged.
+        let ptr = unsafe { System.alloc(layout) };
+        if !ptr.is_null() {
+            grew(layout.size());
+        }
+        ptr
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded unchanged.
+        let ptr = unsafe { System.alloc_zeroed(layout) };
+        if !ptr.is_null() {
+            grew(layout.size());
+        }
+        ptr
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded unchanged.
+        unsafe { System.dealloc(ptr, layout) };
+        LIVE.fetch_sub(layout.size(), Relaxed);
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: forwarded unchanged.
+        let new = unsafe { System.realloc(ptr, layout, new_size) };
+        if !new.is_null() {
+            LIVE.fetch_sub(layout.size(), Relaxed);
+            grew(new_size);
+        }
+        new
+    }
+}
+
+#[global_allocator]
+static GLOBAL: CountingAllocator = CountingAllocator;
+
+const CALLS: usize = 1_000_000;
+const OPERATIONS: usize = 100_000;
+const MESSAGE_BYTES: usize = 1_024;
+const LIMIT: usize = 10 << 20;
+
+fn mib(bytes: usize) -> f64 {
+    bytes as f64 / (1 << 20) as f64
+}
+
+fn failing_call(i: usize, filler: &str) -> CallRecord {
+    let op = i % OPERATIONS;
+    let terminal = i % 10 == 9;
+    let status = if terminal {
+        StatusCode::FORBIDDEN
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    // The layer allocates each redacted message; so do we, 1 KB each.
+    let head = format!("statement op-{op} call {i} failed: ");
+    let message: String = head
+        .chars()
+        .chain(filler.chars())
+        .take(MESSAGE_BYTES)
+        .collect();
+    CallRecord {
+        direction: Direction::Client,
+        product: Product::Jobs,
+        method: Method::POST,
+        host: Some(Authority::from_static("adb-1.azuredatabricks.net")),
+        route: None,
+        status: Some(status),
+        outcome: if terminal {
+            Outcome::Terminal {
+                reason: Reason::Status(status),
+            }
+        } else {
+            Outcome::Retryable {
+                reason: Reason::Status(status),
+                retry_after: None,
+            }
+        },
+        started_at: SystemTime::now(),
+        latency: Duration::from_millis(30),
+        attempts: 1,
+        response_bytes: 0,
+        mode: ExecutionMode::Service,
+        caller_id: None,
+        obo_dev_fallback: false,
+        operation_id: Some(OperationId::new(format!("op-{op}"))),
+        error: Some(Arc::from(message)),
+    }
+}
+
+/// One run at default settings; returns the peak bytes above the baseline.
+fn run(runtime: &tokio::runtime::Runtime, paced: bool) -> usize {
+    let exporter = InMemoryExporter::paused();
+    let telemetry = {
+        let _entered = runtime.enter();
+        Telemetry::builder()
+            .exporter(exporter.clone())
+            .ignore_env()
+            .build()
+    };
+    let filler = "x".repeat(MESSAGE_BYTES);
+    // Let the aggregator task start and settle before the baseline.
+    runtime.block_on(tokio::task::yield_now());
+    let baseline = LIVE.load(Relaxed);
+    PEAK.store(baseline, Relaxed);
+
+    let start = Instant::now();
+    for i in 0..CALLS {
+        telemetry.record(failing_call(i, &filler));
+        if paced && i % 100 == 99 {
+            // Give the aggregator (on the runtime's worker) a chance, as real traffic would.
+            std::thread::yield_now();
+        }
+    }
+    let recorded = start.elapsed();
+    let peak_before_shutdown = PEAK.load(Relaxed).saturating_sub(baseline);
+    let stats = runtime.block_on(telemetry.shutdown());
+    let peak = PEAK.load(Relaxed).saturating_sub(baseline);
+    drop(telemetry);
+
+    println!(
+        "  {}: recorded in {:.2} s; peak above baseline {:.2} MiB ({peak} B), before shutdown {:.2} MiB",
+        if paced {
+            "paced (yield every 100 calls)"
+        } else {
+            "burst (no yield)            "
+        },
+        recorded.as_secs_f64(),
+        mib(peak),
+        mib(peak_before_shutdown),
+    );
+    println!(
+        "    accepted {}, dropped {}, evicted {}, errors_dropped {}, export_failures {}, export_dropped {}, exported {} (batches seen by exporter: {})",
+        stats.accepted,
+        stats.dropped,
+        stats.operations_evicted,
+        stats.errors_dropped,
+        stats.export_failures,
+        stats.export_dropped,
+        stats.exported,
+        exporter.batch_count(),
+    );
+    assert_eq!(stats.accepted + stats.dropped, CALLS as u64);
+    peak
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    println!("(c) peak memory, exporter stalled for the whole run, default settings:");
+    println!(
+        "  {CALLS} calls over {OPERATIONS} operation ids, a distinct {MESSAGE_BYTES} B error each"
+    );
+    let peak = run(&runtime, true).max(run(&runtime, false));
+    println!(
+        "  worst peak {:.2} MiB, limit {:.0} MiB -> {}",
+        mib(peak),
+        mib(LIMIT),
+        if peak < LIMIT { "PASS" } else { "FAIL" }
+    );
+    drop(runtime);
+    if peak >= LIMIT {
+        std::process::exit(1);
+    }
+}

@@ -14,6 +14,9 @@
 //! - `already_ours`: the request already starts with our token (a stack wrapped twice). Ours
 //!   leaves it; the like-for-like peer is `if_not_present` (a lookup, no write).
 //!
+//! After the criterion group, `cargo bench` prints an interleaved check of the same pairs (ours
+//! and the peer alternating in short rounds, so both see the same machine load) with the ratio.
+//!
 //! Each iteration builds the request, sends it through the stack (poll_ready, call, one poll of the
 //! ready future) and drops the response (which owns the request): identical work on both sides
 //! apart from the layer. `<case>/no_layer` is the same loop with the bare service, the floor both
@@ -23,8 +26,9 @@ use std::future::{Future, Ready, ready};
 use std::hint::black_box;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
+use std::time::Instant;
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_group};
 use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
 use http::{HeaderValue, Request, Response};
 use kasal_telemetry::user_agent::{Product, UserAgent, UserAgentLayer};
@@ -161,5 +165,76 @@ fn user_agent(c: &mut Criterion) {
     );
 }
 
+/// Nanoseconds per request over `iters` back-to-back requests.
+fn per_request<S>(service: &mut S, make: fn() -> Request<()>, iters: u32) -> f64
+where
+    S: Service<Request<()>, Response = Echo, Error = Infallible>,
+    S::Future: Unpin,
+{
+    let start = Instant::now();
+    for _ in 0..iters {
+        black_box(call(service, black_box(make())));
+    }
+    start.elapsed().as_nanos() as f64 / f64::from(iters)
+}
+
+/// Ours and the peer alternating in short rounds, medians and their ratio printed. On a shared
+/// machine the load drifts between criterion's back-to-back measurements (seconds apart); here both
+/// sides see the same load, so the ratio is the figure to trust.
+fn interleaved<A, B>(case: &str, mut ours: A, mut peer: B, make: fn() -> Request<()>)
+where
+    A: Service<Request<()>, Response = Echo, Error = Infallible>,
+    A::Future: Unpin,
+    B: Service<Request<()>, Response = Echo, Error = Infallible>,
+    B::Future: Unpin,
+{
+    const ROUNDS: usize = 41;
+    const ITERS: u32 = 20_000;
+    let (mut a, mut b) = (Vec::with_capacity(ROUNDS), Vec::with_capacity(ROUNDS));
+    for _ in 0..ROUNDS {
+        a.push(per_request(&mut ours, make, ITERS));
+        b.push(per_request(&mut peer, make, ITERS));
+    }
+    a.sort_by(f64::total_cmp);
+    b.sort_by(f64::total_cmp);
+    let (a, b) = (a[ROUNDS / 2], b[ROUNDS / 2]);
+    println!(
+        "interleaved {case:<40} ours {a:7.1} ns  peer {b:7.1} ns  ours/peer {:.3}",
+        a / b
+    );
+}
+
+fn interleaved_report() {
+    let ua = UserAgent::new(Product::Mcp);
+    let value = ua.header_value().clone();
+    let ours = || UserAgentLayer::new(ua.clone()).layer(service_fn(echo));
+    let overriding =
+        || SetRequestHeaderLayer::overriding(USER_AGENT, value.clone()).layer(service_fn(echo));
+    let if_not_present =
+        || SetRequestHeaderLayer::if_not_present(USER_AGENT, value.clone()).layer(service_fn(echo));
+    interleaved("no_ua vs overriding", ours(), overriding(), no_ua);
+    interleaved(
+        "no_ua_3_headers vs overriding",
+        ours(),
+        overriding(),
+        no_ua_3_headers,
+    );
+    interleaved("caller_ua vs overriding", ours(), overriding(), caller_ua);
+    interleaved(
+        "already_ours vs if_not_present",
+        ours(),
+        if_not_present(),
+        already_ours,
+    );
+}
+
 criterion_group!(benches, user_agent);
-criterion_main!(benches);
+
+fn main() {
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+    // Only under `cargo bench` (which passes `--bench`), not when tests run the bench once.
+    if std::env::args().any(|arg| arg == "--bench") {
+        interleaved_report();
+    }
+}

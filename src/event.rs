@@ -1,10 +1,13 @@
 //! What flows through the pipeline: `CallRecord`s in, `Batch`es of `OperationSummary`s and
 //! `Rollup`s out to the exporter.
+//!
+//! These are plain data: no I/O, no locks. Nothing here may hold a secret: error messages arrive
+//! redacted (by the layer that builds the `CallRecord`) and are truncated by the pipeline.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use http::{Method, uri::Authority};
+use http::{Method, StatusCode, uri::Authority};
 use kasal_trace::{Direction, ExecutionMode, OperationId};
 use kasal_user_agent::Product;
 
@@ -87,6 +90,27 @@ pub struct RollupKey {
     pub outcome: &'static str,
 }
 
+impl RollupKey {
+    /// The key a call without an operation folds into.
+    pub fn of(record: &CallRecord) -> RollupKey {
+        RollupKey {
+            product: record.product.clone(),
+            direction: record.direction,
+            method: record.method.clone(),
+            host: record.host.clone(),
+            route: record.route.clone(),
+            status_class: status_class(record.status),
+            outcome: record.outcome.as_str(),
+        }
+    }
+}
+
+/// The status class of a response: 1..=5 for 1xx..5xx, 0 when no response arrived.
+pub fn status_class(status: Option<StatusCode>) -> u8 {
+    // `StatusCode` is 100..=999, so the class fits in a `u8`.
+    status.map_or(0, |status| (status.as_u16() / 100) as u8)
+}
+
 /// Calls without an operation id, folded per key over one time window.
 #[derive(Clone, Debug)]
 pub struct Rollup {
@@ -115,6 +139,27 @@ impl Rollup {
     /// Upper bounds of the first `BUCKETS - 1` buckets, in milliseconds.
     pub const BUCKETS_MS: [u64; Rollup::BUCKETS - 1] =
         [5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000];
+
+    /// The histogram bucket a latency falls in: the first bucket whose upper bound (inclusive)
+    /// is at least `latency`, or the last (unbounded) bucket.
+    pub fn bucket_index(latency: Duration) -> usize {
+        Rollup::BUCKETS_MS
+            .iter()
+            .position(|&bound| latency <= Duration::from_millis(bound))
+            .unwrap_or(Rollup::BUCKETS - 1)
+    }
+
+    /// Mean latency over the window (zero when empty).
+    pub fn latency_mean(&self) -> Duration {
+        match u32::try_from(self.count) {
+            Ok(0) => Duration::ZERO,
+            Ok(count) => self.latency_sum / count,
+            Err(_) => Duration::from_nanos(
+                u64::try_from(self.latency_sum.as_nanos() / u128::from(self.count))
+                    .unwrap_or(u64::MAX),
+            ),
+        }
+    }
 }
 
 /// What the aggregator hands the exporter in one go.
@@ -135,5 +180,12 @@ impl Batch {
     /// Items in the batch (operations + rollups).
     pub fn len(&self) -> usize {
         self.operations.len() + self.rollups.len()
+    }
+
+    /// Calls the batch accounts for: the operations' calls plus the rollups' counts.
+    pub fn calls(&self) -> u64 {
+        let operations: u64 = self.operations.iter().map(|op| op.calls).sum();
+        let rollups: u64 = self.rollups.iter().map(|rollup| rollup.count).sum();
+        operations + rollups
     }
 }

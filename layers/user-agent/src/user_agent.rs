@@ -145,33 +145,37 @@ impl UserAgent {
     /// ```
     #[inline]
     pub fn apply(&self, headers: &mut HeaderMap) {
-        if !headers.contains_key(USER_AGENT) {
+        let mut values = headers.get_all(USER_AGENT).iter();
+        match values.next() {
             // The hot path. A lookup then `insert` measures faster than `entry` + `VacantEntry::
             // insert`: `insert` appends in place, the vacant entry goes through the general
             // Robin Hood placement. A full map (`MaxSizeReached`) leaves the request as it is.
-            let _ = headers.try_insert(USER_AGENT, self.header.clone());
-        } else if let Ok(Entry::Occupied(slot)) = headers.try_entry(USER_AGENT) {
-            self.merge(slot);
+            None => {
+                let _ = headers.try_insert(USER_AGENT, self.header.clone());
+            }
+            // Already ours: a stack wrapped twice, or a retried request.
+            Some(only) if values.next().is_none() && only.as_bytes().starts_with(self.token()) => {}
+            Some(_) => {
+                if let Ok(Entry::Occupied(slot)) = headers.try_entry(USER_AGENT) {
+                    self.merge(slot);
+                }
+            }
         }
     }
 
     /// The product token `kasal_<product>/`, as the leading bytes of the rendered value.
-    fn product_token(&self) -> &[u8] {
+    fn token(&self) -> &[u8] {
         let len = TOKEN_PREFIX.len() + self.product.as_str().len() + 1;
         let header = self.header.as_bytes();
         // `get`, not indexing: even the unreachable fallback rendering must not panic.
         header.get(..len).unwrap_or(header)
     }
 
-    // Kept out of line so the common `Vacant` path stays small enough to inline into callers.
+    /// Prepends ours to the caller's value(s), or joins several values that already start with
+    /// ours, into one header. Out of line so the hot path stays small enough to inline.
     #[inline(never)]
     fn merge(&self, mut slot: OccupiedEntry<'_, HeaderValue>) {
-        let token = self.product_token();
-        let mut values = slot.iter();
-        let first = values.next().map(HeaderValue::as_bytes);
-        if values.next().is_none() && first.is_some_and(|v| v.starts_with(token)) {
-            return; // Already ours: the common case when a stack is wrapped twice.
-        }
+        let token = self.token();
         // Caller values, trimmed, empty ones dropped; walked twice instead of collected.
         let existing = || {
             slot.iter()
@@ -456,6 +460,10 @@ mod tests {
         let mut headers = headers_with(&[b"kasal_mcp/0.0.9", b"b/2"]);
         mcp().apply(&mut headers);
         assert_eq!(user_agents(&headers), [b"kasal_mcp/0.0.9 b/2"]);
+        // Ours behind stray whitespace: trimmed, not prepended again.
+        let mut headers = headers_with(&[b" kasal_mcp/0.0.9 "]);
+        mcp().apply(&mut headers);
+        assert_eq!(user_agents(&headers), [b"kasal_mcp/0.0.9"]);
     }
 
     #[test]

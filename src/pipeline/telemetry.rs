@@ -1,0 +1,227 @@
+//! `Telemetry`: the cheap, cloneable handle every layer records into.
+//!
+//! Must never block, fail or panic on the recording path: a plain call is folded into the
+//! caller's rollup shard, a call with an operation id is `try_send`-ed to the aggregator, and
+//! anything that does not fit is dropped and counted.
+
+use std::fmt;
+use std::sync::Arc;
+
+use kasal_classify::Outcome;
+use kasal_trace::{OperationId, RecordCall};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use super::aggregator::{self, Message, Shared};
+use super::builder::{BoxExporter, Config, TelemetryBuilder};
+use super::stats::{Stats, add};
+use crate::event::CallRecord;
+
+/// The handle to a telemetry pipeline: record calls, complete operations, flush, shut down.
+///
+/// Cloning is cheap (an `Arc`); all clones feed the same aggregator. When the last clone is
+/// dropped the aggregator flushes (with the shutdown deadline) and stops.
+///
+/// ```
+/// use std::time::{Duration, SystemTime};
+/// use http::Method;
+/// use kasal_telemetry::classify::Outcome;
+/// use kasal_telemetry::trace::{CallRecord, Direction, ExecutionMode};
+/// use kasal_telemetry::user_agent::Product;
+/// use kasal_telemetry::{InMemoryExporter, Telemetry};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let exporter = InMemoryExporter::new();
+/// let telemetry = Telemetry::builder().exporter(exporter.clone()).ignore_env().build();
+/// telemetry.record(CallRecord {
+///     direction: Direction::Client,
+///     product: Product::Genie,
+///     method: Method::GET,
+///     host: None,
+///     route: None,
+///     status: Some(http::StatusCode::OK),
+///     outcome: Outcome::Success,
+///     started_at: SystemTime::now(),
+///     latency: Duration::from_millis(12),
+///     attempts: 1,
+///     response_bytes: 512,
+///     mode: ExecutionMode::Service,
+///     caller_id: None,
+///     obo_dev_fallback: false,
+///     operation_id: None,
+///     error: None,
+/// });
+/// telemetry.flush().await;
+/// assert_eq!(exporter.total_calls(), 1);
+/// # }
+/// ```
+#[derive(Clone, Default)]
+pub struct Telemetry {
+    inner: Option<Arc<Inner>>,
+}
+
+struct Inner {
+    tx: mpsc::Sender<Message>,
+    shared: Arc<Shared>,
+    shutdown_deadline: std::time::Duration,
+}
+
+impl fmt::Debug for Telemetry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Telemetry")
+            .field("enabled", &self.is_enabled())
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl Telemetry {
+    /// A builder with the default settings.
+    pub fn builder() -> TelemetryBuilder {
+        TelemetryBuilder::new()
+    }
+
+    /// A handle that records nothing and exports nothing.
+    pub fn disabled() -> Telemetry {
+        Telemetry { inner: None }
+    }
+
+    /// Whether this handle feeds a running pipeline.
+    pub fn is_enabled(&self) -> bool {
+        self.inner.is_some()
+    }
+
+    /// Spawns the aggregator on `runtime` and returns its handle.
+    pub(crate) fn start(
+        config: Config,
+        exporter: BoxExporter,
+        runtime: &tokio::runtime::Handle,
+    ) -> Telemetry {
+        let (tx, rx) = mpsc::channel(config.queue_capacity);
+        let (shared, finished) = Shared::new(&config);
+        let shared = Arc::new(shared);
+        let shutdown_deadline = config.shutdown_deadline;
+        runtime.spawn(aggregator::run(
+            config,
+            rx,
+            shared.clone(),
+            finished,
+            exporter,
+        ));
+        Telemetry {
+            inner: Some(Arc::new(Inner {
+                tx,
+                shared,
+                shutdown_deadline,
+            })),
+        }
+    }
+
+    /// Records one finished call. Never blocks, fails or panics.
+    ///
+    /// A call without an operation id is folded into the current window's rollup right here,
+    /// on the caller's thread (a few atomic adds). A call with one is queued for the
+    /// aggregator; if the queue is full it is dropped and counted in `Stats::dropped`.
+    /// A terminal call is exported without waiting for a flush.
+    #[inline]
+    pub fn record(&self, record: CallRecord) {
+        if let Some(inner) = &self.inner {
+            inner.record(record);
+        }
+    }
+
+    /// Marks an operation complete: its summary is emitted and exported with the next batch.
+    /// Never blocks; if the queue is full the completion is lost (and counted), and the
+    /// operation is emitted incomplete later.
+    pub fn complete_operation(&self, id: &OperationId) {
+        let Some(inner) = &self.inner else {
+            return;
+        };
+        if inner.tx.try_send(Message::Complete(id.clone())).is_err() {
+            add(&inner.shared.counters.completions_dropped, 1);
+        }
+    }
+
+    /// Returns once everything recorded before the call has been handed to the exporter and
+    /// the exporter call returned (or timed out). Pending operations stay pending; rollups are
+    /// closed early. Returns at once on a disabled or shut down pipeline.
+    pub async fn flush(&self) {
+        let Some(inner) = &self.inner else {
+            return;
+        };
+        let (done, answered) = oneshot::channel();
+        if inner.tx.send(Message::Flush(done)).await.is_ok() {
+            let _ = answered.await;
+        }
+    }
+
+    /// Stops accepting records, emits every pending operation (incomplete), exports everything
+    /// within the shutdown deadline, and returns the final stats. Later records are dropped
+    /// and counted. Calling it again waits for the first shutdown and returns the stats.
+    pub async fn shutdown(&self) -> Stats {
+        let Some(inner) = &self.inner else {
+            return Stats::default();
+        };
+        let deadline = Instant::now() + inner.shutdown_deadline;
+        // Wait out plain calls being folded, and refuse later ones.
+        inner.shared.rollups.close();
+        let (done, answered) = oneshot::channel();
+        // The aggregator answers by the deadline, and its task ending answers too.
+        if inner
+            .tx
+            .send(Message::Shutdown { deadline, done })
+            .await
+            .is_ok()
+        {
+            let _ = answered.await;
+        } else {
+            let mut finished = inner.shared.finished.clone();
+            let _ = finished.wait_for(|finished| *finished).await;
+        }
+        self.stats()
+    }
+
+    /// The counters so far. Cheap: relaxed atomic loads, plus a brief read lock per rollup
+    /// shard to count the calls in the current window.
+    pub fn stats(&self) -> Stats {
+        let mut stats = Stats::default();
+        if let Some(inner) = &self.inner {
+            let (accepted, dropped, overflow) = inner.shared.rollups.counts();
+            stats.accepted = accepted;
+            stats.dropped = dropped;
+            stats.rollup_overflow = overflow;
+            inner.shared.counters.fill(&mut stats);
+        }
+        stats
+    }
+}
+
+impl Inner {
+    #[inline]
+    fn record(&self, record: CallRecord) {
+        let shared = &*self.shared;
+        if record.operation_id.is_none() {
+            let terminal = matches!(record.outcome, Outcome::Terminal { .. });
+            if shared.rollups.fold(&record) && terminal {
+                shared.urgent.notify_one();
+            }
+            return;
+        }
+        if shared.rollups.is_closed() {
+            shared.rollups.count_dropped();
+            return;
+        }
+        match self.tx.try_send(Message::Call(record)) {
+            Ok(()) => shared.rollups.count_accepted(),
+            Err(_) => shared.rollups.count_dropped(),
+        }
+    }
+}
+
+impl RecordCall for Telemetry {
+    #[inline]
+    fn record_call(&self, record: CallRecord) {
+        self.record(record);
+    }
+}
