@@ -624,3 +624,148 @@ async fn gzip_without_the_feature_is_a_build_error() {
     let error = exporter(&server).gzip(true).build().unwrap_err();
     assert_eq!(error, ExporterError::GzipUnavailable);
 }
+
+// ---- Through the pipeline: `Telemetry` hands the exporter its batches. ----
+
+mod through_the_pipeline {
+    use super::*;
+    use http::uri::Authority;
+    use http::{Method, StatusCode};
+    use kasal_telemetry::Telemetry;
+    use kasal_telemetry::classify::Outcome;
+    use kasal_telemetry::trace::{CallRecord, Direction, ExecutionMode};
+    use kasal_telemetry::user_agent::Product;
+    use std::time::SystemTime;
+
+    fn call(route: &str) -> CallRecord {
+        CallRecord {
+            direction: Direction::Client,
+            product: Product::Genie,
+            method: Method::GET,
+            host: Some(Authority::from_static("adb-1.2.azuredatabricks.net")),
+            route: Some(route.into()),
+            status: Some(StatusCode::OK),
+            outcome: Outcome::Success,
+            started_at: SystemTime::now(),
+            latency: Duration::from_millis(12),
+            attempts: 1,
+            response_bytes: 100,
+            mode: ExecutionMode::Service,
+            caller_id: None,
+            obo_dev_fallback: false,
+            operation_id: None,
+            error: None,
+        }
+    }
+
+    fn rollup_counts(request: &Recorded) -> u64 {
+        decode(request)
+            .1
+            .iter()
+            .map(|log| {
+                log["entry"]["sql_driver_log"]["sql_operation"]["kasal_rollup"]["count"]
+                    .as_u64()
+                    .unwrap_or(0)
+            })
+            .sum()
+    }
+
+    #[tokio::test]
+    async fn a_batch_retried_after_500s_is_delivered_once() {
+        let server = TestServer::start(|_, n| Reply::status(if n < 2 { 500 } else { 200 })).await;
+        let exporter = exporter(&server).build().unwrap();
+        let telemetry = Telemetry::builder()
+            .exporter(exporter.clone())
+            .ignore_env()
+            .build();
+        for _ in 0..10 {
+            telemetry.record(call("/api/2.0/genie/spaces/{id}"));
+        }
+        telemetry.flush().await;
+        let requests = server.requests();
+        assert_eq!(requests.len(), 3);
+        assert!(
+            requests
+                .windows(2)
+                .all(|w| event_ids(&w[0]) == event_ids(&w[1]))
+        );
+        assert_eq!(rollup_counts(&requests[2]), 10);
+        let stats = telemetry.shutdown().await;
+        assert_eq!(stats.export_failures, 0);
+        assert_eq!(exporter.stats().sent, 1);
+    }
+
+    #[tokio::test]
+    async fn breaker_opens_then_delivers_what_was_buffered_after_recovery() {
+        let server = TestServer::start(|_, n| {
+            if n < 5 {
+                Reply::Reset
+            } else {
+                Reply::status(200)
+            }
+        })
+        .await;
+        let exporter = exporter(&server)
+            .max_retries(0)
+            .circuit_breaker(5, Duration::from_millis(500), 2)
+            .build()
+            .unwrap();
+        let telemetry = Telemetry::builder()
+            .exporter(exporter.clone())
+            .ignore_env()
+            .build();
+        for _ in 0..5 {
+            telemetry.record(call("/down"));
+            telemetry.flush().await;
+        }
+        assert_eq!(server.hits(), 5);
+        assert_eq!(telemetry.stats().export_failures, 5);
+
+        // Open: the batch is refused without a request.
+        telemetry.record(call("/while-open"));
+        telemetry.flush().await;
+        assert_eq!(server.hits(), 5, "no request while the breaker is open");
+        assert_eq!(exporter.stats().dropped_circuit_open, 1);
+
+        // Buffered in the pipeline while the breaker cools down, delivered by the probe.
+        for _ in 0..7 {
+            telemetry.record(call("/buffered"));
+        }
+        tokio::time::sleep(Duration::from_millis(550)).await;
+        telemetry.flush().await;
+        let requests = server.wait_for(6, Duration::from_secs(2)).await;
+        assert_eq!(requests.len(), 6, "one probe");
+        assert_eq!(rollup_counts(&requests[5]), 7);
+        let raw = String::from_utf8_lossy(&requests[5].body);
+        assert!(raw.contains("/buffered") && !raw.contains("/while-open"));
+
+        telemetry.record(call("/after"));
+        telemetry.flush().await;
+        assert_eq!(server.hits(), 7);
+        assert_eq!(exporter.stats().sent, 2);
+    }
+
+    #[tokio::test]
+    async fn shutdown_returns_within_its_deadline_when_the_endpoint_never_answers() {
+        let server = TestServer::start(|_, _| Reply::Hang).await;
+        let exporter = exporter(&server)
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap();
+        let telemetry = Telemetry::builder()
+            .exporter(exporter)
+            .ignore_env()
+            .shutdown_deadline(Duration::from_millis(500))
+            .build();
+        for _ in 0..3 {
+            telemetry.record(call("/hang"));
+        }
+        let started = Instant::now();
+        let stats = telemetry.shutdown().await;
+        let took = started.elapsed();
+        eprintln!("shutdown with a hanging endpoint took {took:?}: {stats:?}");
+        assert!(took < Duration::from_millis(900), "{took:?}");
+        assert_eq!(stats.exported, 0);
+        assert_eq!(server.hits(), 1, "the request was sent and never answered");
+    }
+}
