@@ -34,19 +34,11 @@ use crate::credentials::Credentials;
 use crate::export::databricks::client::{self, HttpClient};
 use crate::export::databricks::{ExporterError, WorkspaceHost};
 
-/// True when `DATABRICKS_TELEMETRY_DISABLED` or `KASAL_TELEMETRY_DISABLED` is `1`, `true`, `yes`
-/// or `on` (any case).
+/// True when one of [`DISABLE_ENV_VARS`](crate::DISABLE_ENV_VARS)
+/// (`DATABRICKS_TELEMETRY_DISABLED`, `KASAL_TELEMETRY_DISABLED`) is `1`, `true`, `yes` or `on`
+/// (any case). The same rule the pipeline's builder applies.
 pub fn disabled_by_env() -> bool {
-    ["DATABRICKS_TELEMETRY_DISABLED", "KASAL_TELEMETRY_DISABLED"]
-        .iter()
-        .any(|name| std::env::var(name).is_ok_and(|v| is_truthy(&v)))
-}
-
-fn is_truthy(value: &str) -> bool {
-    matches!(
-        value.trim().to_ascii_lowercase().as_str(),
-        "1" | "true" | "yes" | "on"
-    )
+    crate::pipeline::disabled_by(|name| std::env::var(name).ok())
 }
 
 /// Counters of a [`FeatureFlagCache`].
@@ -459,15 +451,5 @@ mod tests {
         assert_eq!(parse_flags(br#"{"flag":[]}"#, flag), None);
         assert_eq!(parse_flags(b"<html>", flag), None);
         assert_eq!(parse_flags(br#"{"flags":{"a":1}}"#, flag), None);
-    }
-
-    #[test]
-    fn truthy_values() {
-        for v in ["1", "true", "TRUE", "yes", "on", " On "] {
-            assert!(is_truthy(v), "{v}");
-        }
-        for v in ["0", "false", "", "no", "off", "2"] {
-            assert!(!is_truthy(v), "{v}");
-        }
     }
 }
