@@ -130,21 +130,28 @@
 //! # Crates
 //!
 //! The layers live in their own crates, re-exported here: [`user_agent`] (`kasal-user-agent`),
-//! [`classify`] (`kasal-classify`), [`trace`] (`kasal-trace`). The pipeline is [`pipeline`],
-//! its exporters [`export`].
+//! [`classify`] (`kasal-classify`), [`trace`] (`kasal-trace`). The pipeline is [`pipeline`];
+//! its exporters are in [`export`] ([`DatabricksExporter`] for production, [`JsonLinesExporter`]
+//! and [`InMemoryExporter`] for development and tests), with [`credentials`] and the
+//! [`FeatureFlagCache`] that gates export.
 #![deny(unsafe_code)]
 #![deny(unreachable_pub)]
 #![warn(missing_docs, rust_2018_idioms)]
 
+pub mod credentials;
 pub mod event;
 pub mod export;
+pub mod flags;
 pub mod layer;
 pub mod pipeline;
 
+pub use credentials::{Credentials, EnvToken, StaticToken};
 pub use event::{
     Batch, CallRecord, ErrorEntry, OperationSummary, OutcomeCounts, Rollup, RollupKey,
 };
+pub use export::databricks::{DatabricksExporter, validate_host};
 pub use export::{InMemoryExporter, JsonLinesExporter};
+pub use flags::FeatureFlagCache;
 pub use kasal_classify as classify;
 pub use kasal_trace as trace;
 pub use kasal_user_agent as user_agent;

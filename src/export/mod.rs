@@ -2,6 +2,8 @@
 //! wrapped in tower layers (retry, timeout, concurrency limits) before it is given to
 //! [`TelemetryBuilder::exporter`](crate::TelemetryBuilder::exporter).
 //!
+//! - [`DatabricksExporter`] posts to the workspace telemetry service (`/telemetry-ext`,
+//!   `/telemetry-unauth`) in the Databricks drivers' frontend-log format.
 //! - [`InMemoryExporter`] keeps every batch, for tests (yours and ours); it can be paused to
 //!   simulate a stalled backend.
 //! - [`JsonLinesExporter`] writes one JSON object per operation summary or rollup to stdout or
@@ -10,8 +12,10 @@
 //! An exporter runs on the aggregator task: it must never block the runtime (blocking I/O goes
 //! to `spawn_blocking`), and its errors are counted by the pipeline, never shown to the app.
 
+pub mod databricks;
 mod jsonl;
 mod memory;
 
+pub use databricks::{DatabricksExporter, DatabricksExporterBuilder, ExportError, ExporterError};
 pub use jsonl::JsonLinesExporter;
 pub use memory::InMemoryExporter;

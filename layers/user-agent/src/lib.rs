@@ -68,6 +68,6 @@ mod user_agent;
 
 pub use error::{UserAgentError, Violation};
 pub use layer::UserAgentLayer;
-pub use product::Product;
+pub use product::{CustomProduct, Product};
 pub use service::SetUserAgent;
 pub use user_agent::UserAgent;

@@ -68,9 +68,21 @@ pub enum Product {
     PowerBi,
     /// `telemetry`: the telemetry exporter's own calls.
     Telemetry,
-    /// A custom product (`^[0-9a-z_]{1,64}$`). Build it with [`Product::custom`], which validates
-    /// the name. A name that bypasses validation is normalised by `UserAgent::new` (see there).
-    Custom(Arc<str>),
+    /// A custom product (`^[0-9a-z_]{1,64}$`), built with [`Product::custom`]: the name inside a
+    /// [`CustomProduct`] has always been validated.
+    Custom(CustomProduct),
+}
+
+/// The validated name of a [`Product::Custom`]. Only [`Product::custom`] (and parsing) make one,
+/// so an invalid product cannot exist and rendering a User-Agent cannot fail.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CustomProduct(Arc<str>);
+
+impl CustomProduct {
+    /// The name, e.g. `"my_tool"`.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
 impl Product {
@@ -124,7 +136,7 @@ impl Product {
         if name.starts_with(TOKEN_PREFIX) {
             return Err(invalid(Violation::ReservedPrefix));
         }
-        Ok(Product::known(name).unwrap_or_else(|| Product::Custom(Arc::from(name))))
+        Ok(Product::known(name).unwrap_or_else(|| Product::Custom(CustomProduct(Arc::from(name)))))
     }
 
     /// The product of the first `kasal_<product>/...` token in a User-Agent string, wherever it
@@ -149,34 +161,6 @@ impl Product {
     /// The built-in variant spelled `token`, if any.
     fn known(token: &str) -> Option<Product> {
         Product::KNOWN.iter().find(|p| p.as_str() == token).cloned()
-    }
-
-    /// This product if its name is valid; otherwise a valid name derived from it (lowercased,
-    /// other characters replaced by `_`, `kasal_` prefixes removed, cut to 64 bytes).
-    ///
-    /// Only a `Product::Custom` built by hand can be invalid; rendering must still never fail.
-    pub(crate) fn normalized(self) -> Product {
-        let Product::Custom(name) = &self else {
-            return self;
-        };
-        if Product::custom(name).is_ok() {
-            return self;
-        }
-        let mut fixed: String = name
-            .chars()
-            .map(|ch| match ch.to_ascii_lowercase() {
-                c @ ('0'..='9' | 'a'..='z' | '_') => c,
-                _ => '_',
-            })
-            .collect();
-        while let Some(rest) = fixed.strip_prefix(TOKEN_PREFIX) {
-            fixed = rest.to_owned();
-        }
-        fixed.truncate(crate::error::MAX_LEN);
-        if fixed.is_empty() {
-            fixed.push_str("custom");
-        }
-        Product::custom(&fixed).unwrap_or_else(|_| Product::Custom(Arc::from("custom")))
     }
 
     /// The exact token, e.g. `"crew_gen"`.
@@ -207,7 +191,7 @@ impl Product {
             Product::Dashboard => "dashboard",
             Product::PowerBi => "powerbi",
             Product::Telemetry => "telemetry",
-            Product::Custom(name) => name,
+            Product::Custom(name) => name.as_str(),
         }
     }
 }
@@ -255,7 +239,7 @@ mod tests {
         }
         assert_eq!(
             Product::custom("my_tool_2").unwrap(),
-            Product::Custom(Arc::from("my_tool_2"))
+            Product::Custom(CustomProduct(Arc::from("my_tool_2")))
         );
     }
 
@@ -376,18 +360,5 @@ mod tests {
             Product::from_user_agent("kasal_Bad/1 kasal_genie/0.1.0 kasal_mcp/0.1.0"),
             Some(Product::Genie)
         );
-    }
-
-    #[test]
-    fn normalized_repairs_a_hand_built_custom_name() {
-        let fixed = |name: &str| Product::Custom(Arc::from(name)).normalized();
-        assert_eq!(fixed("My Tool"), Product::custom("my_tool").unwrap());
-        assert_eq!(fixed("MCP"), Product::Mcp);
-        assert_eq!(fixed(""), Product::custom("custom").unwrap());
-        assert_eq!(fixed("kasal_kasal_x"), Product::custom("x").unwrap());
-        assert_eq!(fixed("kasal_"), Product::custom("custom").unwrap());
-        assert_eq!(fixed(&"é".repeat(100)).as_str(), "_".repeat(64));
-        assert_eq!(fixed("ok_name"), Product::Custom(Arc::from("ok_name")));
-        assert_eq!(Product::Mcp.normalized(), Product::Mcp);
     }
 }

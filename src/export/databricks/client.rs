@@ -1,0 +1,121 @@
+//! The exporter's own HTTP client: a transport (hyper-util legacy client over rustls, or any tower
+//! service the user supplies) with the telemetry User-Agent, a per-attempt timeout, kasal-classify's
+//! retry and a per-host circuit breaker.
+//!
+//! It never carries a `TelemetryLayer`: telemetry must not instrument itself, and must never
+//! re-enter the application's own auth path.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full, Limited};
+use tower::util::BoxCloneSyncService;
+use tower::{Service, ServiceBuilder, ServiceExt};
+
+use kasal_classify::{
+    CircuitBreaker, CircuitBreakerConfig, CircuitBreakerLayer, Jitter, RetryLayer, RetryPolicy,
+};
+use kasal_user_agent::{Product, UserAgent, UserAgentLayer};
+
+use crate::credentials::BoxError;
+
+/// What every request in this module goes through: a full body in, a collected body out.
+pub(crate) type HttpClient = BoxCloneSyncService<Request<Full<Bytes>>, Response<Bytes>, BoxError>;
+
+/// Telemetry and flag responses are tiny; anything larger is read up to here and dropped.
+const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+
+/// Erases any tower HTTP service into an [`HttpClient`], collecting the response body.
+pub(crate) fn boxed<S, B>(service: S) -> HttpClient
+where
+    S: Service<Request<Full<Bytes>>, Response = Response<B>> + Clone + Send + Sync + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let service = service
+        .map_err(Into::into)
+        .and_then(|response: Response<B>| async move {
+            let (parts, body) = response.into_parts();
+            let body = Limited::new(body, MAX_RESPONSE_BYTES)
+                .collect()
+                .await
+                .map(|collected| collected.to_bytes())
+                // An oversized or broken body does not change the outcome: the status decides.
+                .unwrap_or_default();
+            Ok::<_, BoxError>(Response::from_parts(parts, body))
+        });
+    BoxCloneSyncService::new(service)
+}
+
+/// The default transport: hyper-util's pooled legacy client, HTTP/1, rustls with the `ring`
+/// provider and the Mozilla (webpki) roots. Plain `http` is only reachable for hosts that passed
+/// validation with `allow_private_hosts(true)`.
+pub(crate) fn https_transport() -> Result<HttpClient, rustls::Error> {
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())?
+        .https_or_http()
+        .enable_http1()
+        .build();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .build(connector);
+    Ok(boxed(client))
+}
+
+/// The flag fetcher's stack: User-Agent and a timeout, one attempt (a failure keeps the last
+/// known value; the next lookup after the back-off tries again).
+pub(crate) fn flag_stack(transport: HttpClient, timeout: Duration) -> HttpClient {
+    let stack = ServiceBuilder::new()
+        .map_err(Into::<BoxError>::into)
+        .timeout(timeout)
+        .layer(user_agent_layer())
+        .service(transport);
+    BoxCloneSyncService::new(stack)
+}
+
+/// Retry and circuit-breaker settings of the export stack.
+#[derive(Clone, Debug)]
+pub(crate) struct ExportStackConfig {
+    pub(crate) timeout: Duration,
+    pub(crate) max_retries: u32,
+    pub(crate) breaker: super::BreakerSettings,
+}
+
+/// The export stack: circuit breaker (per host, outermost, so one failed export counts once, as
+/// in the JDBC and Node.js drivers) → retry (3 retries, 100 ms base doubling to a 1 s cap, plus
+/// up to 100 ms of jitter, Retry-After honoured, never on 4xx) → User-Agent → per-attempt
+/// timeout → transport.
+pub(crate) fn export_stack(transport: HttpClient, config: &ExportStackConfig) -> HttpClient {
+    let breaker = CircuitBreaker::new(
+        CircuitBreakerConfig::new()
+            .failure_threshold(config.breaker.failures)
+            .open_for(config.breaker.open_for)
+            .success_threshold(config.breaker.successes),
+    );
+    let retry = RetryPolicy::new()
+        .max_retries(config.max_retries)
+        .base_delay(Duration::from_millis(100))
+        .max_delay(Duration::from_secs(1))
+        .jitter(Jitter::Up(Duration::from_millis(100)));
+    let stack = ServiceBuilder::new()
+        .layer(CircuitBreakerLayer::new(breaker))
+        .layer(RetryLayer::new(retry))
+        .layer(user_agent_layer())
+        .map_err(Into::<BoxError>::into)
+        .timeout(config.timeout)
+        .service(transport);
+    BoxCloneSyncService::new(stack)
+}
+
+/// `kasal_telemetry/<version>`: the exporter's own product, never the application's.
+fn user_agent_layer() -> UserAgentLayer {
+    UserAgentLayer::new(UserAgent::new(Product::Telemetry))
+}
+
+/// The User-Agent value, for `client_context.user_agent`.
+pub(crate) fn user_agent_string() -> std::sync::Arc<str> {
+    UserAgent::new(Product::Telemetry).to_string().into()
+}
