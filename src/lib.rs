@@ -158,3 +158,8 @@ pub use kasal_user_agent as user_agent;
 pub use layer::{ServiceBuilderExt, TelemetryBody, TelemetryLayer, TelemetryService};
 pub use pipeline::{ConfigError, Stats, Telemetry, TelemetryBuilder};
 pub use tower::BoxError;
+
+/// The README's examples, compiled as doctests so the README stays honest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
