@@ -201,18 +201,19 @@ async fn failing_or_slow_credentials_fall_back_to_anonymous() {
 }
 
 #[tokio::test]
-async fn unauthorized_is_one_attempt_and_the_batch_is_dropped() {
-    for status in [401, 403, 400, 404] {
+async fn other_4xx_are_one_attempt_and_the_batch_is_dropped() {
+    // 401 through the whole stack: `faults_while_the_app_calls::unauthorized_...`.
+    for status in [403, 400, 404] {
         let server = TestServer::always(status).await;
         let exporter = exporter(&server)
             .credentials(StaticToken::new(PAT).unwrap())
             .build()
             .unwrap();
+        // Retries happen inside the export: once it returned, no attempt is left to come.
         let result = export(&exporter, batch("x")).await;
-        tokio::time::sleep(Duration::from_millis(300)).await; // would-be retries have time to land
         assert_eq!(server.hits(), 1, "{status}: one attempt");
         let stats = exporter.stats();
-        if status == 401 || status == 403 {
+        if status == 403 {
             assert!(matches!(result, Err(ExportError::Unauthorized(s)) if s == status));
             assert_eq!(stats.dropped_unauthorized, 1);
         } else {
@@ -221,47 +222,6 @@ async fn unauthorized_is_one_attempt_and_the_batch_is_dropped() {
         }
         assert_eq!(stats.sent, 0);
     }
-}
-
-#[tokio::test]
-async fn server_errors_are_retried_with_the_same_ids_and_delivered_once() {
-    let server = TestServer::start(|_, n| Reply::status(if n < 2 { 500 } else { 200 })).await;
-    let exporter = exporter(&server)
-        .credentials(StaticToken::new(PAT).unwrap())
-        .build()
-        .unwrap();
-    export(&exporter, batch("retry-me")).await.unwrap();
-
-    let requests = server.requests();
-    assert_eq!(requests.len(), 3, "500, 500, then 200");
-    let first = event_ids(&requests[0]);
-    assert_eq!(first.len(), 2);
-    for retry in &requests[1..] {
-        assert_eq!(event_ids(retry), first, "a retried batch keeps its ids");
-        assert_eq!(retry.body, requests[0].body);
-    }
-    let stats = exporter.stats();
-    assert_eq!((stats.sent, stats.failed), (1, 0));
-}
-
-#[tokio::test]
-async fn retry_after_is_honoured() {
-    let server = TestServer::start(|_, n| {
-        if n == 0 {
-            Reply::status(429).header("retry-after", "1")
-        } else {
-            Reply::status(200)
-        }
-    })
-    .await;
-    let exporter = exporter(&server).build().unwrap();
-    let started = Instant::now();
-    export(&exporter, batch("slow-down")).await.unwrap();
-    let waited = started.elapsed();
-    eprintln!("Retry-After: 1 -> export took {waited:?}");
-    assert_eq!(server.hits(), 2);
-    assert!(waited >= Duration::from_millis(950), "waited {waited:?}");
-    assert!(waited < Duration::from_secs(3), "waited {waited:?}");
 }
 
 #[tokio::test]
@@ -313,80 +273,6 @@ async fn secrets_reach_the_server_only_redacted() {
     }
     // The message itself still arrives, redacted.
     assert!(raw.contains("call failed"), "{raw}");
-}
-
-#[tokio::test]
-async fn an_unreachable_endpoint_opens_the_breaker_then_recovers() {
-    // Resets for the first five requests, then healthy.
-    let server = TestServer::start(|_, n| {
-        if n < 5 {
-            Reply::Reset
-        } else {
-            Reply::status(200)
-        }
-    })
-    .await;
-    let exporter = exporter(&server)
-        .max_retries(0)
-        .circuit_breaker(5, Duration::from_millis(400), 2)
-        .build()
-        .unwrap();
-    for i in 0..5 {
-        let result = export(&exporter, batch(&format!("down-{i}"))).await;
-        assert!(
-            matches!(result, Err(ExportError::Transport(_))),
-            "{result:?}"
-        );
-    }
-    assert_eq!(server.hits(), 5);
-
-    // Open: rejected at once, nothing sent.
-    let started = Instant::now();
-    for i in 0..3 {
-        let result = export(&exporter, batch(&format!("open-{i}"))).await;
-        assert!(
-            matches!(result, Err(ExportError::CircuitOpen)),
-            "{result:?}"
-        );
-    }
-    assert!(started.elapsed() < Duration::from_millis(100));
-    assert_eq!(server.hits(), 5, "no request while open");
-    assert_eq!(exporter.stats().dropped_circuit_open, 3);
-
-    // After the open period: a probe goes through, then the breaker closes.
-    tokio::time::sleep(Duration::from_millis(450)).await;
-    export(&exporter, batch("probe")).await.unwrap();
-    export(&exporter, batch("second")).await.unwrap();
-    export(&exporter, batch("closed")).await.unwrap();
-    assert_eq!(server.hits(), 8);
-    assert_eq!(exporter.stats().sent, 3);
-}
-
-#[tokio::test]
-async fn a_server_that_never_answers_times_out() {
-    let server = TestServer::start(|_, _| Reply::Hang).await;
-    let exporter = exporter(&server)
-        .timeout(Duration::from_millis(200))
-        .export_deadline(Duration::from_millis(600))
-        .build()
-        .unwrap();
-    let started = Instant::now();
-    let result = export(&exporter, batch("hang")).await;
-    let took = started.elapsed();
-    eprintln!(
-        "never-answering server: {result:?} after {took:?}, {} attempt(s)",
-        server.hits()
-    );
-    assert!(
-        matches!(
-            result,
-            Err(ExportError::Timeout | ExportError::Transport(_))
-        ),
-        "{result:?}"
-    );
-    assert!(took >= Duration::from_millis(200), "{took:?}");
-    assert!(took < Duration::from_millis(900), "{took:?}");
-    assert_eq!(exporter.stats().failed, 1);
 }
 
 /// A fake workspace answering the flag endpoint from `flag` and telemetry with 200.
@@ -625,147 +511,424 @@ async fn gzip_without_the_feature_is_a_build_error() {
     assert_eq!(error, ExporterError::GzipUnavailable);
 }
 
-// ---- Through the pipeline: `Telemetry` hands the exporter its batches. ----
+// ---- Faults, through the whole stack, while the application keeps calling. ----
 
-mod through_the_pipeline {
+/// Each fault runs the real stack: the app's own client (hyper-util behind `TelemetryLayer`)
+/// calls a healthy server before, during and after the fault, while the `Telemetry` pipeline
+/// exports those very calls through a `DatabricksExporter` to a telemetry endpoint told to fail.
+/// The app must see every answer unchanged, promptly and without an error, and neither side
+/// may see the other's traffic.
+mod faults_while_the_app_calls {
     use super::*;
-    use http::uri::Authority;
-    use http::{Method, StatusCode};
-    use kasal_telemetry::Telemetry;
-    use kasal_telemetry::classify::Outcome;
-    use kasal_telemetry::trace::{CallRecord, Direction, ExecutionMode};
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use bytes::Bytes;
+    use common::ReplyBody;
+    use http::{Request, StatusCode};
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::client::legacy::{Client, connect::HttpConnector};
+    use kasal_telemetry::trace::Route;
     use kasal_telemetry::user_agent::Product;
-    use std::time::SystemTime;
+    use kasal_telemetry::{BoxError, Telemetry, TelemetryLayer, TelemetryService};
+    use tokio::sync::mpsc;
+    use tokio::task::JoinHandle;
+    use tower::Layer;
 
-    fn call(route: &str) -> CallRecord {
-        CallRecord {
-            direction: Direction::Client,
-            product: Product::Genie,
-            method: Method::GET,
-            host: Some(Authority::from_static("adb-1.2.azuredatabricks.net")),
-            route: Some(route.into()),
-            status: Some(StatusCode::OK),
-            outcome: Outcome::Success,
-            started_at: SystemTime::now(),
-            latency: Duration::from_millis(12),
-            attempts: 1,
-            response_bytes: 100,
-            mode: ExecutionMode::Service,
-            caller_id: None,
-            obo_dev_fallback: false,
-            operation_id: None,
-            error: None,
-        }
+    /// The app's product token, and the exporter's.
+    const APP_UA: &str = "kasal_genie/";
+    const TELEMETRY_UA: &str = "kasal_telemetry/";
+    /// Generous: the assertion is that an app call never waits on telemetry, not its speed.
+    const APP_CALL_BOUND: Duration = Duration::from_secs(2);
+    const SHUTDOWN_DEADLINE: Duration = Duration::from_millis(500);
+
+    type AppClient = TelemetryService<Client<HttpConnector, Full<Bytes>>>;
+
+    /// The app's server and client, the pipeline, the exporter and its faulty endpoint.
+    struct Stack {
+        app_server: TestServer,
+        app: AppClient,
+        app_calls: AtomicUsize,
+        endpoint: TestServer,
+        exporter: DatabricksExporter,
+        telemetry: Telemetry,
+        /// Every error the pipeline got from the exporter (`Debug`), in order.
+        export_errors: Arc<Mutex<Vec<String>>>,
     }
 
-    fn rollup_counts(request: &Recorded) -> u64 {
-        decode(request)
-            .1
-            .iter()
-            .map(|log| {
-                log["entry"]["sql_driver_log"]["sql_operation"]["kasal_rollup"]["count"]
-                    .as_u64()
-                    .unwrap_or(0)
+    impl Stack {
+        /// Starts the stack; the exporter (authenticated, export forced, 2 s per attempt) is
+        /// further configured by `configure`. Exports happen on `flush`/`shutdown` only.
+        async fn start(
+            endpoint: impl Fn(&Recorded, usize) -> Reply + Send + Sync + 'static,
+            configure: impl FnOnce(DatabricksExporterBuilder) -> DatabricksExporterBuilder,
+        ) -> Stack {
+            let app_server = TestServer::start(|request, _| {
+                Reply::text(200, &format!("healthy {}", request.uri.path()))
             })
-            .sum()
-    }
-
-    #[tokio::test]
-    async fn a_batch_retried_after_500s_is_delivered_once() {
-        let server = TestServer::start(|_, n| Reply::status(if n < 2 { 500 } else { 200 })).await;
-        let exporter = exporter(&server).build().unwrap();
-        let telemetry = Telemetry::builder()
-            .exporter(exporter.clone())
-            .ignore_env()
-            .build();
-        for _ in 0..10 {
-            telemetry.record(call("/api/2.0/genie/spaces/{id}"));
-        }
-        telemetry.flush().await;
-        let requests = server.requests();
-        assert_eq!(requests.len(), 3);
-        assert!(
-            requests
-                .windows(2)
-                .all(|w| event_ids(&w[0]) == event_ids(&w[1]))
-        );
-        assert_eq!(rollup_counts(&requests[2]), 10);
-        let stats = telemetry.shutdown().await;
-        assert_eq!(stats.export_failures, 0);
-        assert_eq!(exporter.stats().sent, 1);
-    }
-
-    #[tokio::test]
-    async fn breaker_opens_then_delivers_what_was_buffered_after_recovery() {
-        let server = TestServer::start(|_, n| {
-            if n < 5 {
-                Reply::Reset
-            } else {
-                Reply::status(200)
+            .await;
+            let endpoint = TestServer::start(endpoint).await;
+            let exporter =
+                configure(exporter(&endpoint).credentials(StaticToken::new(PAT).unwrap()))
+                    .build()
+                    .unwrap();
+            let export_errors = Arc::new(Mutex::new(Vec::new()));
+            let log = export_errors.clone();
+            let logged = exporter.clone().map_err(move |error: ExportError| {
+                log.lock().unwrap().push(format!("{error:?}"));
+                error
+            });
+            let telemetry = Telemetry::builder()
+                .exporter(logged)
+                .ignore_env()
+                .flush_interval(Duration::from_secs(3600))
+                .shutdown_deadline(SHUTDOWN_DEADLINE)
+                .build();
+            let app = TelemetryLayer::new(Product::Genie, telemetry.clone())
+                .layer(common::client::<Full<Bytes>>());
+            Stack {
+                app_server,
+                app,
+                app_calls: AtomicUsize::new(0),
+                endpoint,
+                exporter,
+                telemetry,
+                export_errors,
             }
-        })
-        .await;
-        let exporter = exporter(&server)
-            .max_retries(0)
-            .circuit_breaker(5, Duration::from_millis(500), 2)
-            .build()
-            .unwrap();
-        let telemetry = Telemetry::builder()
-            .exporter(exporter.clone())
-            .ignore_env()
-            .build();
-        for _ in 0..5 {
-            telemetry.record(call("/down"));
-            telemetry.flush().await;
         }
-        assert_eq!(server.hits(), 5);
-        assert_eq!(telemetry.stats().export_failures, 5);
 
-        // Open: the batch is refused without a request.
-        telemetry.record(call("/while-open"));
-        telemetry.flush().await;
-        assert_eq!(server.hits(), 5, "no request while the breaker is open");
-        assert_eq!(exporter.stats().dropped_circuit_open, 1);
+        /// `n` concurrent app calls in `phase` (route `/{phase}/{i}`), each answered by the
+        /// healthy server with its status and body unchanged, no error, within the bound.
+        async fn calls(&self, phase: &str, n: usize) {
+            self.app_calls.fetch_add(n, Ordering::SeqCst);
+            let calls: Vec<_> = (0..n)
+                .map(|i| {
+                    let path = format!("/{phase}/{i}");
+                    let mut request = Request::get(self.app_server.url(&path))
+                        .body(Full::default())
+                        .unwrap();
+                    request.extensions_mut().insert(Route::new(route(phase)));
+                    let app = self.app.clone();
+                    let call = async move {
+                        let response = app.oneshot(request).await?;
+                        let status = response.status();
+                        let body = response.into_body().collect().await?.to_bytes();
+                        Ok::<_, BoxError>((status, body))
+                    };
+                    (
+                        path,
+                        tokio::spawn(tokio::time::timeout(APP_CALL_BOUND, call)),
+                    )
+                })
+                .collect();
+            for (path, call) in calls {
+                let answer = call.await.unwrap();
+                let (status, body) = answer
+                    .unwrap_or_else(|_| panic!("{path}: blocked over {APP_CALL_BOUND:?}"))
+                    .unwrap_or_else(|error| panic!("{path}: error surfaced: {error}"));
+                assert_eq!(status, StatusCode::OK, "{path}");
+                assert_eq!(body, format!("healthy {path}"), "{path}");
+            }
+        }
+
+        /// Flushes in the background and returns once the endpoint has received `requests`
+        /// requests in all: the exporter is then provably mid-export.
+        async fn flush_meanwhile(&self, requests: usize) -> JoinHandle<()> {
+            let telemetry = self.telemetry.clone();
+            let flush = tokio::spawn(async move { telemetry.flush().await });
+            let seen = self
+                .endpoint
+                .wait_for(requests, Duration::from_secs(2))
+                .await;
+            assert_eq!(seen.len(), requests, "the export reached the endpoint");
+            flush
+        }
+
+        /// For an endpoint scripted by [`first_held`]: 5 app calls ("before"), their export
+        /// started in the background, 5 more ("during") while its first reply is held, then
+        /// the reply released. Returns the export, still under way.
+        async fn export_through_held_reply(&self, release: mpsc::Sender<Bytes>) -> JoinHandle<()> {
+            self.calls("before", 5).await;
+            let flush = self.flush_meanwhile(1).await;
+            self.calls("during", 5).await;
+            assert!(!flush.is_finished(), "the export stayed stalled meanwhile");
+            drop(release);
+            flush
+        }
+
+        fn export_errors(&self) -> Vec<String> {
+            self.export_errors.lock().unwrap().clone()
+        }
+
+        /// The healthy server saw exactly the app's calls, all with the app's User-Agent and
+        /// nothing of telemetry's; the endpoint saw telemetry's own requests only.
+        fn assert_traffic_kept_apart(&self) {
+            let app_requests = self.app_server.requests();
+            assert_eq!(app_requests.len(), self.app_calls.load(Ordering::SeqCst));
+            for request in &app_requests {
+                let user_agent = request.header("user-agent").unwrap();
+                assert!(user_agent.starts_with(APP_UA), "{user_agent}");
+                assert!(!user_agent.contains(TELEMETRY_UA), "{user_agent}");
+                assert!(request.header("authorization").is_none());
+            }
+            for request in &self.endpoint.requests() {
+                let user_agent = request.header("user-agent").unwrap();
+                assert!(user_agent.starts_with(TELEMETRY_UA), "{user_agent}");
+                assert!(!user_agent.contains(APP_UA), "{user_agent}");
+                assert!(!String::from_utf8_lossy(&request.body).contains(APP_UA));
+            }
+        }
+    }
+
+    fn route(phase: &str) -> String {
+        format!("/{phase}/{{i}}")
+    }
+
+    /// The app calls an upload reports, per route: only successes of the app's product.
+    fn exported_calls(request: &Recorded) -> BTreeMap<String, u64> {
+        let mut calls = BTreeMap::new();
+        for log in decode(request).1 {
+            let rollup = &log["entry"]["sql_driver_log"]["sql_operation"]["kasal_rollup"];
+            assert_eq!(rollup["product"], "genie");
+            assert_eq!(rollup["outcome"], "success");
+            let route = rollup["route"].as_str().unwrap().to_owned();
+            *calls.entry(route).or_default() += rollup["count"].as_u64().unwrap();
+        }
+        calls
+    }
+
+    fn phases(expected: &[(&str, u64)]) -> BTreeMap<String, u64> {
+        expected.iter().map(|(p, n)| (route(p), *n)).collect()
+    }
+
+    /// A reply body held open until the sender is dropped: the attempt stalls meanwhile.
+    fn held_body() -> (mpsc::Sender<Bytes>, ReplyBody) {
+        let (release, body) = mpsc::channel(1);
+        (
+            release,
+            ReplyBody::Channel(Arc::new(Mutex::new(Some(body)))),
+        )
+    }
+
+    /// `first` (its body held until the returned sender is dropped) for request 0, then
+    /// `rest(n)`.
+    fn first_held(
+        first: Reply,
+        rest: impl Fn(usize) -> Reply + Send + Sync + 'static,
+    ) -> (
+        mpsc::Sender<Bytes>,
+        impl Fn(&Recorded, usize) -> Reply + Send + Sync + 'static,
+    ) {
+        let (release, body) = held_body();
+        let first = Mutex::new(Some(first.body(body)));
+        let script = move |_: &Recorded, n| match n {
+            0 => first
+                .lock()
+                .unwrap()
+                .take()
+                .expect("request 0 answered once"),
+            n => rest(n),
+        };
+        (release, script)
+    }
+
+    #[tokio::test]
+    async fn server_errors_500_500_200_deliver_once_in_three_attempts() {
+        let (release, script) = first_held(Reply::status(500), |n| {
+            Reply::status(if n < 2 { 500 } else { 200 })
+        });
+        let stack = Stack::start(script, |exporter| exporter).await;
+        let flush = stack.export_through_held_reply(release).await;
+        flush.await.unwrap();
+        stack.calls("after", 5).await;
+
+        let requests = stack.endpoint.requests();
+        assert_eq!(requests.len(), 3, "500, 500, then 200");
+        assert!(!event_ids(&requests[0]).is_empty());
+        for retry in &requests[1..] {
+            assert_eq!(event_ids(retry), event_ids(&requests[0]), "ids kept");
+            assert_eq!(retry.body, requests[0].body, "the same upload re-sent");
+        }
+        assert_eq!(exported_calls(&requests[2]), phases(&[("before", 5)]));
+        let stats = stack.exporter.stats();
+        assert_eq!((stats.sent, stats.failed), (1, 0));
+        assert!(stack.export_errors().is_empty());
+
+        // The calls made meanwhile and after are delivered at shutdown, in one upload.
+        let stats = stack.telemetry.shutdown().await;
+        let requests = stack.endpoint.requests();
+        assert_eq!(requests.len(), 4);
+        assert_eq!(
+            exported_calls(&requests[3]),
+            phases(&[("during", 5), ("after", 5)])
+        );
+        assert_eq!((stats.accepted, stats.dropped), (15, 0));
+        assert_eq!((stats.batches, stats.export_failures), (2, 0));
+        stack.assert_traffic_kept_apart();
+    }
+
+    #[tokio::test]
+    async fn unauthorized_is_one_attempt_then_the_batch_is_dropped_and_counted() {
+        let (release, script) = first_held(Reply::status(401), |_| Reply::status(401));
+        let stack = Stack::start(script, |exporter| exporter).await;
+        let flush = stack.export_through_held_reply(release).await;
+        flush.await.unwrap();
+        // `flush` returned once the export did, retries included: none is left to come.
+        assert_eq!(stack.endpoint.hits(), 1, "one attempt");
+        let stats = stack.exporter.stats();
+        assert_eq!((stats.dropped_unauthorized, stats.sent), (1, 0));
+        let stats = stack.telemetry.stats();
+        assert_eq!((stats.export_failures, stats.exported), (1, 0));
+        assert_eq!(stack.export_errors(), ["Unauthorized(401)"]);
+        stack.calls("after", 5).await;
+
+        // The next batch gets one attempt too.
+        let stats = stack.telemetry.shutdown().await;
+        assert_eq!(stack.endpoint.hits(), 2);
+        assert_eq!(stack.exporter.stats().dropped_unauthorized, 2);
+        assert_eq!((stats.accepted, stats.export_failures), (15, 2));
+        stack.assert_traffic_kept_apart();
+    }
+
+    #[tokio::test]
+    async fn too_many_requests_waits_out_retry_after() {
+        let (release, script) = first_held(Reply::status(429).header("retry-after", "1"), |_| {
+            Reply::status(200)
+        });
+        let stack = Stack::start(script, |exporter| exporter).await;
+        let flush = stack.export_through_held_reply(release).await;
+        let released = Instant::now();
+        stack.calls("waiting", 5).await; // the exporter waits out Retry-After: 1
+        flush.await.unwrap();
+        let waited = released.elapsed();
+        eprintln!("Retry-After: 1 -> retried after {waited:?}");
+        assert!(waited >= Duration::from_millis(950), "waited {waited:?}");
+        assert!(waited < Duration::from_secs(3), "waited {waited:?}");
+
+        let requests = stack.endpoint.requests();
+        assert_eq!(requests.len(), 2, "429, then 200");
+        assert_eq!(requests[1].body, requests[0].body);
+        assert_eq!(exported_calls(&requests[1]), phases(&[("before", 5)]));
+        assert_eq!(stack.exporter.stats().sent, 1);
+        assert!(stack.export_errors().is_empty());
+        stack.calls("after", 5).await;
+        assert_eq!(stack.telemetry.stats().accepted, 20);
+        stack.assert_traffic_kept_apart();
+    }
+
+    #[tokio::test]
+    async fn endpoint_down_opens_the_breaker_then_a_probe_delivers_what_was_buffered() {
+        const OPEN_FOR: Duration = Duration::from_millis(600);
+        // Resets for the first five requests, then healthy.
+        let stack = Stack::start(
+            |_, n| {
+                if n < 5 {
+                    Reply::Reset
+                } else {
+                    Reply::status(200)
+                }
+            },
+            |exporter| exporter.max_retries(0).circuit_breaker(5, OPEN_FOR, 2),
+        )
+        .await;
+        for i in 0..5 {
+            // Each failing export carries calls; more calls run while it fails.
+            let (before, during) = (format!("before-{i}"), format!("during-{i}"));
+            let export = async {
+                stack.calls(&before, 2).await;
+                stack.telemetry.flush().await;
+            };
+            tokio::join!(export, stack.calls(&during, 2));
+        }
+        assert_eq!(stack.endpoint.hits(), 5);
+        let errors = stack.export_errors();
+        assert_eq!(errors.len(), 5);
+        assert!(
+            errors.iter().all(|e| e.starts_with("Transport(")),
+            "{errors:?}"
+        );
+
+        // Open: the app keeps calling; the batch is refused without a request.
+        stack.calls("open", 3).await;
+        stack.telemetry.flush().await;
+        assert_eq!(
+            stack.endpoint.hits(),
+            5,
+            "no request while the breaker is open"
+        );
+        assert_eq!(stack.exporter.stats().dropped_circuit_open, 1);
+        assert_eq!(stack.export_errors().last().unwrap(), "CircuitOpen");
 
         // Buffered in the pipeline while the breaker cools down, delivered by the probe.
-        for _ in 0..7 {
-            telemetry.record(call("/buffered"));
-        }
-        tokio::time::sleep(Duration::from_millis(550)).await;
-        telemetry.flush().await;
-        let requests = server.wait_for(6, Duration::from_secs(2)).await;
+        stack.calls("buffered", 7).await;
+        tokio::time::sleep(OPEN_FOR + Duration::from_millis(100)).await;
+        stack.telemetry.flush().await;
+        let requests = stack.endpoint.requests();
         assert_eq!(requests.len(), 6, "one probe");
-        assert_eq!(rollup_counts(&requests[5]), 7);
-        let raw = String::from_utf8_lossy(&requests[5].body);
-        assert!(raw.contains("/buffered") && !raw.contains("/while-open"));
+        assert_eq!(exported_calls(&requests[5]), phases(&[("buffered", 7)]));
 
-        telemetry.record(call("/after"));
-        telemetry.flush().await;
-        assert_eq!(server.hits(), 7);
-        assert_eq!(exporter.stats().sent, 2);
+        // A second success closes the breaker.
+        stack.calls("after", 5).await;
+        stack.telemetry.flush().await;
+        let requests = stack.endpoint.requests();
+        assert_eq!(requests.len(), 7);
+        assert_eq!(exported_calls(&requests[6]), phases(&[("after", 5)]));
+        let stats = stack.exporter.stats();
+        assert_eq!((stats.sent, stats.failed), (2, 5));
+        assert_eq!(stack.export_errors().len(), 6);
+        assert_eq!(stack.telemetry.stats().accepted, 35);
+        stack.assert_traffic_kept_apart();
     }
 
     #[tokio::test]
-    async fn shutdown_returns_within_its_deadline_when_the_endpoint_never_answers() {
-        let server = TestServer::start(|_, _| Reply::Hang).await;
-        let exporter = exporter(&server)
-            .timeout(Duration::from_secs(10))
-            .build()
-            .unwrap();
-        let telemetry = Telemetry::builder()
-            .exporter(exporter)
-            .ignore_env()
-            .shutdown_deadline(Duration::from_millis(500))
-            .build();
-        for _ in 0..3 {
-            telemetry.record(call("/hang"));
-        }
+    async fn endpoint_never_answers_export_times_out_and_shutdown_keeps_its_deadline() {
+        const EXPORT_DEADLINE: Duration = Duration::from_millis(600);
+        let stack = Stack::start(
+            |_, _| Reply::Hang,
+            |exporter| {
+                exporter
+                    .timeout(Duration::from_millis(250))
+                    .export_deadline(EXPORT_DEADLINE)
+            },
+        )
+        .await;
+        stack.calls("before", 5).await;
         let started = Instant::now();
-        let stats = telemetry.shutdown().await;
+        let flush = stack.flush_meanwhile(1).await;
+        stack.calls("during", 5).await; // the exporter is waiting on a silent endpoint
+        flush.await.unwrap();
         let took = started.elapsed();
-        eprintln!("shutdown with a hanging endpoint took {took:?}: {stats:?}");
-        assert!(took < Duration::from_millis(900), "{took:?}");
+        eprintln!("export to a silent endpoint gave up after {took:?}");
+        assert!(took >= EXPORT_DEADLINE, "{took:?}");
+        assert!(took < EXPORT_DEADLINE + Duration::from_secs(1), "{took:?}");
+        assert_eq!(stack.export_errors(), ["Timeout"]);
+        assert_eq!(stack.exporter.stats().failed, 1);
+
+        // Shutdown exports the rest to the same silent endpoint, and keeps its own deadline
+        // (shorter than the exporter's); the app calls on, during and after it.
+        stack.calls("after", 5).await;
+        let hits = stack.endpoint.hits();
+        let telemetry = stack.telemetry.clone();
+        let started = Instant::now();
+        let shutdown = tokio::spawn(async move { telemetry.shutdown().await });
+        stack
+            .endpoint
+            .wait_for(hits + 1, Duration::from_secs(2))
+            .await;
+        assert!(stack.endpoint.hits() > hits, "shutdown is exporting");
+        stack.calls("shutting-down", 5).await;
+        let stats = shutdown.await.unwrap();
+        let took = started.elapsed();
+        eprintln!("shutdown with a silent endpoint took {took:?}: {stats:?}");
+        assert!(
+            took < SHUTDOWN_DEADLINE + Duration::from_millis(300),
+            "{took:?}"
+        );
         assert_eq!(stats.exported, 0);
-        assert_eq!(server.hits(), 1, "the request was sent and never answered");
+        // Calls after the shutdown began are dropped by telemetry, not by the app.
+        assert_eq!((stats.accepted, stats.dropped), (15, 5));
+        stack.calls("shut-down", 5).await;
+        stack.assert_traffic_kept_apart();
     }
 }
