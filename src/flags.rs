@@ -34,7 +34,7 @@ use crate::credentials::Credentials;
 use crate::export::databricks::client::{self, HttpClient};
 use crate::export::databricks::{ExporterError, WorkspaceHost};
 
-/// True when one of [`DISABLE_ENV_VARS`](crate::DISABLE_ENV_VARS)
+/// True when one of [`DISABLE_ENV_VARS`](crate::pipeline::DISABLE_ENV_VARS)
 /// (`DATABRICKS_TELEMETRY_DISABLED`, `KASAL_TELEMETRY_DISABLED`) is `1`, `true`, `yes` or `on`
 /// (any case). The same rule the pipeline's builder applies.
 pub fn disabled_by_env() -> bool {
