@@ -20,7 +20,7 @@ use tracing::Span;
 use tracing::field::{Empty, Field, FieldSet, Value};
 
 use crate::context::Route;
-use crate::redact::{RedactedUri, host_and_port, redact};
+use crate::redact::{RedactedUri, host_and_port, redact, url_authority};
 use crate::{CallRecord, Direction, ExecutionContext, OperationId};
 
 /// One call in flight: its span and the [`CallRecord`] being filled in.
@@ -67,7 +67,8 @@ impl CallSpan {
             .get::<OperationId>()
             .cloned()
             .or(context_operation);
-        let host = server_authority(uri, headers);
+        let authority = url_authority(uri);
+        let host = server_authority(uri, authority, headers);
         let (address, port) = match &host {
             Some(host) => {
                 let (address, port) = split_host_port(host.as_str());
@@ -89,7 +90,7 @@ impl CallSpan {
             otel.status_code = Empty,
             http.request.method = method.as_str(),
             http.route = route.as_deref(),
-            url.full = %RedactedUri(uri),
+            url.full = %RedactedUri::with_authority(uri, authority),
             server.address = address,
             server.port = port,
             http.response.status_code = Empty,
@@ -328,12 +329,14 @@ fn split_host_port(authority: &str) -> (&str, Option<u16>) {
     (host, port)
 }
 
-/// `host[:port]` of the server, from the URI or else the `Host` header, without userinfo.
-fn server_authority(uri: &Uri, headers: &HeaderMap) -> Option<Authority> {
-    match uri.authority() {
-        Some(authority) if !authority.as_str().contains('@') => Some(authority.clone()),
-        Some(authority) => host_and_port(authority.as_str()).parse().ok(),
-        None => headers
+/// `host[:port]` of the server, from the URI (`authority` is [`url_authority`] of it) or else the
+/// `Host` header, without userinfo.
+fn server_authority(uri: &Uri, authority: Option<&str>, headers: &HeaderMap) -> Option<Authority> {
+    match (uri.authority(), authority) {
+        // No userinfo was cut: the URI's own authority, shared rather than parsed again.
+        (Some(full), Some(host)) if full.as_str().len() == host.len() => Some(full.clone()),
+        (_, Some(host)) => host.parse().ok(),
+        _ => headers
             .get(http::header::HOST)
             .and_then(|host| host.to_str().ok())
             .and_then(|host| host_and_port(host).parse().ok()),
