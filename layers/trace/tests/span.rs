@@ -377,12 +377,14 @@ async fn streamed_body_keeps_the_span_open_and_records_once_at_the_end() {
 
     tracing::info!("consumer between polls");
     tokio::time::sleep(Duration::from_millis(50)).await; // the stream takes its time
+    // Measured when the last chunk leaves: the call can only end after it arrives. (Measured
+    // after the last poll instead, the span's own closing work can make it exceed the latency.)
+    let body_duration = body_started.elapsed();
     chunks.send(Bytes::from_static(b"defg")).unwrap();
     drop(chunks);
     let frame = body.frame().await.unwrap().unwrap();
     assert_eq!(frame.into_data().unwrap(), "defg");
     assert!(body.frame().await.is_none());
-    let body_duration = body_started.elapsed();
 
     let span = call_span(&captured);
     assert!(span.closed, "closed once the body ended");
