@@ -253,13 +253,18 @@ impl RollupTable {
 
     /// Folds a plain call into the current thread's shard. Returns false (and counts a drop) if
     /// the table is closed or full.
+    ///
+    /// The key is first looked up with the hash of this thread's previous fold: a thread tends to
+    /// call the same endpoint again, and then no hashing is needed. A wrong guess is harmless: a
+    /// cell is only taken if its key equals the call's, and on a miss the call's own hash is
+    /// computed and looked up (one extra probe of the table).
     #[inline]
     pub(crate) fn fold(&self, record: &CallRecord) -> bool {
-        let shard = self.shard();
+        let (index, guess) = thread_state();
+        let shard = &self.shards[index];
         let view = KeyView::of(record);
-        let hash = self.hash(&view);
         let sample = Sample::of(record.latency);
-        {
+        let hash = {
             let cells = shard.cells.read().unwrap_or_else(PoisonError::into_inner);
             // Checked under the lock: `close` takes every write lock after setting the flag, so
             // a fold either completes before `close` returns or sees the flag.
@@ -268,12 +273,21 @@ impl RollupTable {
                 shard.dropped.fetch_add(1, Relaxed);
                 return false;
             }
-            if let Some(cell) = cells.find(hash, |cell| cell.matches(&view)) {
+            if let Some(cell) = cells.find(guess, |cell| cell.matches(&view)) {
                 cell.add(sample);
                 return true;
             }
-        }
-        self.fold_new_key(shard, &view, hash, sample)
+            let hash = self.hash(&view);
+            if let Some(cell) = cells.find(hash, |cell| cell.matches(&view)) {
+                cell.add(sample);
+                remember_hash(hash);
+                return true;
+            }
+            hash
+        };
+        let folded = self.fold_new_key(shard, &view, hash, sample);
+        remember_hash(hash);
+        folded
     }
 
     /// The slow path: the key was not in the shard.
@@ -399,24 +413,39 @@ fn merge(merged: &mut HashMap<RollupKey, Rollup>, rollup: Rollup) {
     }
 }
 
-/// The current thread's shard, assigned round-robin on first use.
+thread_local! {
+    /// This thread's shard (assigned round-robin on first use; `usize::MAX` before) and the hash
+    /// of the key it folded last.
+    static THREAD: ThreadCell<(usize, u64)> = const { ThreadCell::new((usize::MAX, 0)) };
+}
+
+/// The current thread's shard, and the hash of the key it folded last (0 at first).
 #[inline]
-fn shard_index() -> usize {
+fn thread_state() -> (usize, u64) {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local! {
-        static INDEX: ThreadCell<usize> = const { ThreadCell::new(usize::MAX) };
-    }
-    INDEX
-        .try_with(|index| {
-            let mut value = index.get();
-            if value == usize::MAX {
-                value = NEXT.fetch_add(1, Relaxed) % SHARDS;
-                index.set(value);
+    THREAD
+        .try_with(|state| {
+            let (mut index, hash) = state.get();
+            if index == usize::MAX {
+                index = NEXT.fetch_add(1, Relaxed) % SHARDS;
+                state.set((index, hash));
             }
-            value
+            (index, hash)
         })
         // During thread teardown the thread-local is gone: any shard will do.
-        .unwrap_or(0)
+        .unwrap_or((0, 0))
+}
+
+/// The current thread's shard.
+#[inline]
+fn shard_index() -> usize {
+    thread_state().0
+}
+
+/// Notes the hash of the key this thread folded, for its next fold's first lookup.
+#[inline]
+fn remember_hash(hash: u64) {
+    let _ = THREAD.try_with(|state| state.set((state.get().0, hash)));
 }
 
 #[cfg(test)]
@@ -483,6 +512,34 @@ mod tests {
         assert_eq!(rollups[1].key.outcome, "terminal");
         assert_eq!(rollups[1].count, 1);
         assert_eq!(table.counts(), (4, 0, 0));
+    }
+
+    #[test]
+    fn a_stale_hash_guess_never_misfolds() {
+        // Two tables (different hashers) and alternating keys on one thread: every fold starts
+        // from another key's or another table's hash.
+        let (one, two) = (RollupTable::new(8), RollupTable::new(8));
+        for i in 0..30 {
+            let route = ["/a", "/b", "/c"][i % 3];
+            assert!(one.fold(&call(route, 1, 200)));
+            assert!(two.fold(&call(route, 2, if i % 2 == 0 { 200 } else { 503 })));
+        }
+        let mut rollups = drain(&one);
+        rollups.sort_by(|a, b| a.key.route.cmp(&b.key.route));
+        let counts: Vec<_> = rollups.iter().map(|r| r.count).collect();
+        assert_eq!(counts, [10, 10, 10]);
+        let mut rollups = drain(&two);
+        rollups.sort_by_key(|r| (r.key.route.clone(), r.key.status_class));
+        let counts: Vec<_> = rollups
+            .iter()
+            .map(|r| (r.key.status_class, r.count))
+            .collect();
+        assert_eq!(counts, [(2, 5), (5, 5), (2, 5), (5, 5), (2, 5), (5, 5)]);
+        assert!(
+            rollups
+                .iter()
+                .all(|r| r.latency_max == Duration::from_millis(2))
+        );
     }
 
     #[test]

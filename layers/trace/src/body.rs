@@ -1,6 +1,7 @@
 //! [`TracedBody`]: the response body that keeps the call's span open and records the call once.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use bytes::Buf;
@@ -8,6 +9,7 @@ use http_body::{Body, Frame, SizeHint};
 use kasal_classify::{Classify, DefaultClassifier};
 use pin_project_lite::pin_project;
 
+use crate::service::Hooks;
 use crate::{BoxError, CallSpan, RecordCall};
 
 pin_project! {
@@ -31,14 +33,13 @@ pin_project! {
 }
 
 impl<B, R: RecordCall, C> TracedBody<B, R, C> {
-    pub(crate) fn new(inner: B, call: Box<CallSpan>, recorder: R, classifier: C) -> Self
+    pub(crate) fn new(inner: B, call: Box<CallSpan>, hooks: Arc<Hooks<C, R>>) -> Self
     where
         B: Body,
     {
         let mut call = OpenCall {
             call: Some(call),
-            recorder,
-            classifier,
+            hooks,
         };
         // An empty body (HEAD, 204, Content-Length: 0) may never be polled: end the call now.
         if inner.is_end_stream() {
@@ -88,7 +89,7 @@ where
             Some(Err(error)) => {
                 let error: BoxError = error.into();
                 if let Some(call) = this.call.call.as_mut() {
-                    let outcome = this.call.classifier.classify_error(&*error);
+                    let outcome = this.call.hooks.classifier.classify_error(&*error);
                     call.on_error(&*error, outcome);
                 }
                 this.call.finish();
@@ -122,15 +123,14 @@ impl<B: std::fmt::Debug, R: RecordCall, C> std::fmt::Debug for TracedBody<B, R, 
 /// The call until it is recorded; records it (as cut short) if dropped before.
 struct OpenCall<R: RecordCall, C> {
     call: Option<Box<CallSpan>>,
-    recorder: R,
-    classifier: C,
+    hooks: Arc<Hooks<C, R>>,
 }
 
 impl<R: RecordCall, C> OpenCall<R, C> {
     /// Records the call if not done yet, and closes its span.
     fn finish(&mut self) {
         if let Some(call) = self.call.take() {
-            self.recorder.record_call(call.finish());
+            self.hooks.recorder.record_call(call.finish());
         }
     }
 }

@@ -6,10 +6,11 @@
 //! produce the same spans and records. Nothing here may copy the context's `user_token` or an
 //! unredacted URL or error message into a span field or a record.
 
+use std::cell::Cell as StdCell;
 use std::error::Error;
 use std::fmt;
 use std::sync::{Arc, OnceLock};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use http::uri::{Authority, Scheme};
 use http::{Extensions, HeaderMap, Method, StatusCode, Uri};
@@ -19,7 +20,7 @@ use tracing::Span;
 use tracing::field::{Empty, Field, FieldSet, Value};
 
 use crate::context::Route;
-use crate::redact::{RedactedUri, host_and_port, redact};
+use crate::redact::{RedactedUri, host_and_port, redact, url_authority};
 use crate::{CallRecord, Direction, ExecutionContext, OperationId};
 
 /// One call in flight: its span and the [`CallRecord`] being filled in.
@@ -51,7 +52,7 @@ impl CallSpan {
         extensions: &Extensions,
     ) -> Self {
         let start = Instant::now();
-        let started_at = SystemTime::now();
+        let started_at = wall_clock(start);
         let route = extensions.get::<Route>().map(|route| route.0.clone());
         let (mode, caller_id, obo_dev_fallback, context_operation) =
             ExecutionContext::read_for_request(extensions, |ctx| {
@@ -66,14 +67,20 @@ impl CallSpan {
             .get::<OperationId>()
             .cloned()
             .or(context_operation);
-        let host = server_authority(uri, headers);
-        let port = host.as_ref().and_then(|host| {
-            host.port_u16().or(match uri.scheme() {
-                Some(scheme) if *scheme == Scheme::HTTPS => Some(443),
-                Some(scheme) if *scheme == Scheme::HTTP => Some(80),
-                _ => None,
-            })
-        });
+        let authority = url_authority(uri);
+        let host = server_authority(uri, authority, headers);
+        let (address, port) = match &host {
+            Some(host) => {
+                let (address, port) = split_host_port(host.as_str());
+                let port = port.or(match uri.scheme() {
+                    Some(scheme) if *scheme == Scheme::HTTPS => Some(443),
+                    Some(scheme) if *scheme == Scheme::HTTP => Some(80),
+                    _ => None,
+                });
+                (Some(address), port)
+            }
+            None => (None, None),
+        };
 
         let span = tracing::info_span!(
             target: "kasal_trace",
@@ -83,8 +90,8 @@ impl CallSpan {
             otel.status_code = Empty,
             http.request.method = method.as_str(),
             http.route = route.as_deref(),
-            url.full = %RedactedUri(uri),
-            server.address = host.as_ref().map(Authority::host),
+            url.full = %RedactedUri::with_authority(uri, authority),
+            server.address = address,
             server.port = port,
             http.response.status_code = Empty,
             http.request.resend_count = Empty,
@@ -273,12 +280,63 @@ impl LateFields {
     }
 }
 
-/// `host[:port]` of the server, from the URI or else the `Host` header, without userinfo.
-fn server_authority(uri: &Uri, headers: &HeaderMap) -> Option<Authority> {
-    match uri.authority() {
-        Some(authority) if !authority.as_str().contains('@') => Some(authority.clone()),
-        Some(authority) => host_and_port(authority.as_str()).parse().ok(),
-        None => headers
+/// How long a thread derives wall-clock times from its anchor before reading the wall clock again.
+const REANCHOR_AFTER: Duration = Duration::from_secs(1);
+
+/// The wall-clock time at `now`, without a wall-clock read per call: each thread keeps an
+/// (`Instant`, `SystemTime`) pair read together and adds the monotonic time elapsed since, reading
+/// both clocks again once the pair is [`REANCHOR_AFTER`] old.
+///
+/// Trade-off: NTP slewing moves both clocks alike, but a step of the wall clock (`settimeofday`,
+/// a VM resume) shows up in `started_at` up to one second late. `started_at` is a timestamp for
+/// exported telemetry, never compared with `latency` (which is monotonic), so that is acceptable.
+fn wall_clock(now: Instant) -> SystemTime {
+    thread_local! {
+        static ANCHOR: StdCell<Option<(Instant, SystemTime)>> = const { StdCell::new(None) };
+    }
+    ANCHOR
+        .try_with(|anchor| {
+            if let Some((at, wall)) = anchor.get() {
+                if let Some(since) = now.checked_duration_since(at) {
+                    if since < REANCHOR_AFTER {
+                        return wall + since;
+                    }
+                }
+            }
+            let wall = SystemTime::now();
+            anchor.set(Some((now, wall)));
+            wall
+        })
+        // During thread teardown the thread-local is gone: read the clock.
+        .unwrap_or_else(|_| SystemTime::now())
+}
+
+/// `(host, port)` of a `host[:port]` authority without userinfo, in one pass: what
+/// `Authority::host` and `Authority::port_u16` return, without their separate scans.
+fn split_host_port(authority: &str) -> (&str, Option<u16>) {
+    let bytes = authority.as_bytes();
+    // An IPv6 literal keeps its brackets, and its colons are not a port separator.
+    let host_end = if bytes.first() == Some(&b'[') {
+        bytes
+            .iter()
+            .position(|&b| b == b']')
+            .map_or(bytes.len(), |i| i + 1)
+    } else {
+        bytes.iter().position(|&b| b == b':').unwrap_or(bytes.len())
+    };
+    let (host, rest) = authority.split_at(host_end);
+    let port = rest.strip_prefix(':').and_then(|port| port.parse().ok());
+    (host, port)
+}
+
+/// `host[:port]` of the server, from the URI (`authority` is [`url_authority`] of it) or else the
+/// `Host` header, without userinfo.
+fn server_authority(uri: &Uri, authority: Option<&str>, headers: &HeaderMap) -> Option<Authority> {
+    match (uri.authority(), authority) {
+        // No userinfo was cut: the URI's own authority, shared rather than parsed again.
+        (Some(full), Some(host)) if full.as_str().len() == host.len() => Some(full.clone()),
+        (_, Some(host)) => host.parse().ok(),
+        _ => headers
             .get(http::header::HOST)
             .and_then(|host| host.to_str().ok())
             .and_then(|host| host_and_port(host).parse().ok()),
@@ -297,5 +355,46 @@ impl fmt::Display for OtelName<'_> {
             Some(route) => write!(f, "{} {route}", self.method),
             None => f.write_str(self.method.as_str()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_host_port_agrees_with_authority() {
+        for text in [
+            "example.com",
+            "example.com:8443",
+            "example.com:",
+            "example.com:99999",
+            "127.0.0.1:80",
+            "[::1]",
+            "[::1]:8080",
+            "[fe80::1%25eth0]:443",
+            "adb-1234567890123456.7.azuredatabricks.net",
+        ] {
+            let authority: Authority = text.parse().unwrap();
+            assert_eq!(
+                split_host_port(authority.as_str()),
+                (authority.host(), authority.port_u16()),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn wall_clock_tracks_the_system_clock() {
+        let before = SystemTime::now();
+        let first = wall_clock(Instant::now());
+        std::thread::sleep(Duration::from_millis(20));
+        let second = wall_clock(Instant::now());
+        let after = SystemTime::now();
+        // Derived from the anchor: within the real readings (plus a little slack), in order.
+        let slack = Duration::from_millis(5);
+        assert!(first + slack >= before && first <= after);
+        assert!(second >= first + Duration::from_millis(20));
+        assert!(second <= after + slack);
     }
 }

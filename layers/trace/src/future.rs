@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use http::Response;
@@ -9,6 +10,7 @@ use http_body::Body;
 use kasal_classify::Classify;
 use pin_project_lite::pin_project;
 
+use crate::service::Hooks;
 use crate::{BoxError, CallSpan, RecordCall, TracedBody};
 
 pin_project! {
@@ -23,15 +25,15 @@ pin_project! {
         inner: F,
         // Boxed: the call state is ~300 bytes, and this future and the response are moved
         // several times on their way to the caller; a box keeps those moves small.
-        call: Option<(Box<CallSpan>, C, R)>,
+        call: Option<(Box<CallSpan>, Arc<Hooks<C, R>>)>,
     }
 }
 
 impl<F, C, R> ResponseFuture<F, C, R> {
-    pub(crate) fn new(inner: F, call: CallSpan, classifier: C, recorder: R) -> Self {
+    pub(crate) fn new(inner: F, call: CallSpan, hooks: Arc<Hooks<C, R>>) -> Self {
         ResponseFuture {
             inner,
-            call: Some((Box::new(call), classifier, recorder)),
+            call: Some((Box::new(call), hooks)),
         }
     }
 }
@@ -49,26 +51,28 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let result = match this.call.as_ref() {
-            Some((call, _, _)) => {
+            Some((call, _)) => {
                 let _entered = call.span().enter();
                 ready!(this.inner.poll(cx))
             }
             None => return Poll::Ready(Err(polled_after_completion())),
         };
-        let Some((mut call, classifier, recorder)) = this.call.take() else {
+        let Some((mut call, hooks)) = this.call.take() else {
             return Poll::Ready(Err(polled_after_completion()));
         };
         Poll::Ready(match result {
             Ok(response) => {
-                let outcome = classifier.classify_response(response.status(), response.headers());
+                let outcome = hooks
+                    .classifier
+                    .classify_response(response.status(), response.headers());
                 call.on_response(response.status(), response.extensions(), outcome);
-                Ok(response.map(|body| TracedBody::new(body, call, recorder, classifier)))
+                Ok(response.map(|body| TracedBody::new(body, call, hooks)))
             }
             Err(error) => {
                 let error: BoxError = error.into();
-                let outcome = classifier.classify_error(&*error);
+                let outcome = hooks.classifier.classify_error(&*error);
                 call.on_error(&*error, outcome);
-                recorder.record_call(call.finish());
+                hooks.recorder.record_call(call.finish());
                 Err(error)
             }
         })

@@ -1,11 +1,13 @@
 //! [`SpanLayer`]: wraps a service in [`Traced`].
 
 use std::fmt;
+use std::sync::Arc;
 
 use kasal_classify::{Classify, DefaultClassifier};
 use kasal_user_agent::Product;
 use tower_layer::Layer;
 
+use crate::service::Hooks;
 use crate::{Direction, RecordCall, Traced};
 
 /// Layer that opens one span per HTTP call and records each call. See the [crate docs](crate).
@@ -70,8 +72,10 @@ impl<S, C: Clone, R: Clone> Layer<S> for SpanLayer<C, R> {
             inner,
             product: self.product.clone(),
             direction: self.direction,
-            classifier: self.classifier.clone(),
-            recorder: self.recorder.clone(),
+            hooks: Arc::new(Hooks {
+                classifier: self.classifier.clone(),
+                recorder: self.recorder.clone(),
+            }),
         }
     }
 }

@@ -155,42 +155,76 @@ fn truncate(text: &str) -> &str {
 /// );
 /// ```
 pub fn redact_uri(uri: &Uri) -> String {
-    RedactedUri(uri).to_string()
+    RedactedUri::new(uri).to_string()
 }
 
 /// Displays a [`Uri`] as [`redact_uri`] does, without allocating: what the span records.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct RedactedUri<'a>(pub(crate) &'a Uri);
+pub(crate) struct RedactedUri<'a> {
+    uri: &'a Uri,
+    /// The URI's authority without userinfo (see [`url_authority`]).
+    authority: Option<&'a str>,
+}
+
+impl<'a> RedactedUri<'a> {
+    pub(crate) fn new(uri: &'a Uri) -> Self {
+        RedactedUri::with_authority(uri, url_authority(uri))
+    }
+
+    /// For a caller that already has `url_authority(uri)`: saves scanning it again.
+    pub(crate) fn with_authority(uri: &'a Uri, authority: Option<&'a str>) -> Self {
+        RedactedUri { uri, authority }
+    }
+}
 
 impl fmt::Display for RedactedUri<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let uri = self.0;
+        let uri = self.uri;
         if let Some(scheme) = uri.scheme_str() {
             f.write_str(scheme)?;
             f.write_str("://")?;
         }
-        if let Some(authority) = uri.authority() {
-            f.write_str(host_and_port(authority.as_str()))?;
+        if let Some(authority) = self.authority {
+            f.write_str(authority)?;
         }
         f.write_str(&redact(uri.path()))?;
         if let Some(query) = uri.query() {
             f.write_str("?")?;
-            for (i, pair) in query.split('&').enumerate() {
-                if i > 0 {
+            // `&`-separated pairs, split on bytes: both separators are ASCII, so every split
+            // falls on a char boundary.
+            let mut rest = query;
+            let mut first = true;
+            loop {
+                let end = rest.bytes().position(|b| b == b'&').unwrap_or(rest.len());
+                let (pair, tail) = rest.split_at(end);
+                if !first {
                     f.write_str("&")?;
                 }
-                match pair.split_once('=') {
-                    Some((key, _)) => {
-                        f.write_str(&redact(key))?;
-                        f.write_str("=")?;
-                        f.write_str(REDACTED)?;
+                first = false;
+                match pair.bytes().position(|b| b == b'=') {
+                    Some(eq) => {
+                        f.write_str(&redact(&pair[..eq]))?;
+                        f.write_str(REDACTED_VALUE)?;
                     }
                     None => f.write_str(&redact(pair))?,
+                }
+                match tail.strip_prefix('&') {
+                    Some(next) => rest = next,
+                    None => break,
                 }
             }
         }
         Ok(())
     }
+}
+
+/// What replaces a query value, with its `=`.
+const REDACTED_VALUE: &str = "=REDACTED";
+
+/// The `host[:port]` of `uri`'s authority, without userinfo; `None` without an authority.
+pub(crate) fn url_authority(uri: &Uri) -> Option<&str> {
+    uri.authority()
+        .map(|authority| host_and_port(authority.as_str()))
 }
 
 /// The `host[:port]` part of an authority, without userinfo.
@@ -416,5 +450,25 @@ mod tests {
         assert_eq!(redact_uri(&uri), "http://127.0.0.1:8080/plain");
         let uri: Uri = format!("/tokens/{PAT}?q=1").parse().unwrap();
         assert_eq!(redact_uri(&uri), "/tokens/REDACTED?q=REDACTED");
+    }
+
+    #[test]
+    fn uri_query_edge_cases() {
+        for (query, expected) in [
+            ("", ""),
+            ("&", "&"),
+            ("a&", "a&"),
+            ("&a", "&a"),
+            ("a==b&&c=", "a=REDACTED&&c=REDACTED"),
+            ("=x", "=REDACTED"),
+            ("x_token=1&eyJ", "x_token=REDACTED&eyJ"),
+        ] {
+            let uri: Uri = format!("https://h.example/p?{query}").parse().unwrap();
+            assert_eq!(
+                redact_uri(&uri),
+                format!("https://h.example/p?{expected}"),
+                "{query:?}"
+            );
+        }
     }
 }

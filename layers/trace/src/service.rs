@@ -1,6 +1,7 @@
 //! [`Traced`]: the service that opens one span per call and records the call.
 
 use std::fmt;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
@@ -18,6 +19,13 @@ pub struct Traced<S, C = DefaultClassifier, R = ()> {
     pub(crate) inner: S,
     pub(crate) product: Product,
     pub(crate) direction: Direction,
+    pub(crate) hooks: Arc<Hooks<C, R>>,
+}
+
+/// What a call needs once its response arrives: the classifier and the recorder, behind one
+/// `Arc` so each call takes one reference count, not one per hook (both are usually `Arc`s).
+#[derive(Debug)]
+pub(crate) struct Hooks<C, R> {
     pub(crate) classifier: C,
     pub(crate) recorder: R,
 }
@@ -68,7 +76,7 @@ where
             let _entered = call.span().enter();
             self.inner.call(request)
         };
-        ResponseFuture::new(inner, call, self.classifier.clone(), self.recorder.clone())
+        ResponseFuture::new(inner, call, self.hooks.clone())
     }
 }
 
@@ -78,7 +86,7 @@ impl<S: fmt::Debug, C: fmt::Debug, R> fmt::Debug for Traced<S, C, R> {
             .field("inner", &self.inner)
             .field("product", &self.product)
             .field("direction", &self.direction)
-            .field("classifier", &self.classifier)
+            .field("classifier", &self.hooks.classifier)
             .finish_non_exhaustive()
     }
 }
