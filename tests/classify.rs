@@ -146,14 +146,18 @@ async fn retry_retries_connection_refused_then_surfaces_the_error() {
             req
         })
         .service(common::client::<Full<Bytes>>());
-    let req = Request::get(format!("http://127.0.0.1:{port}/"))
+    let mut req = Request::get(format!("http://127.0.0.1:{port}/"))
         .body(Full::default())
         .unwrap();
+    let counter = kasal_classify::AttemptCounter::new();
+    req.extensions_mut().insert(counter.clone());
 
     let err = svc.ready().await.unwrap().call(req).await.unwrap_err();
 
     assert!(err.is_connect(), "{err:?}");
     assert_eq!(calls.load(Ordering::SeqCst), 4);
+    // No response carries `Attempts` on an error: the counter in the request does.
+    assert_eq!(counter.get(), 4);
 }
 
 fn breaker(open_for: Duration) -> CircuitBreaker {

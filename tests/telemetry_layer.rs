@@ -271,6 +271,46 @@ async fn retry_429_then_200_is_one_span_with_resend_count_1() {
 }
 
 #[tokio::test]
+async fn retried_connection_refused_reports_every_attempt() {
+    let (_guard, captured) = capture();
+    let addr = closed_port().await;
+    let (telemetry, exporter) = pipeline();
+    let layer = TelemetryLayer::new(Product::Lakebase, telemetry.clone()).retry(fast_retry());
+    let mut request = get(&format!("http://{addr}/db"));
+    request
+        .extensions_mut()
+        .insert(OperationId::new("op-refused"));
+
+    let error = send(&client(layer), request).await.unwrap_err();
+    assert!(
+        error
+            .downcast_ref::<hyper_util::client::legacy::Error>()
+            .is_some_and(|e| e.is_connect()),
+        "{error:?}"
+    );
+
+    // 1 + 3 attempts, all refused: no response carries them, the span still reports them.
+    let span = call_span(&captured);
+    assert_fields(
+        &span,
+        &[
+            ("error.type", "connect"),
+            ("kasal.outcome", "retryable"),
+            ("http.request.resend_count", "3"),
+        ],
+    );
+    telemetry.complete_operation(&OperationId::new("op-refused"));
+    telemetry.flush().await;
+    let operations = exporter.operations();
+    assert_eq!(operations.len(), 1);
+    assert_eq!(
+        (operations[0].calls, operations[0].retries),
+        (1, 3),
+        "{operations:#?}"
+    );
+}
+
+#[tokio::test]
 async fn forbidden_403_is_terminal_and_not_retried() {
     let (_guard, captured) = capture();
     let server = TestServer::always(403).await;

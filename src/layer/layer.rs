@@ -84,6 +84,9 @@ impl<S> Layer<S> for TelemetryLayer {
         let traced = SpanLayer::new(self.user_agent.product().clone())
             .recorder(self.telemetry.clone())
             .layer(attempted);
-        TelemetryService::new(SetUserAgent::new(traced, self.user_agent.clone()))
+        TelemetryService::new(
+            SetUserAgent::new(traced, self.user_agent.clone()),
+            self.retry.is_some(),
+        )
     }
 }

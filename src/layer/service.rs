@@ -4,7 +4,9 @@ use std::task::{Context, Poll};
 
 use http::{Request, Response};
 use http_body::Body;
-use kasal_classify::{CircuitBreakerService, DefaultClassifier, Retry, TryCloneBody};
+use kasal_classify::{
+    AttemptCounter, CircuitBreakerService, DefaultClassifier, Retry, TryCloneBody,
+};
 use kasal_trace::{Traced, TracedBody};
 use kasal_user_agent::SetUserAgent;
 use tower::BoxError;
@@ -39,11 +41,17 @@ type Stack<S> = SetUserAgent<Traced<Attempted<S>, DefaultClassifier, Telemetry>>
 #[derive(Clone, Debug)]
 pub struct TelemetryService<S> {
     inner: Stack<S>,
+    /// With retry: give each request an [`AttemptCounter`], so a call that ends in an error
+    /// still reports its attempts (no response carries them then).
+    count_attempts: bool,
 }
 
 impl<S> TelemetryService<S> {
-    pub(super) fn new(inner: Stack<S>) -> Self {
-        TelemetryService { inner }
+    pub(super) fn new(inner: Stack<S>, count_attempts: bool) -> Self {
+        TelemetryService {
+            inner,
+            count_attempts,
+        }
     }
 }
 
@@ -64,7 +72,10 @@ where
     }
 
     #[inline]
-    fn call(&mut self, request: Request<B>) -> Self::Future {
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        if self.count_attempts && request.extensions().get::<AttemptCounter>().is_none() {
+            request.extensions_mut().insert(AttemptCounter::new());
+        }
         self.inner.call(request)
     }
 }

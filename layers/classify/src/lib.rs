@@ -44,7 +44,8 @@ pub use crate::circuit_breaker::{
 pub use crate::classify::{AsError, Classify, DEFAULT_MAX_RETRY_AFTER, DefaultClassifier};
 pub use crate::outcome::{Outcome, Reason};
 pub use crate::retry::{
-    Attempts, Backoff, Jitter, Retry, RetryLayer, RetryPolicy, TryCloneBody, clone_request,
+    AttemptCounter, Attempts, Backoff, Jitter, Retry, RetryLayer, RetryPolicy, TryCloneBody,
+    clone_request,
 };
 pub use crate::retry_after::{MalformedRetryAfter, parse_retry_after};
 pub use crate::tower_http::TowerHttpClassifier;

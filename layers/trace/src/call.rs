@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use http::uri::{Authority, Scheme};
 use http::{Extensions, HeaderMap, Method, StatusCode, Uri};
-use kasal_classify::{Attempts, Outcome};
+use kasal_classify::{AttemptCounter, Attempts, Outcome};
 use kasal_user_agent::Product;
 use tracing::Span;
 use tracing::field::{Empty, Field, FieldSet, Value};
@@ -35,6 +35,8 @@ pub struct CallSpan {
     span: Span,
     record: CallRecord,
     start: Instant,
+    /// Set when a retry layer reports attempts through the request (see `on_error`).
+    attempt_counter: Option<AttemptCounter>,
 }
 
 impl CallSpan {
@@ -42,7 +44,8 @@ impl CallSpan {
     ///
     /// The execution context comes from an [`ExecutionContext`] request extension, else the
     /// task-local one; the operation from an [`OperationId`] request extension, else the context;
-    /// the route template from a [`Route`] extension.
+    /// the route template from a [`Route`] extension. An [`AttemptCounter`] extension, if any,
+    /// gives the attempts of a call that ends in an error (see [`on_error`](Self::on_error)).
     pub fn start(
         product: &Product,
         direction: Direction,
@@ -109,6 +112,7 @@ impl CallSpan {
         CallSpan {
             span,
             start,
+            attempt_counter: extensions.get::<AttemptCounter>().cloned(),
             record: CallRecord {
                 direction,
                 product: product.clone(),
@@ -172,7 +176,9 @@ impl CallSpan {
     }
 
     /// Records a failure: an error from the inner service (no response) or while reading the
-    /// body. The message, with its source chain, is redacted and truncated.
+    /// body. The message, with its source chain, is redacted and truncated. Without a response,
+    /// the attempts (and `http.request.resend_count`) come from the request's
+    /// [`AttemptCounter`], if a retry layer filled one in, else 1.
     pub fn on_error(&mut self, error: &(dyn Error + 'static), outcome: Outcome) {
         let mut message = error.to_string();
         let mut source = error.source();
@@ -183,16 +189,24 @@ impl CallSpan {
         }
         self.record.error = Some(Arc::from(redact(&message)));
         self.record.outcome = outcome;
+        let no_response = self.record.status.is_none();
+        if no_response {
+            // No response carries `Attempts`: a retry layer may have counted them for us.
+            self.record.attempts = self
+                .attempt_counter
+                .as_ref()
+                .map_or(1, |counter| counter.get().max(1));
+        }
         let Some(fields) = LateFields::of(&self.span) else {
             return;
         };
         // A failure is an error whatever the direction or the status.
         let error_type = self.error_type();
-        let no_response = self.record.status.is_none();
+        let resend_count = self.record.attempts - 1;
         let values = [
             (
                 &fields.resend_count,
-                no_response.then_some(&0u32 as &dyn Value),
+                no_response.then_some(&resend_count as &dyn Value),
             ),
             (
                 &fields.outcome,

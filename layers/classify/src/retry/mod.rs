@@ -46,3 +46,38 @@ pub use self::service::Retry;
 /// extensions. The span layer reports `Attempts(n).0 - 1` as `http.request.resend_count`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Attempts(pub u32);
+
+/// A request extension through which a [`Retry`] service reports how many calls it has made for
+/// the request, also when they end in an error, where no response can carry [`Attempts`].
+///
+/// Insert one before the retry layer and keep a clone: clones share the count (the retry policy
+/// copies request extensions into every attempt). It reads 0 until the policy has judged the
+/// first call, and stays 0 for requests whose body cannot be cloned (sent once).
+///
+/// ```
+/// use kasal_classify::AttemptCounter;
+///
+/// let counter = AttemptCounter::new();
+/// let mut request = http::Request::new(());
+/// request.extensions_mut().insert(counter.clone());
+/// // ... call a `Retry` service with `request` ...
+/// assert_eq!(counter.get(), 0);
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct AttemptCounter(std::sync::Arc<std::sync::atomic::AtomicU32>);
+
+impl AttemptCounter {
+    /// A counter at 0.
+    pub fn new() -> Self {
+        AttemptCounter::default()
+    }
+
+    /// Calls made so far (0 before the first has been judged).
+    pub fn get(&self) -> u32 {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub(crate) fn set(&self, attempts: u32) {
+        self.0.store(attempts, std::sync::atomic::Ordering::Relaxed);
+    }
+}

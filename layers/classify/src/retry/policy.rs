@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use http::{Request, Response};
 
-use super::{Attempts, Backoff, Jitter, TryCloneBody, clone_request};
+use super::{AttemptCounter, Attempts, Backoff, Jitter, TryCloneBody, clone_request};
 use crate::classify::{AsError, Classify, DefaultClassifier};
 use crate::outcome::Outcome;
 
@@ -131,10 +131,13 @@ where
 
     fn retry(
         &mut self,
-        _req: &mut Request<ReqBody>,
+        req: &mut Request<ReqBody>,
         result: &mut Result<Response<ResBody>, E>,
     ) -> Option<Self::Future> {
         self.attempts = self.attempts.saturating_add(1);
+        if let Some(counter) = req.extensions().get::<AttemptCounter>() {
+            counter.set(self.attempts);
+        }
         let outcome = match result {
             Ok(res) => self
                 .classifier
