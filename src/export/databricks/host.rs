@@ -57,12 +57,15 @@ pub enum HostError {
     #[error("workspace host `{0}` is a loopback address (allow_private_hosts(true) to permit)")]
     Loopback(String),
     /// A private-network host (10/8, 172.16/12, 192.168/16, 100.64/10, fc00::/7, 0.0.0.0/8).
+    /// An IPv6 address that embeds an IPv4 one (mapped, compatible, NAT64, 6to4) is judged by
+    /// its IPv4 address.
     #[error("workspace host `{0}` is a private address (allow_private_hosts(true) to permit)")]
     Private(String),
     /// A link-local host (169.254/16, fe80::/10).
     #[error("workspace host `{0}` is a link-local address (allow_private_hosts(true) to permit)")]
     LinkLocal(String),
-    /// A cloud metadata service (169.254.169.254, fd00:ec2::254, metadata.google.internal, ...).
+    /// A cloud metadata service (169.254.169.254, 192.0.0.192, fd00:ec2::254,
+    /// metadata.google.internal, ...).
     #[error(
         "workspace host `{0}` is a cloud metadata service (allow_private_hosts(true) to permit)"
     )]
@@ -116,6 +119,8 @@ const METADATA_NAMES: &[&str] = &[
     "metadata.goog",
     "metadata.azure.com",
     "metadata",
+    "instance-data",
+    "instance-data.ec2.internal",
 ];
 
 /// Parses and checks a workspace host.
@@ -227,7 +232,13 @@ fn check_public(host: &url::Host<&str>) -> Result<(), HostError> {
 fn check_ipv4(ip: Ipv4Addr) -> Result<(), HostError> {
     let text = ip.to_string();
     let [a, b, ..] = ip.octets();
-    if ip == Ipv4Addr::new(169, 254, 169, 254) || ip == Ipv4Addr::new(169, 254, 170, 2) {
+    const METADATA: [Ipv4Addr; 3] = [
+        Ipv4Addr::new(169, 254, 169, 254),
+        Ipv4Addr::new(169, 254, 170, 2),
+        // Oracle Cloud's legacy metadata address.
+        Ipv4Addr::new(192, 0, 0, 192),
+    ];
+    if METADATA.contains(&ip) {
         Err(HostError::Metadata(text))
     } else if ip.is_loopback() {
         Err(HostError::Loopback(text))
@@ -246,7 +257,7 @@ fn check_ipv4(ip: Ipv4Addr) -> Result<(), HostError> {
 }
 
 fn check_ipv6(ip: Ipv6Addr) -> Result<(), HostError> {
-    if let Some(v4) = ip.to_ipv4_mapped() {
+    if let Some(v4) = embedded_ipv4(ip) {
         return check_ipv4(v4);
     }
     let text = ip.to_string();
@@ -261,6 +272,23 @@ fn check_ipv6(ip: Ipv6Addr) -> Result<(), HostError> {
         Err(HostError::Private(text))
     } else {
         Ok(())
+    }
+}
+
+/// The IPv4 address an IPv6 address reaches: IPv4-mapped (`::ffff:a.b.c.d`), IPv4-translated
+/// (`::ffff:0:a.b.c.d`), IPv4-compatible (`::a.b.c.d`), NAT64 (`64:ff9b::a.b.c.d`) and 6to4
+/// (`2002:aabb:ccdd::`). Each one can stand in for a private or metadata IPv4 address.
+fn embedded_ipv4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
+    let [s0, s1, s2, s3, s4, s5, s6, s7] = ip.segments();
+    let pair = |high: u16, low: u16| Ipv4Addr::from((u32::from(high) << 16) | u32::from(low));
+    match (s0, s1, s2, s3, s4, s5) {
+        (0, 0, 0, 0, 0, 0xffff) | (0, 0, 0, 0, 0xffff, 0) | (0x64, 0xff9b, 0, 0, 0, 0) => {
+            Some(pair(s6, s7))
+        }
+        // `::` and `::1` are IPv6's own unspecified and loopback addresses.
+        (0, 0, 0, 0, 0, 0) if !ip.is_unspecified() && !ip.is_loopback() => Some(pair(s6, s7)),
+        (0x2002, ..) => Some(pair(s1, s2)),
+        _ => None,
     }
 }
 
@@ -361,6 +389,51 @@ mod tests {
             validate_host("http://[::1]:9", true).unwrap().authority(),
             "[::1]:9"
         );
+    }
+
+    #[test]
+    fn rejects_ipv4_hosts_hidden_in_ipv6_or_other_names() {
+        type Case = (&'static str, fn(String) -> HostError, &'static str);
+        let cases: &[Case] = &[
+            ("[::127.0.0.1]", HostError::Loopback, "127.0.0.1"),
+            ("[::ffff:0:7f00:1]", HostError::Loopback, "127.0.0.1"),
+            ("[64:ff9b::10.0.0.1]", HostError::Private, "10.0.0.1"),
+            (
+                "[64:ff9b::a9fe:a9fe]",
+                HostError::Metadata,
+                "169.254.169.254",
+            ),
+            (
+                "[2002:a9fe:a9fe::1]",
+                HostError::Metadata,
+                "169.254.169.254",
+            ),
+            ("[2002:c0a8:101::]", HostError::Private, "192.168.1.1"),
+            ("192.0.0.192", HostError::Metadata, "192.0.0.192"),
+            ("instance-data", HostError::Metadata, "instance-data"),
+            (
+                "INSTANCE-DATA.ec2.internal.",
+                HostError::Metadata,
+                "instance-data.ec2.internal",
+            ),
+            // Spellings the URL parser normalises before we look.
+            ("https://0177.0.0.1", HostError::Loopback, "127.0.0.1"),
+            ("127.0.0.1.", HostError::Loopback, "127.0.0.1"),
+            ("%31%32%37.0.0.1", HostError::Loopback, "127.0.0.1"),
+            (
+                "\u{FF11}\u{FF12}\u{FF17}.0.0.1",
+                HostError::Loopback,
+                "127.0.0.1",
+            ),
+            ("local%68ost", HostError::Loopback, "localhost"),
+        ];
+        for (input, make, shown) in cases {
+            assert_eq!(public(input), Err(make(shown.to_string())), "{input}");
+        }
+        // Public addresses inside those forms stay allowed.
+        assert!(public("[64:ff9b::8.8.8.8]").is_ok());
+        assert!(public("[2002:808:808::1]").is_ok());
+        assert!(public("[2606:4700::1111]").is_ok());
     }
 
     #[test]
