@@ -294,6 +294,38 @@ async fn shutdown_meets_its_deadline_with_a_stalled_exporter() {
 }
 
 #[tokio::test]
+async fn shutdown_meets_its_deadline_with_an_export_already_in_flight() {
+    // An exporter that never answers, and says when it was called.
+    let (called, mut calls) = tokio::sync::mpsc::unbounded_channel();
+    let exporter = tower::service_fn(move |_: kasal_telemetry::Batch| {
+        let _ = called.send(());
+        std::future::pending::<Result<(), std::convert::Infallible>>()
+    });
+    let deadline = Duration::from_millis(200);
+    let telemetry = Telemetry::builder()
+        .exporter(exporter)
+        .ignore_env()
+        .shutdown_deadline(deadline)
+        // Far longer than the deadline: shutdown must not wait it out.
+        .export_timeout(Duration::from_secs(30))
+        .build();
+    // A terminal call is exported at once: the exporter is busy before shutdown starts.
+    telemetry.record(call("/plain", 404, 3));
+    calls.recv().await.expect("the export started");
+    let start = Instant::now();
+    let stats = timeout(Duration::from_secs(5), telemetry.shutdown())
+        .await
+        .expect("shutdown returned");
+    let elapsed = start.elapsed();
+    assert!(
+        elapsed < deadline + Duration::from_millis(150),
+        "{elapsed:?}"
+    );
+    assert_eq!(stats.export_failures, 1);
+    assert_eq!(stats.exported, 0);
+}
+
+#[tokio::test]
 async fn full_queue_drops_exactly_what_was_lost() {
     let exporter = InMemoryExporter::paused();
     let telemetry = builder(&exporter).queue_capacity(4).build();

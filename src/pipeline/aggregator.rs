@@ -310,6 +310,8 @@ impl Aggregator {
             .push_operations(self.emitted.drain(..), counters);
         self.close_window();
         self.outbox.seal_ready();
+        // An export started before shutdown has the export timeout, which may be later.
+        self.dispatch.end_by(deadline);
         // Past the deadline, what is left is dropped rather than started and timed out.
         while Instant::now() < deadline {
             self.start_exports(Some(deadline));
@@ -387,6 +389,13 @@ impl Dispatch {
     fn start(&mut self, sealed: Sealed, deadline: Instant) {
         self.timer.as_mut().reset(deadline);
         self.state = State::Ready(sealed);
+    }
+
+    /// Brings the current call's timeout forward to `deadline`, if it is later.
+    fn end_by(&mut self, deadline: Instant) {
+        if self.timer.deadline() > deadline {
+            self.timer.as_mut().reset(deadline);
+        }
     }
 
     fn poll_done(&mut self, cx: &mut Context<'_>) -> Poll<Done> {
