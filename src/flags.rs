@@ -33,6 +33,7 @@ use tower::ServiceExt;
 use crate::credentials::Credentials;
 use crate::export::databricks::client::{self, HttpClient};
 use crate::export::databricks::{ExporterError, WorkspaceHost};
+use crate::pipeline::MAX_DURATION;
 
 /// True when one of [`DISABLE_ENV_VARS`](crate::pipeline::DISABLE_ENV_VARS)
 /// (`DATABRICKS_TELEMETRY_DISABLED`, `KASAL_TELEMETRY_DISABLED`) is `1`, `true`, `yes` or `on`
@@ -403,8 +404,10 @@ impl FeatureFlagCacheBuilder {
         self
     }
 
-    /// Builds the cache. Fails only when the default TLS client cannot be set up.
+    /// Builds the cache. Fails only when the default TLS client cannot be set up. Durations
+    /// longer than about a year are capped, so that expiry arithmetic never overflows.
     pub fn build(self) -> Result<FeatureFlagCache, ExporterError> {
+        let cap = |duration: Duration| duration.min(MAX_DURATION);
         let transport = match self.client {
             Some(client) => client,
             None => client::https_transport().map_err(|e| ExporterError::Tls(e.to_string()))?,
@@ -420,10 +423,10 @@ impl FeatureFlagCacheBuilder {
                     env!("CARGO_PKG_VERSION")
                 )
                 .into(),
-                default_ttl: self.default_ttl,
-                min_ttl: self.min_ttl,
-                max_ttl: self.max_ttl,
-                failure_backoff: self.failure_backoff,
+                default_ttl: cap(self.default_ttl),
+                min_ttl: cap(self.min_ttl),
+                max_ttl: cap(self.max_ttl),
+                failure_backoff: cap(self.failure_backoff),
                 timeout: self.timeout,
                 hosts: Mutex::new(HashMap::new()),
                 fetches: AtomicU64::new(0),
@@ -437,6 +440,37 @@ impl FeatureFlagCacheBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn huge_durations_never_overflow_the_clock() {
+        use crate::export::databricks::validate_host;
+        let host = validate_host("adb-1.2.azuredatabricks.net", false).unwrap();
+        // A cache whose server answers every request with `body` (a 500 without one).
+        let cache = |body: Option<String>| {
+            let server = tower::service_fn(move |_: Request<Full<Bytes>>| {
+                let response = http::Response::builder()
+                    .status(if body.is_some() { 200 } else { 500 })
+                    .body(Full::new(Bytes::from(body.clone().unwrap_or_default())));
+                async move { Ok::<_, crate::credentials::BoxError>(response?) }
+            });
+            FeatureFlagCache::builder()
+                .client(server)
+                .default_ttl(Duration::MAX)
+                .ttl_bounds(Duration::ZERO, Duration::MAX)
+                .failure_backoff(Duration::MAX)
+                .build()
+                .unwrap()
+        };
+        let flags = format!(
+            r#""flags":[{{"name":"{}","value":"true"}}]"#,
+            FeatureFlagCache::FLAG
+        );
+        // The failure back-off, the server's TTL and the default TTL.
+        assert!(!cache(None).is_enabled(&host).await);
+        let huge_ttl = format!(r#"{{{flags},"ttl_seconds":{}}}"#, u64::MAX);
+        assert!(cache(Some(huge_ttl)).is_enabled(&host).await);
+        assert!(cache(Some(format!("{{{flags}}}"))).is_enabled(&host).await);
+    }
 
     #[test]
     fn parses_flags_and_ttl() {

@@ -19,7 +19,7 @@ pub const DISABLE_ENV_VARS: [&str; 2] =
     ["DATABRICKS_TELEMETRY_DISABLED", "KASAL_TELEMETRY_DISABLED"];
 
 /// The longest duration a setting takes (longer ones are capped): about a year.
-const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+pub(crate) const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// The exporter, boxed once at build time.
 pub(crate) type BoxExporter = BoxService<Batch, (), BoxError>;

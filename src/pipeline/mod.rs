@@ -39,7 +39,7 @@ mod rollup;
 mod stats;
 mod telemetry;
 
-pub(crate) use builder::disabled_by;
 pub use builder::{ConfigError, DISABLE_ENV_VARS, TelemetryBuilder};
+pub(crate) use builder::{MAX_DURATION, disabled_by};
 pub use stats::Stats;
 pub use telemetry::Telemetry;
