@@ -398,7 +398,8 @@ impl FeatureFlagCacheBuilder {
         self
     }
 
-    /// Timeout of one flag request, credentials included (default 10 s).
+    /// Timeout of the credentials lookup and, separately, of the flag request (default 10 s
+    /// each).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
