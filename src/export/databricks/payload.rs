@@ -277,14 +277,12 @@ fn operation_log<'a>(op: &'a OperationSummary, options: &'a PayloadOptions) -> F
     let error_info = op.errors.first().map(|first| ErrorInfo {
         error_name: &first.error_type,
         stack_trace: auth.then(|| {
-            let mut text = String::new();
-            for e in &op.errors {
-                if !text.is_empty() {
-                    text.push('\n');
-                }
-                text.push_str(&format!("{}x {}: {}", e.count, e.error_type, e.message));
-            }
-            redact(&text).into_owned()
+            let lines: Vec<String> = op
+                .errors
+                .iter()
+                .map(|e| format!("{}x {}: {}", e.count, e.error_type, e.message))
+                .collect();
+            redact(&lines.join("\n")).into_owned()
         }),
     });
     FrontendLog {
