@@ -53,7 +53,7 @@ impl Default for Config {
             max_error_text_bytes: 1 << 20,
             max_message_chars: 2048,
             shutdown_deadline: Duration::from_secs(2),
-            export_timeout: Duration::from_secs(10),
+            export_timeout: Duration::from_secs(30),
             max_export_backlog_bytes: 1 << 20,
             max_rollup_keys: 128,
         }
@@ -172,7 +172,10 @@ impl TelemetryBuilder {
     }
 
     /// How long one exporter call (readiness included) may take before it is abandoned and
-    /// counted as a failure. Default 10 s.
+    /// counted as a failure. Default 30 s: a backstop no shorter than
+    /// [`DatabricksExporter`](crate::DatabricksExporter)'s own export deadline (30 s, retries
+    /// included), so the exporter's deadline is the one that applies. `shutdown` cuts a running
+    /// export to its own deadline.
     pub fn export_timeout(mut self, timeout: Duration) -> Self {
         self.config.export_timeout = timeout;
         self
