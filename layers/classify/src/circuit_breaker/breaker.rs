@@ -41,7 +41,8 @@ impl CircuitBreakerConfig {
         self
     }
 
-    /// How long an open circuit rejects calls before letting a probe through (default 60 s).
+    /// How long an open circuit rejects calls before letting a probe through (default 60 s;
+    /// `Duration::MAX` keeps it open for good).
     pub fn open_for(mut self, period: Duration) -> Self {
         self.open_for = period;
         self
@@ -74,9 +75,18 @@ pub enum CircuitState {
 
 #[derive(Debug)]
 enum Phase {
-    Closed { failures: u32 },
-    Open { until: Instant },
-    HalfOpen { probing: bool, successes: u32 },
+    Closed {
+        failures: u32,
+    },
+    /// Opened at `since`; rejects while less than `open_for` has passed (a subtraction that
+    /// saturates, so no `open_for` can overflow an `Instant`).
+    Open {
+        since: Instant,
+    },
+    HalfOpen {
+        probing: bool,
+        successes: u32,
+    },
 }
 
 #[derive(Debug)]
@@ -186,9 +196,12 @@ impl<C> CircuitBreaker<C> {
         let Some((key, state)) = self.entry(&mut hosts, host) else {
             return Ok(Permit::untracked());
         };
+        let open_for = self.shared.config.open_for;
         let probe = match &mut state.phase {
             Phase::Closed { .. } => false,
-            Phase::Open { until } if now < *until => return Err(CircuitOpen { host: key }),
+            Phase::Open { since } if now.saturating_duration_since(*since) < open_for => {
+                return Err(CircuitOpen { host: key });
+            }
             Phase::Open { .. } => {
                 state.enter(Phase::HalfOpen {
                     probing: true,
@@ -230,9 +243,7 @@ impl<C> CircuitBreaker<C> {
         if state.generation != slot.generation {
             return; // admitted before the last transition: stale news
         }
-        let open = Phase::Open {
-            until: now + config.open_for,
-        };
+        let open = Phase::Open { since: now };
         match (&mut state.phase, success) {
             (Phase::Closed { failures }, true) => *failures = 0,
             (Phase::Closed { failures }, false) => {
@@ -260,9 +271,12 @@ impl<C> CircuitBreaker<C> {
 
     /// [`state`](Self::state) at a given instant.
     pub fn state_at(&self, host: &str, now: Instant) -> CircuitState {
+        let open_for = self.shared.config.open_for;
         match self.shared.hosts().get(host).map(|s| &s.phase) {
             None | Some(Phase::Closed { .. }) => CircuitState::Closed,
-            Some(Phase::Open { until }) if now < *until => CircuitState::Open,
+            Some(Phase::Open { since }) if now.saturating_duration_since(*since) < open_for => {
+                CircuitState::Open
+            }
             Some(Phase::Open { .. } | Phase::HalfOpen { .. }) => CircuitState::HalfOpen,
         }
     }
@@ -506,6 +520,18 @@ mod tests {
         // ...and the probe slot is still taken.
         assert!(b.try_acquire_at(HOST, t1).is_err());
         b.record_at(probe, true, t1);
+    }
+
+    #[test]
+    fn an_open_period_of_duration_max_never_panics_and_never_ends() {
+        let b = CircuitBreaker::new(CircuitBreakerConfig::new().open_for(Duration::MAX));
+        let now = Instant::now();
+        let permit = b.try_acquire_at(HOST, now).unwrap();
+        b.record_at(permit, true, now);
+        fail(&b, 5, now);
+        let later = now + Duration::from_secs(365 * 24 * 3600);
+        assert_eq!(b.state_at(HOST, later), CircuitState::Open);
+        assert!(b.try_acquire_at(HOST, later).is_err());
     }
 
     #[test]
