@@ -91,6 +91,8 @@ enum Phase {
 
 #[derive(Debug)]
 struct Host {
+    /// The map key, kept here too so a permit gets it without a second lookup.
+    key: Arc<str>,
     phase: Phase,
     /// Bumped on every transition, so results of calls admitted earlier are ignored.
     generation: u64,
@@ -187,20 +189,27 @@ impl<C> CircuitBreaker<C> {
 
     /// Asks to send one call to `host`: a [`Permit`] to report the result with, or [`CircuitOpen`].
     pub fn try_acquire(&self, host: &str) -> Result<Permit, CircuitOpen> {
-        self.try_acquire_at(host, Instant::now())
+        self.acquire(host, Instant::now)
     }
 
     /// [`try_acquire`](Self::try_acquire) at a given instant.
     pub fn try_acquire_at(&self, host: &str, now: Instant) -> Result<Permit, CircuitOpen> {
+        self.acquire(host, || now)
+    }
+
+    /// The clock is read only for an open circuit: a closed one, the common case, needs no time.
+    fn acquire(&self, host: &str, now: impl FnOnce() -> Instant) -> Result<Permit, CircuitOpen> {
         let mut hosts = self.shared.hosts();
-        let Some((key, state)) = self.entry(&mut hosts, host) else {
+        let Some(state) = self.entry(&mut hosts, host) else {
             return Ok(Permit::untracked());
         };
         let open_for = self.shared.config.open_for;
         let probe = match &mut state.phase {
             Phase::Closed { .. } => false,
-            Phase::Open { since } if now.saturating_duration_since(*since) < open_for => {
-                return Err(CircuitOpen { host: key });
+            Phase::Open { since } if now().saturating_duration_since(*since) < open_for => {
+                return Err(CircuitOpen {
+                    host: state.key.clone(),
+                });
             }
             Phase::Open { .. } => {
                 state.enter(Phase::HalfOpen {
@@ -209,7 +218,11 @@ impl<C> CircuitBreaker<C> {
                 });
                 true
             }
-            Phase::HalfOpen { probing: true, .. } => return Err(CircuitOpen { host: key }),
+            Phase::HalfOpen { probing: true, .. } => {
+                return Err(CircuitOpen {
+                    host: state.key.clone(),
+                });
+            }
             Phase::HalfOpen { probing, .. } => {
                 *probing = true;
                 true
@@ -218,7 +231,7 @@ impl<C> CircuitBreaker<C> {
         Ok(Permit {
             slot: Some(Slot {
                 shared: self.shared.clone(),
-                host: key,
+                host: state.key.clone(),
                 generation: state.generation,
                 probe,
             }),
@@ -227,11 +240,16 @@ impl<C> CircuitBreaker<C> {
 
     /// Reports the result of the call `permit` admitted.
     pub fn record(&self, permit: Permit, success: bool) {
-        self.record_at(permit, success, Instant::now());
+        Self::settle(permit, success, Instant::now);
     }
 
     /// [`record`](Self::record) at a given instant.
-    pub fn record_at(&self, mut permit: Permit, success: bool, now: Instant) {
+    pub fn record_at(&self, permit: Permit, success: bool, now: Instant) {
+        Self::settle(permit, success, || now);
+    }
+
+    /// The clock is read only when the result opens the circuit.
+    fn settle(mut permit: Permit, success: bool, now: impl FnOnce() -> Instant) {
         let Some(slot) = permit.slot.take() else {
             return;
         };
@@ -243,13 +261,13 @@ impl<C> CircuitBreaker<C> {
         if state.generation != slot.generation {
             return; // admitted before the last transition: stale news
         }
-        let open = Phase::Open { since: now };
+        let open = || Phase::Open { since: now() };
         match (&mut state.phase, success) {
             (Phase::Closed { failures }, true) => *failures = 0,
             (Phase::Closed { failures }, false) => {
                 *failures += 1;
                 if *failures >= config.failure_threshold {
-                    state.enter(open);
+                    state.enter(open());
                 }
             }
             (Phase::HalfOpen { probing, successes }, true) => {
@@ -259,7 +277,7 @@ impl<C> CircuitBreaker<C> {
                     state.enter(Phase::Closed { failures: 0 });
                 }
             }
-            (Phase::HalfOpen { .. }, false) => state.enter(open),
+            (Phase::HalfOpen { .. }, false) => state.enter(open()),
             (Phase::Open { .. }, _) => {}
         }
     }
@@ -286,26 +304,23 @@ impl<C> CircuitBreaker<C> {
         &self,
         hosts: &'m mut HashMap<Arc<str>, Host>,
         host: &str,
-    ) -> Option<(Arc<str>, &'m mut Host)> {
-        if !hosts.contains_key(host) {
-            if hosts.len() >= self.shared.config.max_hosts {
-                hosts.retain(|_, s| !matches!(s.phase, Phase::Closed { failures: 0 }));
-                if hosts.len() >= self.shared.config.max_hosts {
-                    return None;
-                }
-            }
-            let key: Arc<str> = Arc::from(host);
-            hosts.insert(
-                key,
-                Host {
-                    phase: Phase::Closed { failures: 0 },
-                    generation: 0,
-                },
-            );
+    ) -> Option<&'m mut Host> {
+        // Two lookups on the common path: `get_mut` cannot hand its borrow back conditionally.
+        if hosts.contains_key(host) {
+            return hosts.get_mut(host);
         }
-        let key = hosts.get_key_value(host)?.0.clone();
-        let state = hosts.get_mut(host)?;
-        Some((key, state))
+        if hosts.len() >= self.shared.config.max_hosts {
+            hosts.retain(|_, s| !matches!(s.phase, Phase::Closed { failures: 0 }));
+            if hosts.len() >= self.shared.config.max_hosts {
+                return None;
+            }
+        }
+        let key: Arc<str> = Arc::from(host);
+        Some(hosts.entry(key.clone()).or_insert(Host {
+            key,
+            phase: Phase::Closed { failures: 0 },
+            generation: 0,
+        }))
     }
 }
 
