@@ -651,25 +651,29 @@ mod tests {
         );
     }
 
-    #[test]
-    fn hyper_util_connect_error_to_a_closed_port() {
+    /// The error hyper-util's client returns for a GET of `uri`.
+    fn hyper_util_error(uri: http::Uri) -> hyper_util::client::legacy::Error {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
-        let err = rt.block_on(async {
-            // Bind then drop: the port is closed, the connect is refused.
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
+        rt.block_on(async {
             let client =
                 hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
                     .build_http::<http_body_util::Empty<bytes::Bytes>>();
-            let uri: http::Uri = format!("http://127.0.0.1:{port}/").parse().unwrap();
             client.get(uri).await.unwrap_err()
-        });
+        })
+    }
+
+    #[test]
+    fn hyper_util_connect_error_to_a_closed_port() {
+        // Bind then drop: the port is closed, the connect is refused.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let err = hyper_util_error(format!("http://127.0.0.1:{port}/").parse().unwrap());
         assert!(err.is_connect());
         assert_eq!(classify_err(&err), retryable(Reason::Connect));
         let boxed: tower::BoxError = Box::new(err);
@@ -678,19 +682,7 @@ mod tests {
 
     #[test]
     fn hyper_util_rejects_relative_uri_as_invalid_url() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let err = rt.block_on(async {
-            let client =
-                hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                    .build_http::<http_body_util::Empty<bytes::Bytes>>();
-            client
-                .get(http::Uri::from_static("/relative"))
-                .await
-                .unwrap_err()
-        });
+        let err = hyper_util_error(http::Uri::from_static("/relative"));
         assert_eq!(classify_err(&err), terminal(Reason::InvalidUrl));
     }
 }
