@@ -64,7 +64,7 @@ impl Backoff {
 
     /// The exponential ceiling before retry number `retry` (0 for the first retry).
     pub fn ceiling(&self, retry: u32) -> Duration {
-        let factor = 1u32.checked_shl(retry.min(31)).unwrap_or(u32::MAX);
+        let factor = 1u32 << retry.min(31);
         self.base.saturating_mul(factor).min(self.max)
     }
 
