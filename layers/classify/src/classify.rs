@@ -173,16 +173,6 @@ impl Classify for DefaultClassifier {
     }
 }
 
-/// What one link of an error chain says.
-enum Verdict {
-    /// Decisive whatever lies deeper.
-    Final(Outcome),
-    /// A classification that a deeper, more specific link may refine.
-    Tentative(Outcome),
-    /// Nothing recognisable at this link.
-    Unknown,
-}
-
 fn retryable(reason: Reason) -> Outcome {
     Outcome::Retryable {
         reason,
@@ -194,17 +184,14 @@ fn terminal(reason: Reason) -> Outcome {
     Outcome::Terminal { reason }
 }
 
-/// Walks `error` and its sources; the deepest recognised link wins, a decisive link ends the walk.
+/// Walks `error` and its sources; the deepest recognised link wins, being the most specific
+/// (a TLS failure under hyper-util's "connect" error is `tls`, not `connect`).
 fn classify_error_chain(error: &(dyn Error + 'static)) -> Outcome {
     let mut best = None;
     let mut next = Some(error);
     for _ in 0..MAX_CHAIN_DEPTH {
         let Some(err) = next else { break };
-        match classify_link(err) {
-            Verdict::Final(outcome) => return outcome,
-            Verdict::Tentative(outcome) => best = Some(outcome),
-            Verdict::Unknown => {}
-        }
+        best = classify_link(err).or(best);
         // `io::Error::source()` skips its own payload; step into it instead.
         next = match err.downcast_ref::<io::Error>() {
             Some(io) => io.get_ref().map(|inner| inner as &(dyn Error + 'static)),
@@ -214,15 +201,16 @@ fn classify_error_chain(error: &(dyn Error + 'static)) -> Outcome {
     best.unwrap_or(terminal(Reason::Other))
 }
 
-fn classify_link(err: &(dyn Error + 'static)) -> Verdict {
+/// What one link of the chain says by itself, if anything.
+fn classify_link(err: &(dyn Error + 'static)) -> Option<Outcome> {
     if err.is::<CircuitOpen>() {
-        return Verdict::Final(terminal(Reason::CircuitOpen));
+        return Some(terminal(Reason::CircuitOpen));
     }
     if err.is::<http::uri::InvalidUri>() || err.is::<http::uri::InvalidUriParts>() {
-        return Verdict::Final(terminal(Reason::InvalidUrl));
+        return Some(terminal(Reason::InvalidUrl));
     }
     if err.is::<tokio::time::error::Elapsed>() || err.is::<tower::timeout::error::Elapsed>() {
-        return Verdict::Tentative(retryable(Reason::Timeout));
+        return Some(retryable(Reason::Timeout));
     }
     if let Some(io) = err.downcast_ref::<io::Error>() {
         return classify_io(io);
@@ -232,15 +220,15 @@ fn classify_link(err: &(dyn Error + 'static)) -> Verdict {
     }
     if let Some(client) = err.downcast_ref::<hyper_util::client::legacy::Error>() {
         if client.is_connect() {
-            return Verdict::Tentative(retryable(Reason::Connect));
+            return Some(retryable(Reason::Connect));
         }
     }
     classify_text(err)
 }
 
-fn classify_io(io: &io::Error) -> Verdict {
+fn classify_io(io: &io::Error) -> Option<Outcome> {
     use io::ErrorKind as K;
-    let outcome = match io.kind() {
+    Some(match io.kind() {
         K::TimedOut => retryable(Reason::Timeout),
         K::ConnectionRefused
         | K::NotConnected
@@ -252,14 +240,13 @@ fn classify_io(io: &io::Error) -> Verdict {
         }
         K::UnexpectedEof => retryable(Reason::IncompleteMessage),
         // A payload is classified as the next link; a bare message is read here.
-        _ if io.get_ref().is_some() => return Verdict::Unknown,
+        _ if io.get_ref().is_some() => return None,
         _ => return classify_text(io),
-    };
-    Verdict::Tentative(outcome)
+    })
 }
 
-fn classify_hyper(err: &hyper::Error) -> Verdict {
-    let outcome = if err.is_timeout() {
+fn classify_hyper(err: &hyper::Error) -> Option<Outcome> {
+    Some(if err.is_timeout() {
         retryable(Reason::Timeout)
     } else if err.is_incomplete_message() {
         retryable(Reason::IncompleteMessage)
@@ -271,49 +258,50 @@ fn classify_hyper(err: &hyper::Error) -> Verdict {
     } else if err.is_parse() {
         terminal(Reason::Other)
     } else {
-        return Verdict::Unknown;
-    };
-    Verdict::Tentative(outcome)
+        return None;
+    })
 }
 
 /// Last resort for errors we cannot name by type (resolver, TLS stacks, wrapped messages).
-fn classify_text(err: &(dyn Error + 'static)) -> Verdict {
-    let text = err.to_string().to_ascii_lowercase();
+fn classify_text(err: &(dyn Error + 'static)) -> Option<Outcome> {
+    let mut text = err.to_string();
+    text.make_ascii_lowercase();
     let has = |needles: &[&str]| needles.iter().any(|n| text.contains(n));
-    let outcome = if has(&[
-        "temporary failure in name resolution",
-        "eai_again",
-        "temporary error during hostname resolution",
-    ]) {
-        retryable(Reason::Dns)
-    } else if has(&[
-        "dns error",
-        "failed to lookup address",
-        "name or service not known",
-        "nodename nor servname",
-        "no such host",
-        "name resolution",
-    ]) {
-        terminal(Reason::Dns)
-    } else if has(&["certificate", "tls", "ssl"]) {
-        terminal(Reason::Tls)
-    } else if has(&[
-        "invalid url",
-        "invalid uri",
-        "userabsoluteurirequired",
-        "scheme is missing",
-    ]) {
-        return Verdict::Final(terminal(Reason::InvalidUrl));
-    } else if has(&["timed out", "deadline has elapsed"]) {
-        retryable(Reason::Timeout)
-    } else if has(&["connection refused"]) {
-        retryable(Reason::Connect)
-    } else if has(&["connection reset", "connection aborted", "broken pipe"]) {
-        retryable(Reason::ConnectionReset)
-    } else {
-        return Verdict::Unknown;
-    };
-    Verdict::Tentative(outcome)
+    Some(
+        if has(&[
+            "temporary failure in name resolution",
+            "eai_again",
+            "temporary error during hostname resolution",
+        ]) {
+            retryable(Reason::Dns)
+        } else if has(&[
+            "dns error",
+            "failed to lookup address",
+            "name or service not known",
+            "nodename nor servname",
+            "no such host",
+            "name resolution",
+        ]) {
+            terminal(Reason::Dns)
+        } else if has(&["certificate", "tls", "ssl"]) {
+            terminal(Reason::Tls)
+        } else if has(&[
+            "invalid url",
+            "invalid uri",
+            "userabsoluteurirequired",
+            "scheme is missing",
+        ]) {
+            terminal(Reason::InvalidUrl)
+        } else if has(&["timed out", "deadline has elapsed"]) {
+            retryable(Reason::Timeout)
+        } else if has(&["connection refused"]) {
+            retryable(Reason::Connect)
+        } else if has(&["connection reset", "connection aborted", "broken pipe"]) {
+            retryable(Reason::ConnectionReset)
+        } else {
+            return None;
+        },
+    )
 }
 
 /// Gives the classifier a `&dyn Error` for a service's error type.
@@ -637,6 +625,21 @@ mod tests {
     }
 
     #[test]
+    fn the_deepest_recognised_link_wins() {
+        // Outer links say "timed out" / "connect"; the cause underneath is more specific.
+        let err = io::Error::new(
+            io::ErrorKind::TimedOut,
+            Message("invalid peer certificate: Expired"),
+        );
+        assert_eq!(classify_err(&err), terminal(Reason::Tls));
+        let err = Wrapped(Box::new(io::Error::new(
+            io::ErrorKind::ConnectionRefused,
+            io::Error::from(io::ErrorKind::UnexpectedEof),
+        )));
+        assert_eq!(classify_err(&err), retryable(Reason::IncompleteMessage));
+    }
+
+    #[test]
     fn unknown_is_terminal_other() {
         assert_eq!(
             classify_err(&Message("something odd")),
@@ -648,25 +651,29 @@ mod tests {
         );
     }
 
-    #[test]
-    fn hyper_util_connect_error_to_a_closed_port() {
+    /// The error hyper-util's client returns for a GET of `uri`.
+    fn hyper_util_error(uri: http::Uri) -> hyper_util::client::legacy::Error {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
-        let err = rt.block_on(async {
-            // Bind then drop: the port is closed, the connect is refused.
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
+        rt.block_on(async {
             let client =
                 hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
                     .build_http::<http_body_util::Empty<bytes::Bytes>>();
-            let uri: http::Uri = format!("http://127.0.0.1:{port}/").parse().unwrap();
             client.get(uri).await.unwrap_err()
-        });
+        })
+    }
+
+    #[test]
+    fn hyper_util_connect_error_to_a_closed_port() {
+        // Bind then drop: the port is closed, the connect is refused.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let err = hyper_util_error(format!("http://127.0.0.1:{port}/").parse().unwrap());
         assert!(err.is_connect());
         assert_eq!(classify_err(&err), retryable(Reason::Connect));
         let boxed: tower::BoxError = Box::new(err);
@@ -675,19 +682,7 @@ mod tests {
 
     #[test]
     fn hyper_util_rejects_relative_uri_as_invalid_url() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let err = rt.block_on(async {
-            let client =
-                hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                    .build_http::<http_body_util::Empty<bytes::Bytes>>();
-            client
-                .get(http::Uri::from_static("/relative"))
-                .await
-                .unwrap_err()
-        });
+        let err = hyper_util_error(http::Uri::from_static("/relative"));
         assert_eq!(classify_err(&err), terminal(Reason::InvalidUrl));
     }
 }

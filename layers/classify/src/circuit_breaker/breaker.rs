@@ -41,7 +41,8 @@ impl CircuitBreakerConfig {
         self
     }
 
-    /// How long an open circuit rejects calls before letting a probe through (default 60 s).
+    /// How long an open circuit rejects calls before letting a probe through (default 60 s;
+    /// `Duration::MAX` keeps it open for good).
     pub fn open_for(mut self, period: Duration) -> Self {
         self.open_for = period;
         self
@@ -74,13 +75,24 @@ pub enum CircuitState {
 
 #[derive(Debug)]
 enum Phase {
-    Closed { failures: u32 },
-    Open { until: Instant },
-    HalfOpen { probing: bool, successes: u32 },
+    Closed {
+        failures: u32,
+    },
+    /// Opened at `since`; rejects while less than `open_for` has passed (a subtraction that
+    /// saturates, so no `open_for` can overflow an `Instant`).
+    Open {
+        since: Instant,
+    },
+    HalfOpen {
+        probing: bool,
+        successes: u32,
+    },
 }
 
 #[derive(Debug)]
 struct Host {
+    /// The map key, kept here too so a permit gets it without a second lookup.
+    key: Arc<str>,
     phase: Phase,
     /// Bumped on every transition, so results of calls admitted earlier are ignored.
     generation: u64,
@@ -177,18 +189,28 @@ impl<C> CircuitBreaker<C> {
 
     /// Asks to send one call to `host`: a [`Permit`] to report the result with, or [`CircuitOpen`].
     pub fn try_acquire(&self, host: &str) -> Result<Permit, CircuitOpen> {
-        self.try_acquire_at(host, Instant::now())
+        self.acquire(host, Instant::now)
     }
 
     /// [`try_acquire`](Self::try_acquire) at a given instant.
     pub fn try_acquire_at(&self, host: &str, now: Instant) -> Result<Permit, CircuitOpen> {
+        self.acquire(host, || now)
+    }
+
+    /// The clock is read only for an open circuit: a closed one, the common case, needs no time.
+    fn acquire(&self, host: &str, now: impl FnOnce() -> Instant) -> Result<Permit, CircuitOpen> {
         let mut hosts = self.shared.hosts();
-        let Some((key, state)) = self.entry(&mut hosts, host) else {
+        let Some(state) = self.entry(&mut hosts, host) else {
             return Ok(Permit::untracked());
         };
+        let open_for = self.shared.config.open_for;
         let probe = match &mut state.phase {
             Phase::Closed { .. } => false,
-            Phase::Open { until } if now < *until => return Err(CircuitOpen { host: key }),
+            Phase::Open { since } if now().saturating_duration_since(*since) < open_for => {
+                return Err(CircuitOpen {
+                    host: state.key.clone(),
+                });
+            }
             Phase::Open { .. } => {
                 state.enter(Phase::HalfOpen {
                     probing: true,
@@ -196,7 +218,11 @@ impl<C> CircuitBreaker<C> {
                 });
                 true
             }
-            Phase::HalfOpen { probing: true, .. } => return Err(CircuitOpen { host: key }),
+            Phase::HalfOpen { probing: true, .. } => {
+                return Err(CircuitOpen {
+                    host: state.key.clone(),
+                });
+            }
             Phase::HalfOpen { probing, .. } => {
                 *probing = true;
                 true
@@ -205,7 +231,7 @@ impl<C> CircuitBreaker<C> {
         Ok(Permit {
             slot: Some(Slot {
                 shared: self.shared.clone(),
-                host: key,
+                host: state.key.clone(),
                 generation: state.generation,
                 probe,
             }),
@@ -214,11 +240,16 @@ impl<C> CircuitBreaker<C> {
 
     /// Reports the result of the call `permit` admitted.
     pub fn record(&self, permit: Permit, success: bool) {
-        self.record_at(permit, success, Instant::now());
+        Self::settle(permit, success, Instant::now);
     }
 
     /// [`record`](Self::record) at a given instant.
-    pub fn record_at(&self, mut permit: Permit, success: bool, now: Instant) {
+    pub fn record_at(&self, permit: Permit, success: bool, now: Instant) {
+        Self::settle(permit, success, || now);
+    }
+
+    /// The clock is read only when the result opens the circuit.
+    fn settle(mut permit: Permit, success: bool, now: impl FnOnce() -> Instant) {
         let Some(slot) = permit.slot.take() else {
             return;
         };
@@ -230,15 +261,13 @@ impl<C> CircuitBreaker<C> {
         if state.generation != slot.generation {
             return; // admitted before the last transition: stale news
         }
-        let open = Phase::Open {
-            until: now + config.open_for,
-        };
+        let open = || Phase::Open { since: now() };
         match (&mut state.phase, success) {
             (Phase::Closed { failures }, true) => *failures = 0,
             (Phase::Closed { failures }, false) => {
                 *failures += 1;
                 if *failures >= config.failure_threshold {
-                    state.enter(open);
+                    state.enter(open());
                 }
             }
             (Phase::HalfOpen { probing, successes }, true) => {
@@ -248,7 +277,7 @@ impl<C> CircuitBreaker<C> {
                     state.enter(Phase::Closed { failures: 0 });
                 }
             }
-            (Phase::HalfOpen { .. }, false) => state.enter(open),
+            (Phase::HalfOpen { .. }, false) => state.enter(open()),
             (Phase::Open { .. }, _) => {}
         }
     }
@@ -260,9 +289,12 @@ impl<C> CircuitBreaker<C> {
 
     /// [`state`](Self::state) at a given instant.
     pub fn state_at(&self, host: &str, now: Instant) -> CircuitState {
+        let open_for = self.shared.config.open_for;
         match self.shared.hosts().get(host).map(|s| &s.phase) {
             None | Some(Phase::Closed { .. }) => CircuitState::Closed,
-            Some(Phase::Open { until }) if now < *until => CircuitState::Open,
+            Some(Phase::Open { since }) if now.saturating_duration_since(*since) < open_for => {
+                CircuitState::Open
+            }
             Some(Phase::Open { .. } | Phase::HalfOpen { .. }) => CircuitState::HalfOpen,
         }
     }
@@ -272,26 +304,23 @@ impl<C> CircuitBreaker<C> {
         &self,
         hosts: &'m mut HashMap<Arc<str>, Host>,
         host: &str,
-    ) -> Option<(Arc<str>, &'m mut Host)> {
-        if !hosts.contains_key(host) {
-            if hosts.len() >= self.shared.config.max_hosts {
-                hosts.retain(|_, s| !matches!(s.phase, Phase::Closed { failures: 0 }));
-                if hosts.len() >= self.shared.config.max_hosts {
-                    return None;
-                }
-            }
-            let key: Arc<str> = Arc::from(host);
-            hosts.insert(
-                key,
-                Host {
-                    phase: Phase::Closed { failures: 0 },
-                    generation: 0,
-                },
-            );
+    ) -> Option<&'m mut Host> {
+        // Two lookups on the common path: `get_mut` cannot hand its borrow back conditionally.
+        if hosts.contains_key(host) {
+            return hosts.get_mut(host);
         }
-        let key = hosts.get_key_value(host)?.0.clone();
-        let state = hosts.get_mut(host)?;
-        Some((key, state))
+        if hosts.len() >= self.shared.config.max_hosts {
+            hosts.retain(|_, s| !matches!(s.phase, Phase::Closed { failures: 0 }));
+            if hosts.len() >= self.shared.config.max_hosts {
+                return None;
+            }
+        }
+        let key: Arc<str> = Arc::from(host);
+        Some(hosts.entry(key.clone()).or_insert(Host {
+            key,
+            phase: Phase::Closed { failures: 0 },
+            generation: 0,
+        }))
     }
 }
 
@@ -506,6 +535,18 @@ mod tests {
         // ...and the probe slot is still taken.
         assert!(b.try_acquire_at(HOST, t1).is_err());
         b.record_at(probe, true, t1);
+    }
+
+    #[test]
+    fn an_open_period_of_duration_max_never_panics_and_never_ends() {
+        let b = CircuitBreaker::new(CircuitBreakerConfig::new().open_for(Duration::MAX));
+        let now = Instant::now();
+        let permit = b.try_acquire_at(HOST, now).unwrap();
+        b.record_at(permit, true, now);
+        fail(&b, 5, now);
+        let later = now + Duration::from_secs(365 * 24 * 3600);
+        assert_eq!(b.state_at(HOST, later), CircuitState::Open);
+        assert!(b.try_acquire_at(HOST, later).is_err());
     }
 
     #[test]

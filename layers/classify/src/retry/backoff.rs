@@ -64,7 +64,7 @@ impl Backoff {
 
     /// The exponential ceiling before retry number `retry` (0 for the first retry).
     pub fn ceiling(&self, retry: u32) -> Duration {
-        let factor = 1u32.checked_shl(retry.min(31)).unwrap_or(u32::MAX);
+        let factor = 1u32 << retry.min(31);
         self.base.saturating_mul(factor).min(self.max)
     }
 
@@ -77,16 +77,23 @@ impl Backoff {
         self.delay_with(retry, unit)
     }
 
-    /// The delay before retry `retry` for a random draw `unit` in `[0, 1)`.
+    /// The delay before retry `retry` for a random draw `unit` in `[0, 1)` (clamped to `[0, 1]`;
+    /// NaN counts as 1). Never panics, whatever the durations.
     pub fn delay_with(&self, retry: u32, unit: f64) -> Duration {
         let unit = unit.clamp(0.0, 1.0);
         let ceiling = self.ceiling(retry);
         match self.jitter {
-            Jitter::Full => ceiling.mul_f64(unit),
-            Jitter::Up(extra) => ceiling.saturating_add(extra.mul_f64(unit)),
+            Jitter::Full => fraction(ceiling, unit),
+            Jitter::Up(extra) => ceiling.saturating_add(fraction(extra, unit)),
             Jitter::None => ceiling,
         }
     }
+}
+
+/// `span * unit` for `unit` in `[0, 1]`, never above `span`. `Duration::mul_f64` would panic on
+/// NaN, or when f64 rounding lifts a span near `Duration::MAX` past it; both give `span` here.
+fn fraction(span: Duration, unit: f64) -> Duration {
+    Duration::try_from_secs_f64(span.as_secs_f64() * unit).map_or(span, |part| part.min(span))
 }
 
 #[cfg(test)]
@@ -134,6 +141,17 @@ mod tests {
                 assert!(d >= ceiling && d <= ceiling + 100 * MS, "{d:?} for {retry}");
             }
         }
+    }
+
+    #[test]
+    fn any_draw_and_any_duration_give_a_delay_without_panicking() {
+        let huge = Backoff::default().base(Duration::MAX).max(Duration::MAX);
+        assert_eq!(huge.delay_with(0, 1.0), Duration::MAX);
+        assert_eq!(huge.delay_with(0, f64::NAN), Duration::MAX);
+        let extra = Backoff::default().jitter(Jitter::Up(Duration::MAX));
+        assert_eq!(extra.delay_with(0, 1.0), Duration::MAX);
+        assert_eq!(extra.delay_with(0, f64::NAN), Duration::MAX);
+        assert_eq!(Backoff::default().delay_with(1, -3.0), Duration::ZERO);
     }
 
     #[test]
