@@ -81,7 +81,7 @@
 //! producer are its children. The caller's own code between two polls of the body runs in the
 //! caller's span, as always with `tracing`. No field ever holds a token: the context's
 //! `user_token` is never read, URLs go through [`redact_uri`] and error messages through
-//! [`redact`].
+//! [`redact()`].
 //!
 //! # When is the call recorded
 //!
