@@ -1,5 +1,10 @@
 //! [`BoxErrors`]: the innermost adapter, turning the client's error into a [`BoxError`] so the
 //! optional retry and circuit-breaker branches share one error type.
+//!
+//! tower's `Either` wants the same error on both sides, and the circuit breaker's is a
+//! `BoxError`. `tower::util::MapErr` would need its function type written in
+//! `TelemetryService<S>`, which cannot name `S::Error` (that depends on the request type), so
+//! this small adapter boxes through `Into` instead.
 
 use std::future::Future;
 use std::pin::Pin;

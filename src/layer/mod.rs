@@ -1,8 +1,10 @@
 //! The client telemetry stack as one layer: [`TelemetryLayer`] and its service
 //! [`TelemetryService`], plus [`ServiceBuilderExt`] for `ServiceBuilder` users.
 //!
-//! It composes the layer crates and adds nothing of its own at request time: no locks, no
-//! allocation beyond the span layer's, no way to fail a call because of telemetry.
+//! It composes the layer crates and adds nothing of its own at request time but, with retry on,
+//! an [`AttemptCounter`](kasal_classify::AttemptCounter) request extension per call (so a call
+//! that fails after retries reports its attempts): no locks, no way to fail a call because of
+//! telemetry.
 
 mod box_error;
 mod ext;

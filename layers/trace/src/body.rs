@@ -69,12 +69,9 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let mut this = self.project();
-        let polled = match this.call.call.as_ref() {
-            Some(call) => {
-                let _entered = call.span().enter();
-                this.inner.as_mut().poll_frame(cx)
-            }
-            None => this.inner.as_mut().poll_frame(cx),
+        let polled = {
+            let _entered = this.call.call.as_ref().map(|call| call.span().enter());
+            this.inner.as_mut().poll_frame(cx)
         };
         match ready!(polled) {
             Some(Ok(frame)) => {

@@ -8,7 +8,7 @@
 
 use std::cell::Cell as StdCell;
 use std::error::Error;
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -176,16 +176,18 @@ impl CallSpan {
     }
 
     /// Records a failure: an error from the inner service (no response) or while reading the
-    /// body. The message, with its source chain, is redacted and truncated. Without a response,
+    /// body. The message, with its source chain (at most 32 links), is redacted and truncated. Without a response,
     /// the attempts (and `http.request.resend_count`) come from the request's
     /// [`AttemptCounter`], if a retry layer filled one in, else 1.
     pub fn on_error(&mut self, error: &(dyn Error + 'static), outcome: Outcome) {
-        let mut message = error.to_string();
-        let mut source = error.source();
-        while let Some(err) = source {
-            message.push_str(": ");
-            message.push_str(&err.to_string());
-            source = err.source();
+        let mut message = String::new();
+        let chain = std::iter::successors(Some(error), |&err| err.source());
+        for (depth, err) in chain.take(MAX_CHAIN_DEPTH).enumerate() {
+            if depth > 0 {
+                message.push_str(": ");
+            }
+            // Writing into a `String` cannot fail.
+            let _ = write!(message, "{err}");
         }
         self.record.error = Some(Arc::from(redact(&message)));
         self.record.outcome = outcome;
@@ -294,6 +296,10 @@ impl LateFields {
     }
 }
 
+/// How many links of an error's `source()` chain go into the message: a bound, as in
+/// kasal-classify's walk, so a cyclic chain cannot loop on the request path.
+const MAX_CHAIN_DEPTH: usize = 32;
+
 /// How long a thread derives wall-clock times from its anchor before reading the wall clock again.
 const REANCHOR_AFTER: Duration = Duration::from_secs(1);
 
@@ -396,6 +402,56 @@ mod tests {
                 "{text}"
             );
         }
+    }
+
+    /// An error whose `source()` is itself, for the first `links` walks (then it ends, so a
+    /// walk that does not bound itself still terminates here, after `links` steps).
+    #[derive(Debug)]
+    struct Cyclic {
+        walked: StdCell<usize>,
+        links: usize,
+    }
+
+    impl fmt::Display for Cyclic {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("loop")
+        }
+    }
+
+    impl Error for Cyclic {
+        fn source(&self) -> Option<&(dyn Error + 'static)> {
+            self.walked.set(self.walked.get() + 1);
+            (self.walked.get() < self.links).then_some(self as &(dyn Error + 'static))
+        }
+    }
+
+    #[test]
+    fn on_error_walks_a_cyclic_source_chain_a_bounded_depth() {
+        let mut call = CallSpan::start(
+            &Product::Genie,
+            Direction::Client,
+            &Method::GET,
+            &Uri::from_static("http://h/"),
+            &HeaderMap::new(),
+            &Extensions::new(),
+        );
+        let error = Cyclic {
+            walked: StdCell::new(0),
+            links: 10_000,
+        };
+        call.on_error(&error, Outcome::Success);
+        assert!(
+            error.walked.get() <= MAX_CHAIN_DEPTH,
+            "{}",
+            error.walked.get()
+        );
+        let message = call.finish().error.unwrap_or_default();
+        assert_eq!(
+            message.matches("loop").count(),
+            MAX_CHAIN_DEPTH,
+            "{message}"
+        );
+        assert!(message.starts_with("loop: loop"), "{message}");
     }
 
     #[test]

@@ -74,9 +74,7 @@ impl OperationId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
-}
 
-impl OperationId {
     /// A fresh random (UUID v4) operation id.
     pub fn generate() -> Self {
         let mut buf = uuid::Uuid::encode_buffer();

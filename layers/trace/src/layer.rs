@@ -24,8 +24,6 @@ pub struct SpanLayer<C = DefaultClassifier, R = ()> {
 
 impl SpanLayer {
     /// Client-side layer for `product`, classifying with [`DefaultClassifier`], recording nowhere.
-    // `DefaultClassifier` gains private configuration in kasal-classify: build it with `default()`.
-    #[allow(clippy::default_constructed_unit_structs)]
     pub fn new(product: Product) -> Self {
         SpanLayer {
             product,

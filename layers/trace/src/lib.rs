@@ -65,7 +65,7 @@
 //! | `url.full` | the URL with userinfo removed and every query value `REDACTED` ([`redact_uri`]) |
 //! | `server.address`, `server.port` | from the URI (or `Host`), port defaulted from the scheme |
 //! | `http.response.status_code` | the final status |
-//! | `http.request.resend_count` | attempts − 1, from the `Attempts` response extension (0 if absent) |
+//! | `http.request.resend_count` | attempts − 1: from the `Attempts` response extension, or for an error without a response from the `AttemptCounter` request extension (0 if absent) |
 //! | `http.response.body.size` | response body bytes read |
 //! | `error.type` | on failure: the status (`"429"`) or a short name (`"connect"`, `"timeout"`) |
 //! | `otel.status_code` | `ERROR` on failure; left unset on success, as the conventions ask |
@@ -81,7 +81,7 @@
 //! producer are its children. The caller's own code between two polls of the body runs in the
 //! caller's span, as always with `tracing`. No field ever holds a token: the context's
 //! `user_token` is never read, URLs go through [`redact_uri`] and error messages through
-//! [`redact`].
+//! [`redact()`].
 //!
 //! # When is the call recorded
 //!

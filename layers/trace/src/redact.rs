@@ -1,8 +1,8 @@
 //! Redaction of secrets and personal paths from text and URLs that leave the process.
 //!
-//! [`redact`] is applied to every error message recorded on a span or in a [`CallRecord`]
-//! (`crate::CallRecord`); [`redact_uri`] to every URL (`url.full`). Both are pure functions. This
-//! module must never log, store or return the text it removes.
+//! [`redact()`] is applied to every error message recorded on a span or in a
+//! [`CallRecord`](crate::CallRecord); [`redact_uri`] to every URL (`url.full`). Both are pure
+//! functions. This module must never log, store or return the text it removes.
 
 use std::borrow::Cow;
 use std::fmt;
