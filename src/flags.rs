@@ -240,7 +240,7 @@ impl FeatureFlagCache {
                 return Err(());
             }
             Err(error) => {
-                tracing::debug!(error = %crate::export::databricks::redacted(&*error), %host, "feature flag fetch failed");
+                tracing::debug!(error = %kasal_trace::redact_error(&*error), %host, "feature flag fetch failed");
                 inner.failures.fetch_add(1, Ordering::Relaxed);
                 return Err(());
             }

@@ -56,6 +56,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, StatusCode, Uri, header};
 use http_body_util::Full;
+use kasal_trace::redact_error;
 use tower::ServiceExt;
 
 use client::HttpClient;
@@ -297,7 +298,7 @@ impl Inner {
                     return Err(ExportError::CircuitOpen);
                 }
                 bump(&counters.failed);
-                let message = redacted(&*error);
+                let message = redact_error(&*error);
                 tracing::debug!(error = %message, "telemetry export failed");
                 Err(ExportError::Transport(message))
             }
@@ -319,7 +320,7 @@ impl Inner {
             }
             Ok(Ok(None)) => None,
             Ok(Err(error)) => {
-                tracing::debug!(error = %redacted(&*error), "telemetry credentials failed; sending unauthenticated");
+                tracing::debug!(error = %redact_error(&*error), "telemetry credentials failed; sending unauthenticated");
                 None
             }
             Err(_) => {
@@ -378,26 +379,9 @@ fn gzip(body: &[u8]) -> Bytes {
 }
 
 fn is_circuit_open(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut current = Some(error);
-    while let Some(error) = current {
-        if error.is::<kasal_classify::CircuitOpen>() {
-            return true;
-        }
-        current = error.source();
-    }
-    false
-}
-
-/// The error and its sources, joined and redacted: safe to log or export.
-pub(crate) fn redacted(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(inner) = source {
-        text.push_str(": ");
-        text.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    payload::redact(&text).into_owned()
+    std::iter::successors(Some(error), |&err| err.source())
+        .take(kasal_trace::MAX_CHAIN_DEPTH)
+        .any(|err| err.is::<kasal_classify::CircuitOpen>())
 }
 
 /// The future of [`DatabricksExporter::call`](tower::Service::call).

@@ -8,7 +8,7 @@
 
 use std::cell::Cell as StdCell;
 use std::error::Error;
-use std::fmt::{self, Write as _};
+use std::fmt;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -20,7 +20,7 @@ use tracing::Span;
 use tracing::field::{Empty, Field, FieldSet, Value};
 
 use crate::context::Route;
-use crate::redact::{RedactedUri, host_and_port, redact, url_authority};
+use crate::redact::{RedactedUri, host_and_port, redact_error, url_authority};
 use crate::{CallRecord, Direction, ExecutionContext, OperationId};
 
 /// One call in flight: its span and the [`CallRecord`] being filled in.
@@ -180,16 +180,7 @@ impl CallSpan {
     /// the attempts (and `http.request.resend_count`) come from the request's
     /// [`AttemptCounter`], if a retry layer filled one in, else 1.
     pub fn on_error(&mut self, error: &(dyn Error + 'static), outcome: Outcome) {
-        let mut message = String::new();
-        let chain = std::iter::successors(Some(error), |&err| err.source());
-        for (depth, err) in chain.take(MAX_CHAIN_DEPTH).enumerate() {
-            if depth > 0 {
-                message.push_str(": ");
-            }
-            // Writing into a `String` cannot fail.
-            let _ = write!(message, "{err}");
-        }
-        self.record.error = Some(Arc::from(redact(&message)));
+        self.record.error = Some(Arc::from(redact_error(error)));
         self.record.outcome = outcome;
         let no_response = self.record.status.is_none();
         if no_response {
@@ -296,10 +287,6 @@ impl LateFields {
     }
 }
 
-/// How many links of an error's `source()` chain go into the message: a bound, as in
-/// kasal-classify's walk, so a cyclic chain cannot loop on the request path.
-const MAX_CHAIN_DEPTH: usize = 32;
-
 /// How long a thread derives wall-clock times from its anchor before reading the wall clock again.
 const REANCHOR_AFTER: Duration = Duration::from_secs(1);
 
@@ -381,6 +368,7 @@ impl fmt::Display for OtelName<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::redact::MAX_CHAIN_DEPTH;
 
     #[test]
     fn split_host_port_agrees_with_authority() {

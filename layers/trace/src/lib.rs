@@ -132,7 +132,7 @@ pub use context::{ExecutionContext, ExecutionMode, OperationId, Route, SecretTok
 pub use future::ResponseFuture;
 pub use layer::SpanLayer;
 pub use record::{CallRecord, Direction, RecordCall};
-pub use redact::{MAX_REDACTED_LEN, redact, redact_uri};
+pub use redact::{MAX_CHAIN_DEPTH, MAX_REDACTED_LEN, redact, redact_error, redact_uri};
 pub use service::Traced;
 
 /// The error type of [`Traced`] and [`TracedBody`]: the inner error, boxed.

@@ -1,8 +1,8 @@
 //! Redaction of secrets and personal paths from text and URLs that leave the process.
 //!
 //! [`redact()`] is applied to every error message recorded on a span or in a
-//! [`CallRecord`](crate::CallRecord); [`redact_uri`] to every URL (`url.full`). Both are pure
-//! functions. This module must never log, store or return the text it removes.
+//! [`CallRecord`](crate::CallRecord) (through [`redact_error`], which also joins the error's
+//! source chain); [`redact_uri`] to every URL (`url.full`). All are pure functions. This module must never log, store or return the text it removes.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -156,6 +156,36 @@ fn truncate(text: &str) -> &str {
 /// ```
 pub fn redact_uri(uri: &Uri) -> String {
     RedactedUri::new(uri).to_string()
+}
+
+/// How many links of an error's `source()` chain [`redact_error`] reads: a bound, as in
+/// kasal-classify's walk, so a cyclic chain cannot loop forever.
+pub const MAX_CHAIN_DEPTH: usize = 32;
+
+/// An error and its `source()` chain (at most [`MAX_CHAIN_DEPTH`] links) as one message,
+/// `outer: inner: root`, [`redact`]ed and truncated: safe to record, log or export.
+///
+/// ```
+/// use kasal_trace::redact_error;
+///
+/// let io = std::io::Error::other("GET /x?token=abc failed");
+/// assert_eq!(redact_error(&io), "GET /x?token=REDACTED failed");
+/// ```
+pub fn redact_error(error: &(dyn std::error::Error + 'static)) -> String {
+    use std::fmt::Write as _;
+    let mut message = String::new();
+    let chain = std::iter::successors(Some(error), |&err| err.source());
+    for (depth, err) in chain.take(MAX_CHAIN_DEPTH).enumerate() {
+        if depth > 0 {
+            message.push_str(": ");
+        }
+        // Writing into a `String` cannot fail.
+        let _ = write!(message, "{err}");
+    }
+    match redact(&message) {
+        Cow::Borrowed(_) => message,
+        Cow::Owned(redacted) => redacted,
+    }
 }
 
 /// Displays a [`Uri`] as [`redact_uri`] does, without allocating: what the span records.
