@@ -26,12 +26,16 @@ static SECRETS: LazyLock<Option<Regex>> = LazyLock::new(|| {
         r"(?i:(?P<scheme>\b(?:bearer|basic)\s+)[A-Za-z0-9._~+/=-]+)",
         // Forwarded user token header written as text.
         r"|(?i:(?P<header>\bx-forwarded-access-token\s*[:=]\s*)[^\s,;]+)",
-        // Databricks tokens: PATs (`dapi`), and `dkea`/`dose` tokens.
+        // Databricks tokens: PATs (`dapi`), and `dkea`/`dose` tokens; the hex form also when
+        // glued to a preceding word (`x_dapi…`, `tokendapi…`).
         r"|\b(?:dapi|dkea|dose)[0-9A-Za-z_-]{6,}",
+        r"|(?:dapi|dkea|dose)[0-9a-f]{16,}(?:-[0-9]+)?",
         // JWTs: three base64url segments, the header starting `eyJ` (`{"`).
         r"|\beyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*",
         // `token=`, `access_token=`, `client_secret=`, `password=`, ... in queries or text.
         r"|(?i:(?P<key>\b[a-z0-9_]*(?:token|password|secret)=)[^&\s,;'\x22]+)",
+        // The same keys as `key: value` or JSON `"key": "value"` (API error bodies quote them).
+        r"|(?i:(?P<colon>\b[a-z0-9_]*(?:token|password|secret)\x22?\s*:\s*\x22?)[^\x22\s,;}&']+)",
         // URL userinfo: `https://user:pass@host`.
         r"|(?i:(?P<url>\b[a-z][a-z0-9+.-]*://)[^/?#\s@]+@)",
         // Home directories: `/home/alice`, `/Users/alice`, `C:\Users\alice` (also JSON-escaped).
@@ -43,8 +47,9 @@ static SECRETS: LazyLock<Option<Regex>> = LazyLock::new(|| {
 /// Removes secrets and personal paths from `text` and caps it at [`MAX_REDACTED_LEN`] bytes.
 ///
 /// Replaced: `Bearer`/`Basic` credentials, `X-Forwarded-Access-Token` values, Databricks
-/// `dapi…`/`dkea…`/`dose…` tokens, JWTs, the values of `…token=`, `…password=` and `…secret=`
-/// (`token`, `access_token`, `client_secret`, … in a query or in text, any case), URL userinfo,
+/// `dapi…`/`dkea…`/`dose…` tokens, JWTs, the values of `…token`, `…password` and `…secret`
+/// keys (`token`, `access_token`, `client_secret`, … any case) written `key=value` (queries,
+/// text), `key: value` or JSON `"key": "value"`, URL userinfo,
 /// and the user name in home directories (`/home/<user>` becomes `~`). Returns the input borrowed
 /// when nothing had to change.
 ///
@@ -66,7 +71,7 @@ pub fn redact(text: &str) -> Cow<'_, str> {
         return Cow::Borrowed(REDACTED);
     };
     let redacted = secrets.replace_all(text, |caps: &Captures<'_>| {
-        let prefix = ["scheme", "header", "key", "url"]
+        let prefix = ["scheme", "header", "key", "colon", "url"]
             .into_iter()
             .find_map(|name| caps.name(name));
         match prefix {
@@ -399,6 +404,34 @@ mod tests {
             redact("login failed: PASSWORD=hunter2 secret=xyz"),
             "login failed: PASSWORD=REDACTED secret=REDACTED"
         );
+    }
+
+    #[test]
+    fn colon_and_json_key_value_secrets() {
+        assert_eq!(
+            redact(r#"400: {"error":"bad","access_token":"opaque-Value_1","client_secret": "s3"}"#),
+            r#"400: {"error":"bad","access_token":"REDACTED","client_secret": "REDACTED"}"#
+        );
+        assert_eq!(
+            redact("refresh_token: abc123, password:hunter2}"),
+            "refresh_token: REDACTED, password:REDACTED}"
+        );
+        // Words that merely mention a token keep their text.
+        assert_eq!(
+            redact("the token expired; tokens: none"),
+            "the token expired; tokens: none"
+        );
+    }
+
+    #[test]
+    fn hex_databricks_tokens_glued_to_a_word() {
+        assert_eq!(
+            redact("x_dapi0123456789abcdef0123456789abcdef-2 y"),
+            "x_REDACTED y"
+        );
+        assert_eq!(redact("tokendkea0123456789abcdef."), "tokenREDACTED.");
+        // Not hex, not glued: English stays.
+        assert_eq!(redact("overdose_levels"), "overdose_levels");
     }
 
     #[test]
