@@ -36,8 +36,7 @@ use std::sync::Arc;
 
 use http::HeaderValue;
 
-/// A boxed error, as tower uses.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use crate::BoxError;
 
 /// The future a [`Credentials`] provider returns.
 pub type CredentialsFuture<'a> =

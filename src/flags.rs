@@ -360,9 +360,9 @@ impl FeatureFlagCacheBuilder {
             + Sync
             + 'static,
         S::Future: Send + 'static,
-        S::Error: Into<crate::credentials::BoxError>,
+        S::Error: Into<crate::BoxError>,
         B: http_body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<crate::credentials::BoxError>,
+        B::Error: Into<crate::BoxError>,
     {
         self.client = Some(client::boxed(service));
         self
@@ -452,7 +452,7 @@ mod tests {
                 let response = http::Response::builder()
                     .status(if body.is_some() { 200 } else { 500 })
                     .body(Full::new(Bytes::from(body.clone().unwrap_or_default())));
-                async move { Ok::<_, crate::credentials::BoxError>(response?) }
+                async move { Ok::<_, crate::BoxError>(response?) }
             });
             FeatureFlagCache::builder()
                 .client(server)

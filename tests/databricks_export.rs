@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use common::{Recorded, Reply, TestServer};
 use http::HeaderValue;
-use kasal_telemetry::credentials::{BoxError, StaticToken};
+use kasal_telemetry::BoxError;
+use kasal_telemetry::credentials::StaticToken;
 use kasal_telemetry::export::databricks::{
     DatabricksExporter, DatabricksExporterBuilder, ExportError, ExporterError, HostError,
 };

@@ -63,7 +63,8 @@ use client::HttpClient;
 pub use host::{HostError, WorkspaceHost, validate_host};
 pub use payload::{PayloadOptions, SystemConfiguration, encode_upload};
 
-use crate::credentials::{BoxError, Credentials};
+use crate::BoxError;
+use crate::credentials::Credentials;
 use crate::event::Batch;
 use crate::flags::{self, FeatureFlagCache};
 

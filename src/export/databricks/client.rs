@@ -18,7 +18,7 @@ use kasal_classify::{
 };
 use kasal_user_agent::{Product, UserAgent, UserAgentLayer};
 
-use crate::credentials::BoxError;
+use crate::BoxError;
 
 /// What every request in this module goes through: a full body in, a collected body out.
 pub(crate) type HttpClient = BoxCloneSyncService<Request<Full<Bytes>>, Response<Bytes>, BoxError>;
