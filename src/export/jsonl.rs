@@ -14,11 +14,12 @@ use std::path::Path;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use serde::Serialize;
 use tower::Service;
 
+use super::unix_millis;
 use crate::event::{Batch, ErrorEntry, OperationSummary, OutcomeCounts, Rollup};
 
 /// Writes each batch as JSON lines to stdout, a file, or any `Write`.
@@ -119,13 +120,6 @@ impl Service<Batch> for JsonLinesExporter {
     }
 }
 
-fn unix_ms(time: SystemTime) -> u64 {
-    time.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |since| {
-            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
-        })
-}
-
 /// Milliseconds with nanosecond precision (exact for whole milliseconds).
 fn ms(duration: Duration) -> f64 {
     duration.as_nanos() as f64 / 1e6
@@ -199,7 +193,7 @@ impl<'a> From<&'a OperationSummary> for OperationLine<'a> {
             execution_context: operation.mode.as_str(),
             caller_id: operation.caller_id.as_deref(),
             obo_dev_fallback: operation.obo_dev_fallback,
-            started_at_ms: unix_ms(operation.started_at),
+            started_at_ms: unix_millis(operation.started_at),
             complete: operation.complete,
             calls: operation.calls,
             retries: operation.retries,
@@ -239,8 +233,8 @@ impl<'a> From<&'a Rollup> for RollupLine<'a> {
             route: key.route.as_deref(),
             status_class: key.status_class,
             outcome: key.outcome,
-            window_start_ms: unix_ms(rollup.window_start),
-            window_end_ms: unix_ms(rollup.window_end),
+            window_start_ms: unix_millis(rollup.window_start),
+            window_end_ms: unix_millis(rollup.window_end),
             count: rollup.count,
             latency_sum_ms: ms(rollup.latency_sum),
             latency_min_ms: ms(rollup.latency_min),

@@ -19,3 +19,12 @@ mod memory;
 pub use databricks::{DatabricksExporter, DatabricksExporterBuilder, ExportError, ExporterError};
 pub use jsonl::JsonLinesExporter;
 pub use memory::InMemoryExporter;
+
+/// Milliseconds since the Unix epoch, as every exporter writes timestamps: saturating, and 0 for a
+/// time before the epoch (a clock set wrong must not fail an export).
+pub(crate) fn unix_millis(time: std::time::SystemTime) -> u64 {
+    time.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| {
+            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+        })
+}

@@ -44,12 +44,13 @@
 
 use std::borrow::Cow;
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use serde::Serialize;
 
 use crate::event::{Batch, OperationSummary, Rollup};
+use crate::export::unix_millis;
 
 /// What the client says about itself in `system_configuration` (authenticated uploads only).
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
@@ -125,7 +126,7 @@ pub fn encode_upload(batch: &Batch, options: &PayloadOptions, now: SystemTime) -
         proto_logs.push(to_json(&rollup_log(rollup, options)));
     }
     let body = Upload {
-        upload_time: millis(now),
+        upload_time: unix_millis(now),
         items: [],
         proto_logs,
     };
@@ -135,17 +136,6 @@ pub fn encode_upload(batch: &Batch, options: &PayloadOptions, now: SystemTime) -
 fn to_json<T: Serialize>(value: &T) -> String {
     // Serializing plain structs of strings and numbers cannot fail.
     serde_json::to_string(value).unwrap_or_default()
-}
-
-/// The one call site of the redactor for everything this module exports.
-pub(crate) fn redact(text: &str) -> Cow<'_, str> {
-    kasal_trace::redact(text)
-}
-
-fn millis(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }
 
 fn duration_ms(d: Duration) -> u64 {
@@ -282,7 +272,7 @@ fn operation_log<'a>(op: &'a OperationSummary, options: &'a PayloadOptions) -> F
                 .iter()
                 .map(|e| format!("{}x {}: {}", e.count, e.error_type, e.message))
                 .collect();
-            redact(&lines.join("\n")).into_owned()
+            kasal_trace::redact(&lines.join("\n")).into_owned()
         }),
     });
     FrontendLog {
@@ -290,7 +280,7 @@ fn operation_log<'a>(op: &'a OperationSummary, options: &'a PayloadOptions) -> F
         frontend_log_event_id: new_event_id(),
         context: LogContext {
             client_context: ClientContext {
-                timestamp_millis: millis(op.started_at),
+                timestamp_millis: unix_millis(op.started_at),
                 user_agent: &options.user_agent,
             },
         },
@@ -346,7 +336,7 @@ fn rollup_log<'a>(rollup: &'a Rollup, options: &'a PayloadOptions) -> FrontendLo
         frontend_log_event_id: new_event_id(),
         context: LogContext {
             client_context: ClientContext {
-                timestamp_millis: millis(rollup.window_end),
+                timestamp_millis: unix_millis(rollup.window_end),
                 user_agent: &options.user_agent,
             },
         },
@@ -367,8 +357,8 @@ fn rollup_log<'a>(rollup: &'a Rollup, options: &'a PayloadOptions) -> FrontendLo
                         route: key.route.as_deref(),
                         status_class: key.status_class,
                         outcome: key.outcome,
-                        window_start_ms: millis(rollup.window_start),
-                        window_end_ms: millis(rollup.window_end),
+                        window_start_ms: unix_millis(rollup.window_start),
+                        window_end_ms: unix_millis(rollup.window_end),
                         count: rollup.count,
                         latency_sum_ms: duration_ms(rollup.latency_sum),
                         latency_min_ms: duration_ms(rollup.latency_min),
@@ -390,6 +380,7 @@ pub(crate) mod tests {
     use kasal_trace::{Direction, ExecutionMode, OperationId};
     use kasal_user_agent::Product;
     use serde_json::Value;
+    use std::time::UNIX_EPOCH;
 
     pub(crate) fn operation(id: &str, message: &str) -> OperationSummary {
         OperationSummary {
