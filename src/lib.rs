@@ -141,7 +141,6 @@
 pub mod credentials;
 pub mod event;
 pub mod export;
-pub mod flags;
 pub mod layer;
 pub mod pipeline;
 
@@ -151,7 +150,7 @@ pub use event::{
 };
 pub use export::databricks::{DatabricksExporter, validate_host};
 pub use export::{InMemoryExporter, JsonLinesExporter};
-pub use flags::FeatureFlagCache;
+pub use export::databricks::FeatureFlagCache;
 pub use kasal_classify as classify;
 pub use kasal_trace as trace;
 pub use kasal_user_agent as user_agent;

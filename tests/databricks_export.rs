@@ -15,10 +15,11 @@ use http::HeaderValue;
 use kasal_telemetry::BoxError;
 use kasal_telemetry::credentials::StaticToken;
 use kasal_telemetry::export::databricks::{
-    DatabricksExporter, DatabricksExporterBuilder, ExportError, ExporterError, HostError,
+    DatabricksExporter, DatabricksExporterBuilder, ExportError, ExporterBuildError, FlagValue,
+    HostError,
 };
-use kasal_telemetry::flags::FeatureFlagCache;
-use kasal_telemetry::{Batch, validate_host};
+use kasal_telemetry::export::{SkipReason, Undelivered};
+use kasal_telemetry::{Batch, FeatureFlagCache, validate_host};
 use telemetry_endpoint::{batch, decode, event_ids, flag_body, flag_path, now_ms, operation};
 use tower::ServiceExt;
 
@@ -83,7 +84,7 @@ async fn authenticated_upload_has_the_driver_shape() {
             .iter()
             .all(|l| l.is_string())
     );
-    assert_eq!(logs.len(), 2);
+    assert_eq!(logs.len(), 1);
 
     for log in &logs {
         assert_eq!(log["workspace_id"], 1234567890123456u64);
@@ -106,28 +107,24 @@ async fn authenticated_upload_has_the_driver_shape() {
             assert!(system[field].is_string(), "system_configuration.{field}");
         }
         assert_eq!(system["driver_name"], "kasal-telemetry");
+        assert_eq!(system["driver_version"], env!("CARGO_PKG_VERSION"));
+        assert_eq!(system["client_app_name"], "kasal_genie");
     }
 
     let op = &logs[0]["entry"]["sql_driver_log"];
     assert_eq!(op["session_id"], "session-1");
     assert_eq!(op["sql_statement_id"], "session-1/statement-7");
     assert_eq!(op["operation_latency_ms"], 250);
-    assert_eq!(op["sql_operation"]["retry_count"], 1);
-    assert_eq!(op["sql_operation"]["kasal_operation"]["calls"], 2);
+    assert_eq!(op["sql_operation"], serde_json::json!({"retry_count": 1}));
     assert_eq!(op["error_info"]["error_name"], "500");
     assert_eq!(op["error_info"]["stack_trace"], "1x 500: upstream said no");
-
-    let rollup = &logs[1]["entry"]["sql_driver_log"]["sql_operation"]["kasal_rollup"];
-    assert_eq!(rollup["count"], 4);
-    assert_eq!(rollup["product"], "vectorsearch");
-    assert_eq!(rollup["latency_min_ms"], 10);
 
     // The caller's identity is never exported.
     assert!(!String::from_utf8_lossy(&request.body).contains("someone@example.com"));
     let stats = exporter.stats();
     assert_eq!(
         (stats.sent, stats.logs_sent, stats.unauthenticated),
-        (1, 2, 0)
+        (1, 1, 0)
     );
 }
 
@@ -145,7 +142,7 @@ async fn without_credentials_the_upload_is_anonymous() {
     let raw = String::from_utf8_lossy(&request.body);
     assert!(!raw.contains("session-1") && !raw.contains("upstream said no"));
     let (_, logs) = decode(request);
-    assert_eq!(logs.len(), 2);
+    assert_eq!(logs.len(), 1);
     for log in &logs {
         assert!(log.get("workspace_id").is_none());
         assert!(log["frontend_log_event_id"].is_string());
@@ -307,7 +304,16 @@ async fn flag_off_exports_nothing_and_flag_on_exports() {
         .build()
         .unwrap();
     for i in 0..3 {
-        export(&exporter, batch(&format!("off-{i}"))).await.unwrap();
+        let skipped = export(&exporter, batch(&format!("off-{i}"))).await;
+        assert!(
+            matches!(
+                skipped,
+                Err(ExportError::Undelivered(Undelivered::Skipped(
+                    SkipReason::FlagOff
+                )))
+            ),
+            "{skipped:?}"
+        );
     }
     assert!(telemetry_requests(&off).is_empty());
     assert_eq!(off.hits(), 1, "the flag was fetched once and cached");
@@ -368,10 +374,12 @@ async fn flag_failures_keep_the_last_known_value() {
     let stats = flags.stats();
     assert_eq!((stats.fetches, stats.failures, stats.malformed), (3, 1, 1));
 
-    // With nothing known, a failure means off.
+    // With nothing known, a failure means unavailable, which never enables export.
     let down = workspace(|_| Reply::status(503)).await;
     let down_host = validate_host(&down.url(""), true).unwrap();
-    assert!(!flag_cache().is_enabled(&down_host).await);
+    let flags = flag_cache();
+    assert_eq!(flags.check(&down_host).await, FlagValue::Unavailable);
+    assert!(!flags.is_enabled(&down_host).await);
 }
 
 #[tokio::test]
@@ -462,7 +470,7 @@ async fn bad_hosts_are_rejected_at_build_time() {
     ];
     for (host, expected) in cases {
         let error = build(host).unwrap_err();
-        assert_eq!(error, ExporterError::Host(expected.clone()), "{host:?}");
+        assert_eq!(error, ExporterBuildError::Host(expected.clone()), "{host:?}");
         assert!(
             error.to_string().starts_with("invalid workspace host: "),
             "{error}"
@@ -501,7 +509,7 @@ async fn gzip_uploads_decode_to_the_same_shape() {
         .read_to_end(&mut plain)
         .unwrap();
     request.body = plain.into();
-    assert_eq!(decode(&request).1.len(), 2);
+    assert_eq!(decode(&request).1.len(), 1);
 }
 
 #[cfg(not(feature = "gzip"))]
@@ -509,7 +517,7 @@ async fn gzip_uploads_decode_to_the_same_shape() {
 async fn gzip_without_the_feature_is_a_build_error() {
     let server = TestServer::always(200).await;
     let error = exporter(&server).gzip(true).build().unwrap_err();
-    assert_eq!(error, ExporterError::GzipUnavailable);
+    assert_eq!(error, ExporterBuildError::GzipUnavailable);
 }
 
 // ---- Faults, through the whole stack, while the application keeps calling. ----
@@ -521,7 +529,7 @@ async fn gzip_without_the_feature_is_a_build_error() {
 /// may see the other's traffic.
 mod faults_while_the_app_calls {
     use super::*;
-    use std::collections::BTreeMap;
+    use std::collections::BTreeSet;
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -530,7 +538,8 @@ mod faults_while_the_app_calls {
     use http::{Request, StatusCode};
     use http_body_util::{BodyExt, Full};
     use hyper_util::client::legacy::{Client, connect::HttpConnector};
-    use kasal_telemetry::trace::Route;
+    use kasal_telemetry::classify::{CircuitBreakerConfig, RetryPolicy};
+    use kasal_telemetry::trace::{OperationId, Route};
     use kasal_telemetry::user_agent::Product;
     use kasal_telemetry::{BoxError, Telemetry, TelemetryLayer, TelemetryService};
     use tokio::sync::mpsc;
@@ -585,6 +594,8 @@ mod faults_while_the_app_calls {
                 .ignore_env()
                 .flush_interval(Duration::from_secs(3600))
                 .shutdown_deadline(SHUTDOWN_DEADLINE)
+                // These tests wait for stalled exports on purpose.
+                .flush_deadline(Duration::from_secs(30))
                 .build();
             let app = TelemetryLayer::new(Product::Genie, telemetry.clone())
                 .layer(common::client::<Full<Bytes>>());
@@ -599,8 +610,9 @@ mod faults_while_the_app_calls {
             }
         }
 
-        /// `n` concurrent app calls in `phase` (route `/{phase}/{i}`), each answered by the
-        /// healthy server with its status and body unchanged, no error, within the bound.
+        /// `n` concurrent app calls in `phase` (route `/{phase}/{i}`, one operation named
+        /// `phase`, completed once they all returned), each answered by the healthy server with
+        /// its status and body unchanged, no error, within the bound.
         async fn calls(&self, phase: &str, n: usize) {
             self.app_calls.fetch_add(n, Ordering::SeqCst);
             let calls: Vec<_> = (0..n)
@@ -610,6 +622,7 @@ mod faults_while_the_app_calls {
                         .body(Full::default())
                         .unwrap();
                     request.extensions_mut().insert(Route::new(route(phase)));
+                    request.extensions_mut().insert(OperationId::new(phase));
                     let app = self.app.clone();
                     let call = async move {
                         let response = app.oneshot(request).await?;
@@ -631,13 +644,16 @@ mod faults_while_the_app_calls {
                 assert_eq!(status, StatusCode::OK, "{path}");
                 assert_eq!(body, format!("healthy {path}"), "{path}");
             }
+            self.telemetry.complete_operation(&OperationId::new(phase));
         }
 
         /// Flushes in the background and returns once the endpoint has received `requests`
         /// requests in all: the exporter is then provably mid-export.
         async fn flush_meanwhile(&self, requests: usize) -> JoinHandle<()> {
             let telemetry = self.telemetry.clone();
-            let flush = tokio::spawn(async move { telemetry.flush().await });
+            let flush = tokio::spawn(async move {
+                telemetry.flush().await;
+            });
             let seen = self
                 .endpoint
                 .wait_for(requests, Duration::from_secs(2))
@@ -686,21 +702,24 @@ mod faults_while_the_app_calls {
         format!("/{phase}/{{i}}")
     }
 
-    /// The app calls an upload reports, per route: only successes of the app's product.
-    fn exported_calls(request: &Recorded) -> BTreeMap<String, u64> {
-        let mut calls = BTreeMap::new();
+    /// The operations (phases) an upload reports: only the app's product, without errors.
+    fn exported_calls(request: &Recorded) -> BTreeSet<String> {
+        let mut phases = BTreeSet::new();
         for log in decode(request).1 {
-            let rollup = &log["entry"]["sql_driver_log"]["sql_operation"]["kasal_rollup"];
-            assert_eq!(rollup["product"], "genie");
-            assert_eq!(rollup["outcome"], "success");
-            let route = rollup["route"].as_str().unwrap().to_owned();
-            *calls.entry(route).or_default() += rollup["count"].as_u64().unwrap();
+            let driver = &log["entry"]["sql_driver_log"];
+            assert_eq!(
+                driver["system_configuration"]["client_app_name"],
+                "kasal_genie"
+            );
+            assert!(driver.get("error_info").is_none(), "{driver}");
+            phases.insert(driver["sql_statement_id"].as_str().unwrap().to_owned());
         }
-        calls
+        phases
     }
 
-    fn phases(expected: &[(&str, u64)]) -> BTreeMap<String, u64> {
-        expected.iter().map(|(p, n)| (route(p), *n)).collect()
+    /// The phases expected (the call counts are the app's, checked by `Stats::accepted`).
+    fn phases(expected: &[(&str, u64)]) -> BTreeSet<String> {
+        expected.iter().map(|(p, _)| p.to_string()).collect()
     }
 
     /// A reply body held open until the sender is dropped: the attempt stalls meanwhile.
@@ -830,7 +849,11 @@ mod faults_while_the_app_calls {
                     Reply::status(200)
                 }
             },
-            |exporter| exporter.max_retries(0).circuit_breaker(5, OPEN_FOR, 2),
+            |exporter| {
+                exporter
+                    .retry(RetryPolicy::new().max_retries(0))
+                    .circuit_breaker(CircuitBreakerConfig::new().open_for(OPEN_FOR))
+            },
         )
         .await;
         for i in 0..5 {

@@ -19,7 +19,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tower::Service;
 
-use super::unix_millis;
+use super::clock::unix_millis;
 use crate::event::{Batch, ErrorEntry, OperationSummary, OutcomeCounts, Rollup};
 
 /// Writes each batch as JSON lines to stdout, a file, or any `Write`.

@@ -2,29 +2,27 @@
 //! wrapped in tower layers (retry, timeout, concurrency limits) before it is given to
 //! [`TelemetryBuilder::exporter`](crate::TelemetryBuilder::exporter).
 //!
-//! - [`DatabricksExporter`] posts to the workspace telemetry service (`/telemetry-ext`,
-//!   `/telemetry-unauth`) in the Databricks drivers' frontend-log format.
+//! - [`DatabricksExporter`] posts operation summaries to the workspace telemetry service
+//!   (`/telemetry-ext`, `/telemetry-unauth`) in the Databricks drivers' frontend-log format.
 //! - [`InMemoryExporter`] keeps every batch, for tests (yours and ours); it can be paused to
 //!   simulate a stalled backend.
 //! - [`JsonLinesExporter`] writes one JSON object per operation summary or rollup to stdout or
 //!   a file.
 //!
+//! `Ok(())` means every item was delivered. An exporter that skips a batch on purpose, or
+//! delivers only part of it, says so with an error holding an [`Undelivered`], which the
+//! pipeline counts as skipped (by [`SkipReason`]) or rejected, never as exported nor failed.
+//!
 //! An exporter runs on the aggregator task: it must never block the runtime (blocking I/O goes
 //! to `spawn_blocking`), and its errors are counted by the pipeline, never shown to the app.
 
+pub(crate) mod clock;
 pub mod databricks;
 mod jsonl;
 mod memory;
+pub(crate) mod undelivered;
 
-pub use databricks::{DatabricksExporter, DatabricksExporterBuilder, ExportError, ExporterError};
+pub use databricks::{DatabricksExporter, DatabricksExporterBuilder, ExportError, ExporterBuildError};
 pub use jsonl::JsonLinesExporter;
 pub use memory::InMemoryExporter;
-
-/// Milliseconds since the Unix epoch, as every exporter writes timestamps: saturating, and 0 for a
-/// time before the epoch (a clock set wrong must not fail an export).
-pub(crate) fn unix_millis(time: std::time::SystemTime) -> u64 {
-    time.duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |since| {
-            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
-        })
-}
+pub use undelivered::{SkipReason, Undelivered};

@@ -23,29 +23,14 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::time::{Instant, Sleep, sleep_until};
 use tower::{BoxError, Service};
 
-use super::builder::{BoxExporter, Config};
+use super::config::{BoxExporter, Config};
+use super::message::Message;
 use super::operations::{Folded, Limits, Operations};
 use super::outbox::{Outbox, Sealed};
 use super::rollup::RollupTable;
 use super::stats::{Counters, add};
-use crate::event::{Batch, CallRecord, OperationSummary};
-use kasal_trace::OperationId;
-
-/// What goes through the queue: everything that needs ordering.
-#[derive(Debug)]
-pub(crate) enum Message {
-    /// A call with an operation id.
-    Call(CallRecord),
-    /// `complete_operation`.
-    Complete(OperationId),
-    /// `flush()`: answered once everything before it reached the exporter.
-    Flush(oneshot::Sender<()>),
-    /// `shutdown()`: answered once everything is exported or the deadline passed.
-    Shutdown {
-        deadline: Instant,
-        done: oneshot::Sender<()>,
-    },
-}
+use crate::event::{Batch, OperationSummary};
+use crate::export::undelivered::{SkipReason, Undelivered};
 
 /// What the handles and the aggregator share.
 #[derive(Debug)]
@@ -100,14 +85,12 @@ pub(crate) async fn run(
         urgent_rollups: false,
         urgent_operations: false,
         emitted: Vec::new(),
+        finished,
         config,
     };
     let deadline = aggregator.run().await;
     aggregator.finish(deadline).await;
-    finished.send_replace(true);
-    for done in aggregator.shutdown_waiters.drain(..) {
-        let _ = done.send(());
-    }
+    // Dropping the aggregator answers `shutdown()` and marks the pipeline finished.
 }
 
 struct Aggregator {
@@ -128,6 +111,28 @@ struct Aggregator {
     urgent_operations: bool,
     /// Scratch space for emitted operations.
     emitted: Vec<OperationSummary>,
+    /// Set to true when the aggregator is dropped, after a shutdown or with its runtime.
+    finished: watch::Sender<bool>,
+}
+
+impl Drop for Aggregator {
+    /// Runs after a shutdown (nothing is left then) and when the task is dropped with its
+    /// runtime: everything still held is counted in `Stats::lost`.
+    fn drop(&mut self) {
+        let lost = self.take_everything();
+        if lost > 0 {
+            add(&self.shared.counters.lost, lost);
+            tracing::warn!(
+                lost,
+                "telemetry pipeline dropped with its runtime: records and items lost \
+                 (call Telemetry::shutdown before dropping the runtime)"
+            );
+        }
+        self.finished.send_replace(true);
+        for done in self.shutdown_waiters.drain(..) {
+            let _ = done.send(());
+        }
+    }
 }
 
 impl Aggregator {
@@ -160,6 +165,31 @@ impl Aggregator {
                 () = self.shared.urgent.notified() => self.urgent_rollups = true,
             }
         }
+    }
+
+    /// Takes everything the aggregator still holds and returns how many records and items that
+    /// was. Refuses later plain calls (they are counted as dropped).
+    fn take_everything(&mut self) -> u64 {
+        let mut held = 0;
+        self.rx.close();
+        while let Ok(message) = self.rx.try_recv() {
+            match message {
+                Message::Call(_) => held += 1,
+                Message::Shutdown { done, .. } => self.shutdown_waiters.push(done),
+                Message::Complete(_) | Message::Flush(_) => {}
+            }
+        }
+        self.shared.rollups.close();
+        held += self
+            .shared
+            .rollups
+            .drain(self.window_start, SystemTime::now())
+            .len();
+        self.operations.drain(&mut self.emitted);
+        held += self.emitted.drain(..).count();
+        held += self.outbox.take_all();
+        held += self.dispatch.abandon();
+        held as u64
     }
 
     fn handle(&mut self, message: Message) {
@@ -246,6 +276,13 @@ impl Aggregator {
             let Some(sealed) = self.outbox.pop() else {
                 return;
             };
+            if self.config.export_disabled_by_env {
+                let items = sealed.batch.len() as u64;
+                self.shared
+                    .counters
+                    .skip(SkipReason::DisabledByEnv, items);
+                continue;
+            }
             if self.dispatch.broken {
                 add(&self.shared.counters.export_failures, 1);
                 continue;
@@ -260,21 +297,35 @@ impl Aggregator {
 
     fn on_done(&mut self, done: Done) {
         let counters = &self.shared.counters;
+        let items = done.items as u64;
         match done.result {
             Ok(()) => {
-                add(&counters.exported, done.items as u64);
+                add(&counters.exported, items);
                 add(&counters.batches, 1);
             }
-            Err(failure) => {
-                add(&counters.export_failures, 1);
-                match failure {
-                    Failure::Error(error) => {
-                        tracing::debug!(%error, items = done.items, "telemetry export failed");
-                    }
-                    Failure::TimedOut => {
-                        tracing::debug!(items = done.items, "telemetry export timed out");
+            Err(Failure::Error(error)) => match Undelivered::find(&*error) {
+                // Not a failure: nothing was sent, on purpose.
+                Some(Undelivered::Skipped(reason)) => counters.skip(*reason, items),
+                Some(Undelivered::Partial {
+                    delivered,
+                    rejected,
+                    not_supported,
+                }) => {
+                    add(&counters.exported, *delivered);
+                    add(&counters.export_rejected, *rejected);
+                    counters.skip(SkipReason::NotSupported, *not_supported);
+                    if delivered + rejected > 0 {
+                        add(&counters.batches, 1);
                     }
                 }
+                None => {
+                    add(&counters.export_failures, 1);
+                    tracing::debug!(%error, items, "telemetry export failed");
+                }
+            },
+            Err(Failure::TimedOut) => {
+                add(&counters.export_failures, 1);
+                tracing::debug!(items, "telemetry export timed out");
             }
         }
     }
@@ -323,6 +374,8 @@ impl Aggregator {
             let done = poll_fn(|cx| self.dispatch.poll_done(cx)).await;
             self.on_done(done);
         }
+        let abandoned = self.dispatch.abandon();
+        add(&self.shared.counters.export_dropped, abandoned as u64);
         self.outbox.drop_all(&self.shared.counters);
         self.flush_waiters.clear();
     }
@@ -389,6 +442,15 @@ impl Dispatch {
     fn start(&mut self, sealed: Sealed, deadline: Instant) {
         self.timer.as_mut().reset(deadline);
         self.state = State::Ready(sealed);
+    }
+
+    /// Drops the call in progress, if any, and returns its items.
+    fn abandon(&mut self) -> usize {
+        match std::mem::replace(&mut self.state, State::Idle) {
+            State::Idle => 0,
+            State::Ready(sealed) => sealed.batch.len(),
+            State::Calling { items, .. } => items,
+        }
     }
 
     /// Brings the current call's timeout forward to `deadline`, if it is later.

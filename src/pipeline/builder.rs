@@ -1,8 +1,10 @@
 //! `TelemetryBuilder`: the pipeline's settings, the exporter, and the environment switch.
 //!
-//! Building never panics: without a tokio runtime, with telemetry disabled by the environment,
-//! or (for `build`) with an invalid setting, it returns a disabled handle and logs at debug.
-//! `try_build` reports invalid settings as a typed error instead.
+//! `build` never panics and never fails: without a tokio runtime, or with an invalid setting, it
+//! logs one WARN and returns a disabled handle. `try_build` reports the same problems as a typed
+//! [`ConfigError`]. The environment switch (`DATABRICKS_TELEMETRY_DISABLED`,
+//! `KASAL_TELEMETRY_DISABLED`) disables export only: the pipeline still runs and counts every
+//! batch as skipped, so that `Stats` tells what was not sent and why.
 
 use std::fmt;
 use std::time::Duration;
@@ -10,55 +12,9 @@ use std::time::Duration;
 use tower::util::BoxService;
 use tower::{BoxError, Service, ServiceExt};
 
+use super::config::{BoxExporter, Config, MAX_DURATION, disabling_var};
 use super::telemetry::Telemetry;
 use crate::event::Batch;
-
-/// Environment variables that disable telemetry when set to `1`, `true`, `yes` or `on`
-/// (any case).
-pub const DISABLE_ENV_VARS: [&str; 2] =
-    ["DATABRICKS_TELEMETRY_DISABLED", "KASAL_TELEMETRY_DISABLED"];
-
-/// The longest duration a setting takes (longer ones are capped): about a year.
-pub(crate) const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
-
-/// The exporter, boxed once at build time.
-pub(crate) type BoxExporter = BoxService<Batch, (), BoxError>;
-
-/// The pipeline's settings, validated.
-#[derive(Clone, Debug)]
-pub(crate) struct Config {
-    pub(crate) batch_size: usize,
-    pub(crate) flush_interval: Duration,
-    pub(crate) queue_capacity: usize,
-    pub(crate) max_pending_operations: usize,
-    pub(crate) operation_ttl: Duration,
-    pub(crate) max_errors_per_operation: usize,
-    pub(crate) max_error_text_bytes: usize,
-    pub(crate) max_message_chars: usize,
-    pub(crate) shutdown_deadline: Duration,
-    pub(crate) export_timeout: Duration,
-    pub(crate) max_export_backlog_bytes: usize,
-    pub(crate) max_rollup_keys: usize,
-}
-
-impl Default for Config {
-    fn default() -> Config {
-        Config {
-            batch_size: 100,
-            flush_interval: Duration::from_secs(5),
-            queue_capacity: 2048,
-            max_pending_operations: 5000,
-            operation_ttl: Duration::from_secs(3600),
-            max_errors_per_operation: 50,
-            max_error_text_bytes: 1 << 20,
-            max_message_chars: 2048,
-            shutdown_deadline: Duration::from_secs(2),
-            export_timeout: Duration::from_secs(30),
-            max_export_backlog_bytes: 1 << 20,
-            max_rollup_keys: 128,
-        }
-    }
-}
 
 /// A setting `try_build` rejected.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -70,6 +26,10 @@ pub enum ConfigError {
     /// No exporter was given.
     #[error("telemetry needs an exporter: call `TelemetryBuilder::exporter`")]
     NoExporter,
+    /// There is no tokio runtime to run the aggregator on: build inside one (`#[tokio::main]`,
+    /// `Runtime::enter`).
+    #[error("telemetry needs a tokio runtime: build it from inside one")]
+    NoRuntime,
 }
 
 /// Builds a [`Telemetry`] handle. Start from [`Telemetry::builder`].
@@ -171,6 +131,14 @@ impl TelemetryBuilder {
         self
     }
 
+    /// How long `flush` waits for the export of what was recorded before it; it then returns
+    /// the stats so far and the export goes on in the background. Default: the shutdown
+    /// deadline (2 s).
+    pub fn flush_deadline(mut self, deadline: Duration) -> Self {
+        self.config.flush_deadline = Some(deadline);
+        self
+    }
+
     /// How long one exporter call (readiness included) may take before it is abandoned and
     /// counted as a failure. Default 30 s: a backstop no shorter than
     /// [`DatabricksExporter`](crate::DatabricksExporter)'s own export deadline (30 s, retries
@@ -215,20 +183,25 @@ impl TelemetryBuilder {
 
     /// Builds the handle and spawns the aggregator on the current tokio runtime.
     ///
-    /// Returns a disabled handle (and logs at debug) if telemetry is disabled by the
-    /// environment, a setting is invalid, no exporter was given, or there is no runtime.
+    /// Never fails: if a setting is invalid, no exporter was given or there is no runtime, it
+    /// logs one WARN saying why and returns a disabled handle ([`try_build`](Self::try_build)
+    /// returns the reason instead).
     pub fn build(self) -> Telemetry {
         match self.try_build() {
             Ok(telemetry) => telemetry,
             Err(error) => {
-                tracing::debug!(%error, "telemetry disabled");
+                tracing::warn!(%error, "telemetry disabled");
                 Telemetry::disabled()
             }
         }
     }
 
-    /// Like `build`, but an invalid setting or a missing exporter is an error. Telemetry
-    /// disabled by the environment or the lack of a runtime still gives `Ok(disabled handle)`.
+    /// Like `build`, but an invalid setting, a missing exporter or the lack of a tokio runtime
+    /// is an error.
+    ///
+    /// With the environment switch on (and no [`ignore_env`](Self::ignore_env)) the pipeline is
+    /// built and runs, but never calls the exporter: every batch is counted in
+    /// `Stats::skipped` (`disabled_by_env`), and one WARN names the variable.
     pub fn try_build(self) -> Result<Telemetry, ConfigError> {
         let mut config = self.config;
         // Durations are capped so that deadline arithmetic can never overflow.
@@ -240,6 +213,7 @@ impl TelemetryBuilder {
         ] {
             *duration = (*duration).min(MAX_DURATION);
         }
+        config.flush_deadline = config.flush_deadline.map(|d| d.min(MAX_DURATION));
         let positive = [
             ("batch_size", config.batch_size),
             ("queue_capacity", config.queue_capacity),
@@ -258,69 +232,34 @@ impl TelemetryBuilder {
             return Err(ConfigError::Zero(name));
         }
         let exporter = self.exporter.ok_or(ConfigError::NoExporter)?;
-        if !self.ignore_env && disabled_by(|name| std::env::var(name).ok()) {
-            tracing::debug!("telemetry disabled by the environment");
-            return Ok(Telemetry::disabled());
-        }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            tracing::debug!("telemetry disabled: no tokio runtime to run the aggregator on");
-            return Ok(Telemetry::disabled());
+            return Err(ConfigError::NoRuntime);
         };
+        if !self.ignore_env {
+            if let Some(variable) = disabling_var() {
+                tracing::warn!(
+                    variable,
+                    reason = "disabled_by_env",
+                    "telemetry export disabled by the environment: batches are counted as \
+                     skipped, not sent; unset the variable to export"
+                );
+                config.export_disabled_by_env = true;
+            }
+        }
         Ok(Telemetry::start(config, exporter, &runtime))
     }
 }
 
-/// Whether one of [`DISABLE_ENV_VARS`] disables telemetry, reading variables with `lookup`.
-pub(crate) fn disabled_by(lookup: impl Fn(&str) -> Option<String>) -> bool {
-    DISABLE_ENV_VARS
-        .iter()
-        .any(|name| lookup(name).is_some_and(|value| is_truthy(&value)))
-}
-
-/// `1`, `true`, `yes` or `on`, in any case, surrounding whitespace ignored.
-pub(crate) fn is_truthy(value: &str) -> bool {
-    let value = value.trim();
-    ["1", "true", "yes", "on"]
-        .iter()
-        .any(|truthy| value.eq_ignore_ascii_case(truthy))
+impl Telemetry {
+    /// A builder with the default settings.
+    pub fn builder() -> TelemetryBuilder {
+        TelemetryBuilder::new()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn truthy_values() {
-        for value in ["1", "true", "TRUE", "Yes", "on", " On "] {
-            assert!(is_truthy(value), "{value}");
-        }
-        for value in ["", "0", "false", "no", "off", "enabled", "2"] {
-            assert!(!is_truthy(value), "{value}");
-        }
-    }
-
-    #[test]
-    fn either_variable_disables() {
-        let env = |pairs: &'static [(&'static str, &'static str)]| {
-            move |name: &str| {
-                pairs
-                    .iter()
-                    .find(|(key, _)| *key == name)
-                    .map(|(_, value)| value.to_string())
-            }
-        };
-        assert!(!disabled_by(env(&[])));
-        assert!(disabled_by(env(&[(
-            "DATABRICKS_TELEMETRY_DISABLED",
-            "true"
-        )])));
-        assert!(disabled_by(env(&[("KASAL_TELEMETRY_DISABLED", "1")])));
-        assert!(!disabled_by(env(&[("KASAL_TELEMETRY_DISABLED", "false")])));
-        assert!(disabled_by(env(&[
-            ("DATABRICKS_TELEMETRY_DISABLED", "no"),
-            ("KASAL_TELEMETRY_DISABLED", "ON"),
-        ])));
-    }
 
     #[test]
     fn invalid_settings_are_typed_errors() {
@@ -352,10 +291,16 @@ mod tests {
     }
 
     #[test]
-    fn no_runtime_gives_a_disabled_handle() {
-        let exporter = tower::service_fn(|_: Batch| async { Ok::<_, BoxError>(()) });
+    fn no_runtime_is_an_error_and_build_gives_a_disabled_handle() {
+        let exporter = || tower::service_fn(|_: Batch| async { Ok::<_, BoxError>(()) });
+        let error = TelemetryBuilder::new()
+            .exporter(exporter())
+            .ignore_env()
+            .try_build()
+            .unwrap_err();
+        assert_eq!(error, ConfigError::NoRuntime);
         let telemetry = TelemetryBuilder::new()
-            .exporter(exporter)
+            .exporter(exporter())
             .ignore_env()
             .build();
         assert!(!telemetry.is_enabled());

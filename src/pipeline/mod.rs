@@ -28,18 +28,49 @@
 //! aggregator, and never surface an exporter error to the app: everything is counted in
 //! [`Stats`] and logged at debug.
 //!
-//! Telemetry is off when `DATABRICKS_TELEMETRY_DISABLED` or `KASAL_TELEMETRY_DISABLED` is `1`,
-//! `true`, `yes` or `on` (any case): `build()` then returns [`Telemetry::disabled`].
+//! # Counts that tell the truth
+//!
+//! Every item handed to the exporter ends in exactly one of `exported` (delivered),
+//! `export_rejected` (delivered, refused by the server), `skipped` (not sent on purpose, by
+//! [`SkipReason`](crate::export::SkipReason)), or a failed export (`export_failures` counts
+//! the calls). Items that never reach the exporter are in `export_dropped` (backlog bound,
+//! shutdown deadline) or `lost`.
+//!
+//! # Export disabled by the environment
+//!
+//! When `DATABRICKS_TELEMETRY_DISABLED` or `KASAL_TELEMETRY_DISABLED` is `1`, `true`, `yes` or
+//! `on` (any case) at build time, the pipeline runs but never calls its exporter: every batch is
+//! counted in `Stats::skipped` as `disabled_by_env`, and one WARN names the variable.
+//!
+//! # Deadlines
+//!
+//! [`Telemetry::flush`] waits at most its deadline (the shutdown deadline, 2 s, by default;
+//! [`TelemetryBuilder::flush_deadline`]) and returns the stats so far; the export goes on in the
+//! background. [`Telemetry::shutdown`] exports within the shutdown deadline and drops (and
+//! counts) what is left.
+//!
+//! # A runtime dropped under the pipeline
+//!
+//! The aggregator is a task of the runtime it was built on. If that runtime is dropped without
+//! `shutdown()`, the task is dropped with it: what it held (records still queued, pending
+//! operations, emitted items waiting for or in the middle of an export, the open window's
+//! rollups) is counted in `Stats::lost`, later plain calls are counted in `dropped`, and
+//! `shutdown()` returns at once. What cannot be counted: an export in flight at that moment is
+//! counted as lost although the server may have received it, and a process that ends without
+//! dropping its runtime (`std::process::exit`, a signal, an abort) runs no code at all: call
+//! `shutdown()` before exiting.
 
 mod aggregator;
 mod builder;
+pub(crate) mod config;
+mod message;
 mod operations;
 mod outbox;
 mod rollup;
 mod stats;
 mod telemetry;
 
-pub use builder::{ConfigError, DISABLE_ENV_VARS, TelemetryBuilder};
-pub(crate) use builder::{MAX_DURATION, disabled_by};
-pub use stats::Stats;
+pub use builder::{ConfigError, TelemetryBuilder};
+pub use config::{DISABLE_ENV_VARS, disabled_by_env};
+pub use stats::{SkipCounts, Stats};
 pub use telemetry::Telemetry;

@@ -148,11 +148,17 @@ impl Outbox {
 
     /// Drops everything, counting the items (shutdown deadline passed).
     pub(crate) fn drop_all(&mut self, counters: &Counters) {
+        let items = self.take_all();
+        add(&counters.export_dropped, items as u64);
+    }
+
+    /// Drops everything and returns how many items that was (the caller counts them).
+    pub(crate) fn take_all(&mut self) -> usize {
         let ready = std::mem::take(&mut self.ready).len();
         let sealed: usize = self.sealed.drain(..).map(|sealed| sealed.batch.len()).sum();
         self.ready_bytes = 0;
         self.sealed_bytes = 0;
-        add(&counters.export_dropped, (ready + sealed) as u64);
+        ready + sealed
     }
 
     /// Estimated bytes held.

@@ -10,10 +10,11 @@ use std::sync::Arc;
 use kasal_classify::Outcome;
 use kasal_trace::{OperationId, RecordCall};
 use tokio::sync::{mpsc, oneshot};
-use tokio::time::Instant;
+use tokio::time::{Instant, timeout_at};
 
-use super::aggregator::{self, Message, Shared};
-use super::builder::{BoxExporter, Config, TelemetryBuilder};
+use super::aggregator::{self, Shared};
+use super::config::{BoxExporter, Config};
+use super::message::Message;
 use super::stats::{Stats, add};
 use crate::event::CallRecord;
 
@@ -65,6 +66,7 @@ struct Inner {
     tx: mpsc::Sender<Message>,
     shared: Arc<Shared>,
     shutdown_deadline: std::time::Duration,
+    flush_deadline: std::time::Duration,
 }
 
 impl fmt::Debug for Telemetry {
@@ -77,11 +79,6 @@ impl fmt::Debug for Telemetry {
 }
 
 impl Telemetry {
-    /// A builder with the default settings.
-    pub fn builder() -> TelemetryBuilder {
-        TelemetryBuilder::new()
-    }
-
     /// A handle that records nothing and exports nothing.
     pub fn disabled() -> Telemetry {
         Telemetry { inner: None }
@@ -102,6 +99,7 @@ impl Telemetry {
         let (shared, finished) = Shared::new(&config);
         let shared = Arc::new(shared);
         let shutdown_deadline = config.shutdown_deadline;
+        let flush_deadline = config.flush_deadline();
         runtime.spawn(aggregator::run(
             config,
             rx,
@@ -114,6 +112,7 @@ impl Telemetry {
                 tx,
                 shared,
                 shutdown_deadline,
+                flush_deadline,
             })),
         }
     }
@@ -143,17 +142,23 @@ impl Telemetry {
         }
     }
 
-    /// Returns once everything recorded before the call has been handed to the exporter and
-    /// the exporter call returned (or timed out). Pending operations stay pending; rollups are
-    /// closed early. Returns at once on a disabled or shut down pipeline.
-    pub async fn flush(&self) {
+    /// Waits until everything recorded before the call has been handed to the exporter and the
+    /// exporter call returned (or timed out), or until the flush deadline passed (the shutdown
+    /// deadline by default, see [`TelemetryBuilder::flush_deadline`](crate::TelemetryBuilder::flush_deadline)),
+    /// whichever comes first, and returns the stats at that moment. Past the deadline the
+    /// export goes on in the background. Pending operations stay pending; rollups are closed
+    /// early. Returns at once on a disabled or shut down pipeline.
+    pub async fn flush(&self) -> Stats {
         let Some(inner) = &self.inner else {
-            return;
+            return Stats::default();
         };
+        let deadline = Instant::now() + inner.flush_deadline;
         let (done, answered) = oneshot::channel();
-        if inner.tx.send(Message::Flush(done)).await.is_ok() {
-            let _ = answered.await;
+        // Both waits share the deadline: a full queue cannot stretch it.
+        if let Ok(Ok(())) = timeout_at(deadline, inner.tx.send(Message::Flush(done))).await {
+            let _ = timeout_at(deadline, answered).await;
         }
+        self.stats()
     }
 
     /// Stops accepting records, emits every pending operation (incomplete), exports everything
@@ -176,6 +181,7 @@ impl Telemetry {
         {
             let _ = answered.await;
         } else {
+            // The aggregator is gone (shut down already, or its runtime was dropped).
             let mut finished = inner.shared.finished.clone();
             let _ = finished.wait_for(|finished| *finished).await;
         }

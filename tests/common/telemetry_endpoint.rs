@@ -11,11 +11,12 @@ use serde_json::Value;
 
 use super::Recorded;
 
-/// The flag path for this crate's version.
+/// The flag path with the default client and version.
 pub fn flag_path() -> String {
     format!(
-        "/api/2.0/connector-service/feature-flags/KASAL/{}",
-        env!("CARGO_PKG_VERSION")
+        "/api/2.0/connector-service/feature-flags/{}/{}",
+        kasal_telemetry::FeatureFlagCache::DEFAULT_CLIENT,
+        kasal_telemetry::FeatureFlagCache::default_client_version()
     )
 }
 
@@ -24,7 +25,7 @@ pub fn flag_body(enabled: bool, ttl_seconds: Option<u64>) -> String {
     let ttl = ttl_seconds.map_or(String::new(), |t| format!(r#","ttl_seconds":{t}"#));
     format!(
         r#"{{"flags":[{{"name":"other.flag","value":"true"}},{{"name":"{}","value":"{enabled}"}}]{ttl}}}"#,
-        kasal_telemetry::FeatureFlagCache::FLAG
+        kasal_telemetry::FeatureFlagCache::DEFAULT_FLAG
     )
 }
 
@@ -80,8 +81,16 @@ pub fn rollup() -> Rollup {
     }
 }
 
-/// One operation and one rollup.
+/// One operation.
 pub fn batch(id: &str) -> Batch {
+    Batch {
+        operations: vec![operation(id, "upstream said no")],
+        rollups: Vec::new(),
+    }
+}
+
+/// One operation and one rollup (which the Databricks exporter does not send).
+pub fn batch_with_rollup(id: &str) -> Batch {
     Batch {
         operations: vec![operation(id, "upstream said no")],
         rollups: vec![rollup()],

@@ -1,6 +1,8 @@
 //! The exporter's own HTTP client: a transport (hyper-util legacy client over rustls, or any tower
-//! service the user supplies) with the telemetry User-Agent, a per-attempt timeout, kasal-classify's
-//! retry and a per-host circuit breaker.
+//! service the user supplies) with the telemetry User-Agent, a per-attempt timeout and
+//! kasal-classify's retry. The circuit breaker is not a layer here: the exporter holds it
+//! around the whole export, so that every way an export can end, a deadline dropping it
+//! included, is recorded (see the exporter).
 //!
 //! It never carries a `TelemetryLayer`: telemetry must not instrument itself, and must never
 //! re-enter the application's own auth path.
@@ -13,9 +15,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceBuilder, ServiceExt};
 
-use kasal_classify::{
-    CircuitBreaker, CircuitBreakerConfig, CircuitBreakerLayer, Jitter, RetryLayer, RetryPolicy,
-};
+use kasal_classify::{RetryLayer, RetryPolicy};
 use kasal_user_agent::{Product, UserAgent, UserAgentLayer};
 
 use crate::BoxError;
@@ -76,36 +76,18 @@ pub(crate) fn flag_stack(transport: HttpClient, timeout: Duration) -> HttpClient
     BoxCloneSyncService::new(stack)
 }
 
-/// Retry and circuit-breaker settings of the export stack.
-#[derive(Clone, Debug)]
-pub(crate) struct ExportStackConfig {
-    pub(crate) timeout: Duration,
-    pub(crate) max_retries: u32,
-    pub(crate) breaker: super::BreakerSettings,
-}
-
-/// The export stack: circuit breaker (per host, outermost, so one failed export counts once, as
-/// in the JDBC and Node.js drivers) → retry (3 retries, 100 ms base doubling to a 1 s cap, plus
-/// up to 100 ms of jitter, Retry-After honoured, never on 4xx) → User-Agent → per-attempt
-/// timeout → transport.
-pub(crate) fn export_stack(transport: HttpClient, config: &ExportStackConfig) -> HttpClient {
-    let breaker = CircuitBreaker::new(
-        CircuitBreakerConfig::new()
-            .failure_threshold(config.breaker.failures)
-            .open_for(config.breaker.open_for)
-            .success_threshold(config.breaker.successes),
-    );
-    let retry = RetryPolicy::new()
-        .max_retries(config.max_retries)
-        .base_delay(Duration::from_millis(100))
-        .max_delay(Duration::from_secs(1))
-        .jitter(Jitter::Up(Duration::from_millis(100)));
+/// The export stack: retry (the builder's `RetryPolicy`: never on 4xx, Retry-After honoured) →
+/// User-Agent → per-attempt timeout → transport.
+pub(crate) fn export_stack(
+    transport: HttpClient,
+    timeout: Duration,
+    retry: RetryPolicy,
+) -> HttpClient {
     let stack = ServiceBuilder::new()
-        .layer(CircuitBreakerLayer::new(breaker))
         .layer(RetryLayer::new(retry))
         .layer(user_agent_layer())
         .map_err(Into::<BoxError>::into)
-        .timeout(config.timeout)
+        .timeout(timeout)
         .service(transport);
     BoxCloneSyncService::new(stack)
 }
