@@ -3,6 +3,8 @@
 //! redaction, the feature flag and host validation.
 
 mod common;
+#[path = "common/spans.rs"]
+mod spans;
 #[path = "common/telemetry_endpoint.rs"]
 mod telemetry_endpoint;
 
@@ -954,5 +956,523 @@ mod faults_while_the_app_calls {
         assert_eq!((stats.accepted, stats.dropped), (15, 5));
         stack.calls("shut-down", 5).await;
         stack.assert_traffic_kept_apart();
+    }
+}
+
+// ---- The drivers' schema, what the server stored, skips, the breaker, flush deadlines. ----
+
+mod truthful_export {
+    use super::*;
+
+    use std::time::SystemTime;
+
+    use common::black_hole::BlackHole;
+    use http::uri::Authority;
+    use http::{Method, StatusCode};
+    use kasal_telemetry::classify::{CircuitState, Outcome, Reason};
+    use kasal_telemetry::export::databricks::UnknownFlag;
+    use kasal_telemetry::export::databricks::payload::{FRONTEND_LOG_FIELDS, JsonType};
+    use kasal_telemetry::trace::{CallRecord, Direction, ExecutionMode, OperationId};
+    use kasal_telemetry::user_agent::Product;
+    use kasal_telemetry::{ErrorEntry, OperationSummary, Telemetry};
+    use serde_json::Value;
+    use telemetry_endpoint::{batch_with_rollup, rollup};
+
+    /// One call of operation `op`; terminal (a 400) when `terminal`, else a success. The only
+    /// place these tests build a `CallRecord`.
+    fn op_call(op: &str, terminal: bool) -> CallRecord {
+        let (status, outcome) = if terminal {
+            (
+                StatusCode::BAD_REQUEST,
+                Outcome::Terminal {
+                    reason: Reason::Status(StatusCode::BAD_REQUEST),
+                },
+            )
+        } else {
+            (StatusCode::OK, Outcome::Success)
+        };
+        CallRecord {
+            direction: Direction::Client,
+            product: Product::Genie,
+            method: Method::POST,
+            host: Some(Authority::from_static("adb-1.2.azuredatabricks.net")),
+            route: Some(Arc::from("/api/2.0/genie/spaces/{id}")),
+            status: Some(status),
+            outcome,
+            started_at: SystemTime::now(),
+            latency: Duration::from_millis(12),
+            attempts: 1,
+            response_bytes: 64,
+            mode: ExecutionMode::User,
+            caller_id: Some(Arc::from("alice@example.com")),
+            obo_dev_fallback: false,
+            operation_id: Some(OperationId::new(op)),
+            error: terminal.then(|| Arc::from("bad request")),
+        }
+    }
+
+    /// Every violation of the drivers' closed schema in `log`: unknown keys, wrong JSON types.
+    fn schema_violations(log: &Value) -> Vec<String> {
+        fn walk(prefix: &str, value: &Value, out: &mut Vec<String>) {
+            let Some(object) = value.as_object() else {
+                out.push(format!("`{prefix}` is not an object"));
+                return;
+            };
+            for (key, value) in object {
+                let path = if prefix.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{prefix}.{key}")
+                };
+                let Some((_, expected)) = FRONTEND_LOG_FIELDS.iter().find(|(p, _)| *p == path)
+                else {
+                    out.push(format!("unknown field `{path}`"));
+                    continue;
+                };
+                let fits = match expected {
+                    JsonType::Object => value.is_object(),
+                    JsonType::String => value.is_string(),
+                    JsonType::Integer => value.is_u64() || value.is_i64(),
+                    JsonType::Boolean => value.is_boolean(),
+                };
+                if !fits {
+                    out.push(format!("`{path}` = {value} is not {expected:?}"));
+                } else if value.is_object() {
+                    walk(&path, value, out);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk("", log, &mut out);
+        out
+    }
+
+    /// Every kind of operation summary the pipeline emits.
+    fn every_kind() -> Vec<OperationSummary> {
+        let with_error = operation("session-1/statement-7", "upstream said no");
+        let mut clean = operation("clean", "");
+        clean.errors.clear();
+        clean.retries = 0;
+        let mut incomplete = operation("evicted-or-expired", "timeout");
+        incomplete.complete = false;
+        incomplete.mode = ExecutionMode::Service;
+        incomplete.caller_id = None;
+        incomplete.obo_dev_fallback = true;
+        let mut many = operation("many-errors", "first");
+        many.errors.push(ErrorEntry {
+            error_type: "timeout".into(),
+            message: "read timed out token=s3cr3t".into(),
+            count: 7,
+        });
+        many.errors_dropped = 12;
+        let mut extreme = operation("extreme", "x");
+        extreme.latency_sum = Duration::MAX;
+        extreme.started_at = SystemTime::UNIX_EPOCH - Duration::from_secs(1);
+        extreme.product = Product::custom("my_tool").unwrap();
+        let products = [Product::Mcp, Product::CrewGen, Product::Telemetry]
+            .into_iter()
+            .map(|product| {
+                let mut op = operation(&format!("product-{}", product.as_str()), "e");
+                op.product = product;
+                op
+            });
+        [with_error, clean, incomplete, many, extreme]
+            .into_iter()
+            .chain(products)
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn every_log_sent_fits_the_drivers_closed_schema() {
+        let server = TestServer::start(|_, _| {
+            Reply::text(200, r#"{"errors":[],"numSuccess":0,"numProtoSuccess":8}"#)
+        })
+        .await;
+        let kinds = every_kind();
+        for authenticated in [true, false] {
+            let mut builder = exporter(&server).workspace_id(1234567890123456);
+            if authenticated {
+                builder = builder.credentials(StaticToken::new(PAT).unwrap());
+            }
+            let exporter = builder.build().unwrap();
+            let batch = Batch {
+                operations: kinds.clone(),
+                rollups: vec![rollup(), rollup()],
+            };
+            let result = export(&exporter, batch).await;
+            // The rollups are not sent: they have no place in the schema.
+            assert!(
+                matches!(
+                    result,
+                    Err(ExportError::Undelivered(Undelivered::Partial {
+                        delivered: 8,
+                        rejected: 0,
+                        not_supported: 2
+                    }))
+                ),
+                "{result:?}"
+            );
+            assert_eq!(exporter.stats().rollups_not_sent, 2);
+        }
+        let requests = server.requests();
+        assert_eq!(requests.len(), 2);
+        assert_eq!(requests[0].uri.path(), "/telemetry-ext");
+        assert_eq!(requests[1].uri.path(), "/telemetry-unauth");
+        for request in &requests {
+            let (_, logs) = decode(request);
+            assert_eq!(logs.len(), kinds.len());
+            for log in &logs {
+                let violations = schema_violations(log);
+                assert!(violations.is_empty(), "{violations:?} in {log}");
+            }
+        }
+        // Kasal's data sits in defined fields.
+        let (_, logs) = decode(&requests[0]);
+        let driver = &logs[0]["entry"]["sql_driver_log"];
+        assert_eq!(
+            driver["system_configuration"]["client_app_name"],
+            "kasal_genie"
+        );
+        assert_eq!(driver["operation_latency_ms"], 250);
+        assert_eq!(driver["sql_operation"]["retry_count"], 1);
+        assert_eq!(driver["error_info"]["error_name"], "500");
+        let custom = &logs[4]["entry"]["sql_driver_log"];
+        assert_eq!(
+            custom["system_configuration"]["client_app_name"],
+            "kasal_my_tool"
+        );
+        assert_eq!(custom["operation_latency_ms"], u64::MAX);
+        assert_eq!(logs[4]["context"]["client_context"]["timestamp_millis"], 0);
+        let raw = String::from_utf8_lossy(&requests[0].body);
+        assert!(!raw.contains("s3cr3t") && !raw.contains("alice@example.com"));
+    }
+
+    #[tokio::test]
+    async fn logs_the_server_did_not_store_are_counted_as_rejected() {
+        let server = TestServer::start(|_, _| {
+            Reply::text(
+                200,
+                r#"{"errors":["protoLogs[1]: unknown field"],"numSuccess":0,"numProtoSuccess":1}"#,
+            )
+        })
+        .await;
+        let exporter = exporter(&server)
+            .credentials(StaticToken::new(PAT).unwrap())
+            .build()
+            .unwrap();
+        let mut batch = batch("a");
+        batch.operations.push(operation("b", "x"));
+        batch.operations.push(operation("c", "x"));
+        let result = export(&exporter, batch).await;
+        assert!(
+            matches!(
+                result,
+                Err(ExportError::Undelivered(Undelivered::Partial {
+                    delivered: 1,
+                    rejected: 2,
+                    not_supported: 0
+                }))
+            ),
+            "{result:?}"
+        );
+        let stats = exporter.stats();
+        assert_eq!(
+            (stats.sent, stats.logs_sent, stats.logs_rejected),
+            (1, 1, 2)
+        );
+
+        // Through the pipeline: the rejected logs are not called exported.
+        let telemetry = Telemetry::builder()
+            .exporter(exporter.clone())
+            .ignore_env()
+            .flush_interval(Duration::from_secs(3600))
+            .build();
+        for op in ["d", "e", "f"] {
+            telemetry.record(op_call(op, false));
+            telemetry.complete_operation(&OperationId::new(op));
+        }
+        let stats = telemetry.flush().await;
+        assert_eq!(
+            (stats.exported, stats.export_rejected, stats.export_failures),
+            (1, 2, 0)
+        );
+        assert_eq!(stats.batches, 1);
+        assert_eq!(exporter.stats().logs_rejected, 4);
+
+        // An answer without numProtoSuccess: every log counts as stored (and it is counted).
+        let silent = TestServer::always(200).await;
+        let exporter = super::exporter(&silent).build().unwrap();
+        export(&exporter, batch_with_rollup("g")).await.unwrap_err();
+        let stats = exporter.stats();
+        assert_eq!(
+            (stats.logs_sent, stats.logs_rejected, stats.unreadable_answers),
+            (1, 0, 1)
+        );
+    }
+
+    /// The skip WARNs (`telemetry export skipped: …`) captured, as (reason, setting).
+    fn skip_warnings(captured: &spans::Captured) -> Vec<(String, String)> {
+        captured
+            .events()
+            .into_iter()
+            .filter(|event| {
+                event
+                    .field("message")
+                    .is_some_and(|m| m.starts_with("telemetry export skipped:"))
+            })
+            .map(|event| {
+                (
+                    event.field("reason").unwrap_or_default(),
+                    event.field("setting").unwrap_or_default(),
+                )
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn skipped_batches_are_counted_by_reason_never_exported_and_warned_once() {
+        let flag_without_ours = r#"{"flags":[{"name":"other.flag","value":"true"}]}"#;
+        let cases: Vec<(&str, SkipReason, Reply)> = vec![
+            (
+                "flag off",
+                SkipReason::FlagOff,
+                Reply::text(200, &flag_body(false, None)),
+            ),
+            ("flag unknown (404)", SkipReason::FlagUnknown, Reply::status(404)),
+            (
+                "flag unknown (absent)",
+                SkipReason::FlagUnknown,
+                Reply::text(200, flag_without_ours),
+            ),
+            (
+                "flag endpoint failing",
+                SkipReason::FlagUnavailable,
+                Reply::status(503),
+            ),
+        ];
+        for (case, reason, reply) in cases {
+            let (dispatch, captured) = spans::SpanCapture::dispatch();
+            let _guard = tracing::dispatcher::set_default(&dispatch);
+            let reply = std::sync::Mutex::new(Some(reply));
+            let server = workspace(move |_| {
+                reply
+                    .lock()
+                    .unwrap()
+                    .take()
+                    .expect("the flag is fetched once (cached, or backed off)")
+            })
+            .await;
+            let exporter = DatabricksExporter::builder(server.url(""))
+                .allow_private_hosts(true)
+                .credentials(StaticToken::new(PAT).unwrap())
+                .build()
+                .unwrap();
+            let telemetry = Telemetry::builder()
+                .exporter(exporter.clone())
+                .ignore_env()
+                .flush_interval(Duration::from_secs(3600))
+                .build();
+            let mut stats = telemetry.stats();
+            for round in 0..3 {
+                for i in 0..2 {
+                    let op = format!("{round}-{i}");
+                    telemetry.record(op_call(&op, false));
+                    telemetry.complete_operation(&OperationId::new(op));
+                }
+                stats = telemetry.flush().await;
+            }
+            assert!(telemetry_requests(&server).is_empty(), "{case}: nothing sent");
+            assert_eq!(server.hits(), 1, "{case}: one flag fetch");
+            assert_eq!(
+                (stats.exported, stats.export_failures, stats.batches),
+                (0, 0, 0),
+                "{case}"
+            );
+            assert_eq!(stats.skipped, 6, "{case}");
+            assert_eq!(stats.skipped_by.get(reason), 6, "{case}: {stats:?}");
+            let exporter_stats = exporter.stats();
+            let by_reason = match reason {
+                SkipReason::FlagOff => exporter_stats.skipped_flag_off,
+                SkipReason::FlagUnknown => exporter_stats.skipped_flag_unknown,
+                _ => exporter_stats.skipped_flag_unavailable,
+            };
+            assert_eq!(by_reason, 3, "{case}: three batches");
+            assert_eq!(exporter_stats.sent, 0);
+            let warnings = skip_warnings(&captured);
+            assert_eq!(warnings.len(), 1, "{case}: exactly one WARN: {warnings:?}");
+            assert_eq!(warnings[0].0, reason.as_str(), "{case}");
+            assert!(!warnings[0].1.is_empty(), "{case}: names its setting");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unknown_flag_exports_when_the_policy_says_so() {
+        let server = workspace(|_| Reply::status(404)).await;
+        let flags = FeatureFlagCache::builder()
+            .client(common::client())
+            .unknown_flag(UnknownFlag::Export)
+            .build()
+            .unwrap();
+        let exporter = DatabricksExporter::builder(server.url(""))
+            .allow_private_hosts(true)
+            .feature_flags(flags.clone())
+            .build()
+            .unwrap();
+        export(&exporter, batch("a")).await.unwrap();
+        assert_eq!(telemetry_requests(&server).len(), 1);
+        let host = validate_host(&server.url(""), true).unwrap();
+        assert_eq!(flags.state(&host).unwrap().value, FlagValue::Unknown);
+        assert_eq!(flags.stats().unknown, 1);
+    }
+
+    #[tokio::test]
+    async fn the_flag_client_version_and_name_are_settings() {
+        let server = TestServer::start(|request, _| {
+            if request.uri.path() == "/api/2.0/connector-service/feature-flags/NODEJS/1.12.0" {
+                Reply::text(
+                    200,
+                    r#"{"flags":[{"name":"my.flag","value":"true"}],"ttl_seconds":900}"#,
+                )
+            } else {
+                Reply::status(404)
+            }
+        })
+        .await;
+        let flags = FeatureFlagCache::builder()
+            .client(common::client())
+            .client_name("NODEJS")
+            .client_version("1.12.0")
+            .flag("my.flag")
+            .build()
+            .unwrap();
+        let host = validate_host(&server.url(""), true).unwrap();
+        assert_eq!(flags.check(&host).await, FlagValue::On);
+        assert_eq!(server.hits(), 1);
+    }
+
+    /// The defaults, scaled down: 5 failures open the breaker (default), the attempt timeout
+    /// 10 s → 50 ms, the export deadline 30 s → 300 ms.
+    #[tokio::test]
+    async fn black_holed_endpoint_opens_the_breaker_after_five_exports() {
+        let hole = BlackHole::start().await;
+        let exporter = DatabricksExporter::builder(hole.url(""))
+            .allow_private_hosts(true)
+            .force_enabled(true)
+            .credentials(StaticToken::new(PAT).unwrap())
+            .timeout(Duration::from_millis(50))
+            .export_deadline(Duration::from_millis(300))
+            .build()
+            .unwrap();
+        for i in 0..5 {
+            assert_eq!(
+                exporter.circuit_breaker().state(&hole.authority()),
+                CircuitState::Closed,
+                "closed before export {i}"
+            );
+            let result = export(&exporter, batch(&format!("op-{i}"))).await;
+            assert!(
+                matches!(result, Err(ExportError::Timeout | ExportError::Transport(_))),
+                "{result:?}"
+            );
+        }
+        assert_eq!(
+            exporter.circuit_breaker().state(&hole.authority()),
+            CircuitState::Open
+        );
+        let connections = hole.connections();
+        assert!(connections >= 5, "{connections}");
+        for i in 0..3 {
+            let result = export(&exporter, batch(&format!("open-{i}"))).await;
+            assert!(matches!(result, Err(ExportError::CircuitOpen)), "{result:?}");
+        }
+        assert_eq!(hole.connections(), connections, "nothing reaches it while open");
+        let stats = exporter.stats();
+        assert_eq!((stats.failed, stats.dropped_circuit_open), (5, 3));
+    }
+
+    /// The exporter's own deadlines left at their defaults (10 s, 30 s): only the pipeline's
+    /// export timeout ends each export, by dropping it. The breaker still sees the failure.
+    #[tokio::test]
+    async fn an_export_dropped_by_the_pipeline_deadline_counts_for_the_breaker() {
+        let hole = BlackHole::start().await;
+        let exporter = DatabricksExporter::builder(hole.url(""))
+            .allow_private_hosts(true)
+            .force_enabled(true)
+            .build()
+            .unwrap();
+        let telemetry = Telemetry::builder()
+            .exporter(exporter.clone())
+            .ignore_env()
+            .flush_interval(Duration::from_secs(3600))
+            .export_timeout(Duration::from_millis(150))
+            .flush_deadline(Duration::from_secs(5))
+            .build();
+        let mut stats = telemetry.stats();
+        for i in 0..5 {
+            telemetry.record(op_call(&format!("op-{i}"), true));
+            stats = telemetry.flush().await;
+        }
+        assert_eq!(stats.export_failures, 5);
+        assert_eq!(
+            exporter.circuit_breaker().state(&hole.authority()),
+            CircuitState::Open
+        );
+        let connections = hole.connections();
+        for i in 0..2 {
+            telemetry.record(op_call(&format!("open-{i}"), true));
+            stats = telemetry.flush().await;
+        }
+        assert_eq!(hole.connections(), connections, "nothing reaches it while open");
+        assert_eq!((stats.export_failures, stats.exported), (7, 0));
+        assert_eq!(exporter.stats().dropped_circuit_open, 2);
+    }
+
+    #[tokio::test]
+    async fn flush_returns_within_its_deadline_with_a_stalled_endpoint_and_1000_terminal_operations()
+     {
+        const DEADLINE: Duration = Duration::from_millis(500);
+        let hole = BlackHole::start().await;
+        let exporter = DatabricksExporter::builder(hole.url(""))
+            .allow_private_hosts(true)
+            .force_enabled(true)
+            .build()
+            .unwrap();
+        // The flush deadline defaults to the shutdown deadline.
+        let telemetry = Telemetry::builder()
+            .exporter(exporter)
+            .ignore_env()
+            .shutdown_deadline(DEADLINE)
+            .build();
+        for i in 0..1000 {
+            telemetry.record(op_call(&format!("op-{i}"), true));
+        }
+        let started = Instant::now();
+        let stats = telemetry.flush().await;
+        let took = started.elapsed();
+        eprintln!("flush with a stalled endpoint and 1,000 terminal operations: {took:?}");
+        assert!(took < DEADLINE + Duration::from_millis(300), "{took:?}");
+        assert_eq!((stats.accepted, stats.dropped), (1000, 0));
+        assert_eq!(stats.exported, 0);
+        assert!(hole.connections() >= 1, "an export was under way");
+
+        // Its own setting wins.
+        let telemetry = Telemetry::builder()
+            .exporter(
+                DatabricksExporter::builder(hole.url(""))
+                    .allow_private_hosts(true)
+                    .force_enabled(true)
+                    .build()
+                    .unwrap(),
+            )
+            .ignore_env()
+            .flush_deadline(Duration::from_millis(100))
+            .build();
+        for i in 0..1000 {
+            telemetry.record(op_call(&format!("op-{i}"), true));
+        }
+        let started = Instant::now();
+        telemetry.flush().await;
+        let took = started.elapsed();
+        assert!(took < Duration::from_millis(400), "{took:?}");
     }
 }
