@@ -488,9 +488,10 @@ async fn stalled_exporter_backlog_is_bounded() {
     let stats = telemetry.stats();
     assert_eq!(stats.accepted, 2_000);
     assert_eq!((stats.exported, exporter.batch_count()), (0, 0));
-    // Only a few calls were attempted: the rest was dropped from the bounded backlog, not
-    // queued behind the stalled exporter.
-    assert!((1..=8).contains(&stats.export_failures), "{stats:?}");
+    // Only a few calls were attempted (how many depends on how fast the aggregator drains the
+    // queue against the 50 ms timeouts, so on the machine's load): the rest was dropped from
+    // the bounded backlog, not queued behind the stalled exporter.
+    assert!((1..=20).contains(&stats.export_failures), "{stats:?}");
     assert!(
         stats.export_dropped >= 2_000 - 10 * stats.export_failures,
         "{stats:?}"
@@ -570,4 +571,147 @@ async fn json_lines_exporter_writes_one_object_per_item() {
     assert_eq!(rollup["latency_max_ms"], 12.0);
     assert_eq!(rollup["histogram"].as_array().unwrap().len(), 12);
     assert_eq!(rollup["histogram_bounds_ms"][0], 5);
+}
+
+#[tokio::test]
+async fn flush_with_a_stalled_exporter_returns_at_its_deadline_with_the_stats() {
+    let exporter = InMemoryExporter::paused();
+    let deadline = Duration::from_millis(200);
+    let telemetry = builder(&exporter)
+        .flush_deadline(deadline)
+        .shutdown_deadline(Duration::from_secs(60))
+        .build();
+    for i in 0..1000 {
+        telemetry.record(op_call(&format!("op-{i}"), 404, Some("gone")));
+    }
+    let start = Instant::now();
+    let stats = telemetry.flush().await;
+    let elapsed = start.elapsed();
+    assert!(elapsed >= deadline - Duration::from_millis(5), "{elapsed:?}");
+    assert!(elapsed < deadline + Duration::from_millis(150), "{elapsed:?}");
+    assert_eq!((stats.accepted, stats.exported), (1000, 0));
+
+    // Once the exporter moves, the same flush call completes the work and tells so.
+    exporter.resume();
+    let stats = timeout(Duration::from_secs(5), async {
+        loop {
+            let stats = telemetry.flush().await;
+            if stats.exported == 1000 {
+                return stats;
+            }
+        }
+    })
+    .await
+    .expect("everything exported once the exporter resumed");
+    assert_eq!((stats.export_failures, stats.skipped), (0, 0));
+}
+
+/// An exporter answering each call with the next of `answers` (then `Ok`), as an exporter
+/// that skips or delivers in part would.
+fn scripted_exporter(
+    answers: Vec<Result<(), kasal_telemetry::export::Undelivered>>,
+) -> impl tower::Service<
+    kasal_telemetry::Batch,
+    Response = (),
+    Error = kasal_telemetry::BoxError,
+    Future = impl Send + 'static,
+> + Send
++ 'static {
+    let answers = Arc::new(std::sync::Mutex::new(answers.into_iter()));
+    tower::service_fn(move |_: kasal_telemetry::Batch| {
+        let answer = answers.lock().unwrap().next().unwrap_or(Ok(()));
+        async move { answer.map_err(kasal_telemetry::BoxError::from) }
+    })
+}
+
+#[tokio::test]
+async fn skipped_and_partly_delivered_batches_are_never_counted_as_exported() {
+    use kasal_telemetry::export::{SkipReason, Undelivered};
+    let telemetry = Telemetry::builder()
+        .exporter(scripted_exporter(vec![
+            Err(Undelivered::Skipped(SkipReason::FlagOff)),
+            Err(Undelivered::Skipped(SkipReason::FlagUnknown)),
+            Err(Undelivered::Partial {
+                delivered: 1,
+                rejected: 1,
+                not_supported: 1,
+            }),
+        ]))
+        .ignore_env()
+        .build();
+    let round = |n: usize| {
+        for i in 0..2 {
+            let op = format!("{n}-{i}");
+            telemetry.record(op_call(&op, 200, None));
+            telemetry.complete_operation(&OperationId::new(op));
+        }
+        telemetry.record(call("/plain", 200, 1));
+        telemetry.flush()
+    };
+    let stats = round(0).await;
+    assert_eq!((stats.exported, stats.skipped, stats.export_failures), (0, 3, 0));
+    assert_eq!(stats.skipped_by.flag_off, 3);
+    let stats = round(1).await;
+    assert_eq!((stats.exported, stats.skipped), (0, 6));
+    assert_eq!(stats.skipped_by.flag_unknown, 3);
+    let stats = round(2).await;
+    assert_eq!(
+        (stats.exported, stats.export_rejected, stats.skipped_by.not_supported),
+        (1, 1, 1)
+    );
+    assert_eq!((stats.batches, stats.export_failures), (1, 0));
+    let stats = round(3).await;
+    assert_eq!((stats.exported, stats.batches), (4, 2));
+    assert_eq!(stats.skipped, stats.skipped_by.total());
+}
+
+#[test]
+fn work_lost_to_a_dropped_runtime_is_counted() {
+    let exporter = InMemoryExporter::new();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let telemetry = runtime.block_on(async {
+        let telemetry = builder(&exporter).build();
+        // Three operations pending and one window of plain calls (one rollup key), nothing
+        // exported yet: the interval is 5 s away.
+        for i in 0..3 {
+            telemetry.record(op_call(&format!("op-{i}"), 200, None));
+        }
+        for _ in 0..5 {
+            telemetry.record(call("/plain", 200, 1));
+        }
+        tokio::task::yield_now().await;
+        telemetry
+    });
+    assert!(telemetry.is_enabled());
+    drop(runtime);
+
+    let stats = telemetry.stats();
+    assert_eq!((stats.accepted, stats.dropped), (8, 0));
+    assert_eq!(stats.lost, 4, "3 operations and 1 rollup: {stats:?}");
+    assert_eq!(stats.exported, 0);
+    assert_eq!(exporter.batch_count(), 0);
+
+    // Later records are dropped and counted; shutdown returns at once.
+    telemetry.record(call("/plain", 200, 1));
+    telemetry.record(op_call("late", 200, None));
+    let other = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let stats = other.block_on(async {
+        timeout(Duration::from_secs(2), telemetry.shutdown())
+            .await
+            .expect("shutdown returns at once")
+    });
+    assert_eq!((stats.accepted, stats.dropped, stats.lost), (8, 2, 4));
+}
+
+#[test]
+fn try_build_outside_a_runtime_is_an_error() {
+    let error = builder(&InMemoryExporter::new()).try_build().unwrap_err();
+    assert_eq!(error, kasal_telemetry::ConfigError::NoRuntime);
+    assert!(!builder(&InMemoryExporter::new()).build().is_enabled());
 }
