@@ -148,9 +148,9 @@ pub use credentials::{Credentials, EnvToken, StaticToken};
 pub use event::{
     Batch, CallRecord, ErrorEntry, OperationSummary, OutcomeCounts, Rollup, RollupKey,
 };
+pub use export::databricks::FeatureFlagCache;
 pub use export::databricks::{DatabricksExporter, validate_host};
 pub use export::{InMemoryExporter, JsonLinesExporter};
-pub use export::databricks::FeatureFlagCache;
 pub use kasal_classify as classify;
 pub use kasal_trace as trace;
 pub use kasal_user_agent as user_agent;

@@ -472,7 +472,11 @@ async fn bad_hosts_are_rejected_at_build_time() {
     ];
     for (host, expected) in cases {
         let error = build(host).unwrap_err();
-        assert_eq!(error, ExporterBuildError::Host(expected.clone()), "{host:?}");
+        assert_eq!(
+            error,
+            ExporterBuildError::Host(expected.clone()),
+            "{host:?}"
+        );
         assert!(
             error.to_string().starts_with("invalid workspace host: "),
             "{error}"
@@ -1205,7 +1209,11 @@ mod truthful_export {
         export(&exporter, batch_with_rollup("g")).await.unwrap_err();
         let stats = exporter.stats();
         assert_eq!(
-            (stats.logs_sent, stats.logs_rejected, stats.unreadable_answers),
+            (
+                stats.logs_sent,
+                stats.logs_rejected,
+                stats.unreadable_answers
+            ),
             (1, 0, 1)
         );
     }
@@ -1238,7 +1246,11 @@ mod truthful_export {
                 SkipReason::FlagOff,
                 Reply::text(200, &flag_body(false, None)),
             ),
-            ("flag unknown (404)", SkipReason::FlagUnknown, Reply::status(404)),
+            (
+                "flag unknown (404)",
+                SkipReason::FlagUnknown,
+                Reply::status(404),
+            ),
             (
                 "flag unknown (absent)",
                 SkipReason::FlagUnknown,
@@ -1281,7 +1293,10 @@ mod truthful_export {
                 }
                 stats = telemetry.flush().await;
             }
-            assert!(telemetry_requests(&server).is_empty(), "{case}: nothing sent");
+            assert!(
+                telemetry_requests(&server).is_empty(),
+                "{case}: nothing sent"
+            );
             assert_eq!(server.hits(), 1, "{case}: one flag fetch");
             assert_eq!(
                 (stats.exported, stats.export_failures, stats.batches),
@@ -1350,6 +1365,47 @@ mod truthful_export {
         assert_eq!(server.hits(), 1);
     }
 
+    #[tokio::test]
+    async fn export_errors_warn_once_per_change_of_state() {
+        let (dispatch, captured) = spans::SpanCapture::dispatch();
+        let _guard = tracing::dispatcher::set_default(&dispatch);
+        // Per export: fail, fail, ok, ok, fail, ok (no retries, so one request each).
+        let answers = [500, 503, 200, 200, 400, 200];
+        let server = TestServer::start(move |_, n| Reply::status(answers[n.min(5)])).await;
+        let exporter = exporter(&server)
+            .retry(kasal_telemetry::classify::RetryPolicy::new().max_retries(0))
+            .build()
+            .unwrap();
+        for i in 0..answers.len() {
+            let _ = export(&exporter, batch(&format!("op-{i}"))).await;
+        }
+        let warnings: Vec<String> = captured
+            .events()
+            .into_iter()
+            .filter_map(|event| event.field("message"))
+            .filter(|message| {
+                message.starts_with("telemetry export failing")
+                    || message == "telemetry export recovered"
+            })
+            .map(|message| message.split(';').next().unwrap().to_owned())
+            .collect();
+        assert_eq!(
+            warnings,
+            [
+                "telemetry export failing",
+                "telemetry export recovered",
+                "telemetry export failing",
+                "telemetry export recovered"
+            ]
+        );
+        // The second failure in a row is at debug, never hidden from the counters.
+        let stats = exporter.stats();
+        assert_eq!(
+            (stats.failed, stats.dropped_rejected, stats.sent),
+            (2, 1, 3)
+        );
+    }
+
     /// The defaults, scaled down: 5 failures open the breaker (default), the attempt timeout
     /// 10 s → 50 ms, the export deadline 30 s → 300 ms.
     #[tokio::test]
@@ -1371,7 +1427,10 @@ mod truthful_export {
             );
             let result = export(&exporter, batch(&format!("op-{i}"))).await;
             assert!(
-                matches!(result, Err(ExportError::Timeout | ExportError::Transport(_))),
+                matches!(
+                    result,
+                    Err(ExportError::Timeout | ExportError::Transport(_))
+                ),
                 "{result:?}"
             );
         }
@@ -1383,9 +1442,16 @@ mod truthful_export {
         assert!(connections >= 5, "{connections}");
         for i in 0..3 {
             let result = export(&exporter, batch(&format!("open-{i}"))).await;
-            assert!(matches!(result, Err(ExportError::CircuitOpen)), "{result:?}");
+            assert!(
+                matches!(result, Err(ExportError::CircuitOpen)),
+                "{result:?}"
+            );
         }
-        assert_eq!(hole.connections(), connections, "nothing reaches it while open");
+        assert_eq!(
+            hole.connections(),
+            connections,
+            "nothing reaches it while open"
+        );
         let stats = exporter.stats();
         assert_eq!((stats.failed, stats.dropped_circuit_open), (5, 3));
     }
@@ -1422,7 +1488,11 @@ mod truthful_export {
             telemetry.record(op_call(&format!("open-{i}"), true));
             stats = telemetry.flush().await;
         }
-        assert_eq!(hole.connections(), connections, "nothing reaches it while open");
+        assert_eq!(
+            hole.connections(),
+            connections,
+            "nothing reaches it while open"
+        );
         assert_eq!((stats.export_failures, stats.exported), (7, 0));
         assert_eq!(exporter.stats().dropped_circuit_open, 2);
     }

@@ -89,7 +89,10 @@ async fn export_disabled_by_the_environment_is_counted_as_skipped() {
         stats = telemetry.flush().await;
     }
     assert_eq!(server.hits(), 0, "nothing sent");
-    assert_eq!((stats.accepted, stats.exported, stats.export_failures), (6, 0, 0));
+    assert_eq!(
+        (stats.accepted, stats.exported, stats.export_failures),
+        (6, 0, 0)
+    );
     assert_eq!((stats.skipped, stats.skipped_by.disabled_by_env), (6, 6));
     assert_eq!(databricks.stats().skipped_disabled, 0, "never called");
     assert_eq!(warnings_for(&captured, SkipReason::DisabledByEnv), 1);

@@ -78,7 +78,7 @@ fn expand(tree: &str) -> Vec<String> {
     items
         .into_iter()
         .filter(|item| !item.trim().is_empty())
-        .flat_map(|item| expand(item))
+        .flat_map(expand)
         .map(|item| format!("{prefix}{item}"))
         .collect()
 }
@@ -138,7 +138,11 @@ fn edges(src: &Path) -> BTreeMap<PathBuf, BTreeSet<PathBuf>> {
                     .collect();
                 let absolute: Vec<String> = match segments.first().map(String::as_str) {
                     Some("crate") => segments[1..].to_vec(),
-                    Some("self") => module.iter().cloned().chain(segments[1..].to_vec()).collect(),
+                    Some("self") => module
+                        .iter()
+                        .cloned()
+                        .chain(segments[1..].to_vec())
+                        .collect(),
                     Some("super") => {
                         let mut base = module.clone();
                         let mut rest = &segments[..];
@@ -149,7 +153,10 @@ fn edges(src: &Path) -> BTreeMap<PathBuf, BTreeSet<PathBuf>> {
                         base.into_iter().chain(rest.iter().cloned()).collect()
                     }
                     // A child module of this one (`pub use child::Item` in a module root).
-                    Some(first) if file_of(src, &[module.clone(), vec![first.to_owned()]].concat()).is_some() => {
+                    Some(first)
+                        if file_of(src, &[module.clone(), vec![first.to_owned()]].concat())
+                            .is_some() =>
+                    {
                         module.iter().cloned().chain(segments).collect()
                     }
                     _ => continue,
@@ -239,7 +246,10 @@ fn export_and_pipeline_have_no_import_circles() {
                 .map(move |to| format!("{} -> {}", from.display(), to.display()))
         })
         .collect();
-    eprintln!("use edges between src/export and src/pipeline:\n{}", listed.join("\n"));
+    eprintln!(
+        "use edges between src/export and src/pipeline:\n{}",
+        listed.join("\n")
+    );
     // The checker sees the edges it must: a module root re-exporting its children, a child
     // importing a sibling, and the wing importing the pipeline's leaf.
     for edge in [

@@ -587,8 +587,14 @@ async fn flush_with_a_stalled_exporter_returns_at_its_deadline_with_the_stats() 
     let start = Instant::now();
     let stats = telemetry.flush().await;
     let elapsed = start.elapsed();
-    assert!(elapsed >= deadline - Duration::from_millis(5), "{elapsed:?}");
-    assert!(elapsed < deadline + Duration::from_millis(150), "{elapsed:?}");
+    assert!(
+        elapsed >= deadline - Duration::from_millis(5),
+        "{elapsed:?}"
+    );
+    assert!(
+        elapsed < deadline + Duration::from_millis(150),
+        "{elapsed:?}"
+    );
     assert_eq!((stats.accepted, stats.exported), (1000, 0));
 
     // Once the exporter moves, the same flush call completes the work and tells so.
@@ -649,14 +655,21 @@ async fn skipped_and_partly_delivered_batches_are_never_counted_as_exported() {
         telemetry.flush()
     };
     let stats = round(0).await;
-    assert_eq!((stats.exported, stats.skipped, stats.export_failures), (0, 3, 0));
+    assert_eq!(
+        (stats.exported, stats.skipped, stats.export_failures),
+        (0, 3, 0)
+    );
     assert_eq!(stats.skipped_by.flag_off, 3);
     let stats = round(1).await;
     assert_eq!((stats.exported, stats.skipped), (0, 6));
     assert_eq!(stats.skipped_by.flag_unknown, 3);
     let stats = round(2).await;
     assert_eq!(
-        (stats.exported, stats.export_rejected, stats.skipped_by.not_supported),
+        (
+            stats.exported,
+            stats.export_rejected,
+            stats.skipped_by.not_supported
+        ),
         (1, 1, 1)
     );
     assert_eq!((stats.batches, stats.export_failures), (1, 0));

@@ -8,15 +8,15 @@
 //!    the workspace's feature flag ([`FeatureFlagCache`]) is off, unknown (under the default
 //!    [`UnknownFlag::Skip`] policy) or could not be fetched, unless export was forced with
 //!    [`force_enabled(true)`](DatabricksExporterBuilder::force_enabled);
-//! 2. asks the circuit breaker for a permit (open: nothing is sent, [`ExportError::CircuitOpen`]);
-//! 3. asks its [`Credentials`](crate::credentials::Credentials) for an `Authorization` value:
+//! 2. asks its [`Credentials`](crate::credentials::Credentials) for an `Authorization` value:
 //!    with one it POSTs to `{host}/telemetry-ext`, without (none configured, `None`, an error or
 //!    a timeout) to `{host}/telemetry-unauth` with ids, system configuration and stack traces
 //!    left out;
-//! 4. encodes the batch's operation summaries once ([`encode_upload`](payload::encode_upload);
+//! 3. encodes the batch's operation summaries once ([`encode_upload`](payload::encode_upload);
 //!    the schema, field by field with its source in the drivers, is in the [`payload`] module;
 //!    rollups have no place in it and are not sent), so every retry re-sends the same
 //!    `frontend_log_event_id`s;
+//! 4. asks the circuit breaker for a permit (open: nothing is sent, [`ExportError::CircuitOpen`]);
 //! 5. sends it through its own client: retry (the builder's [`RetryPolicy`](crate::classify::RetryPolicy),
 //!    by default the drivers' 3 retries, 100 ms base, 1 s cap, 100 ms jitter, Retry-After
 //!    honoured, never on 4xx) → `User-Agent: kasal_telemetry/<version>` → per-attempt timeout →

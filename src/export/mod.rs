@@ -22,7 +22,9 @@ mod jsonl;
 mod memory;
 pub(crate) mod undelivered;
 
-pub use databricks::{DatabricksExporter, DatabricksExporterBuilder, ExportError, ExporterBuildError};
+pub use databricks::{
+    DatabricksExporter, DatabricksExporterBuilder, ExportError, ExporterBuildError,
+};
 pub use jsonl::JsonLinesExporter;
 pub use memory::InMemoryExporter;
 pub use undelivered::{SkipReason, Undelivered};

@@ -77,8 +77,16 @@ impl fmt::Display for SkipReason {
     }
 }
 
-/// A batch not (all) delivered, and not because the export failed. See the [module
-/// docs](self).
+/// A batch not (all) delivered, and not because the export failed.
+///
+/// An exporter is a `tower::Service<Batch, Response = ()>`: `Ok(())` means every item of the
+/// batch reached its destination, and any other error means the export failed. A batch
+/// **skipped** on purpose (feature flag off or unknown, its fetch failed, export disabled by the
+/// environment) or delivered **in part** (the server refused some logs, or the exporter does not
+/// send some kinds of item) is neither. The exporter then returns an error whose source chain
+/// holds an `Undelivered` ([`find`](Self::find) looks for it); the pipeline counts the items in
+/// [`Stats`](crate::Stats) as `skipped` (by reason) or `export_rejected`, never as `exported`
+/// nor in `export_failures`. Any exporter may do the same.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Undelivered {

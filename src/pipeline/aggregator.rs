@@ -278,9 +278,7 @@ impl Aggregator {
             };
             if self.config.export_disabled_by_env {
                 let items = sealed.batch.len() as u64;
-                self.shared
-                    .counters
-                    .skip(SkipReason::DisabledByEnv, items);
+                self.shared.counters.skip(SkipReason::DisabledByEnv, items);
                 continue;
             }
             if self.dispatch.broken {

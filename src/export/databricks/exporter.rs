@@ -146,16 +146,6 @@ impl Inner {
                 return Err(self.skip_for_flag(flags, value, &batch));
             }
         }
-        let Ok(permit) = self.breaker.try_acquire(self.host.authority()) else {
-            bump(&self.report.dropped_circuit_open);
-            self.report.failing("circuit breaker open");
-            return Err(ExportError::CircuitOpen);
-        };
-        let mut upload = Upload {
-            inner: self,
-            permit: Some(permit),
-        };
-
         let authorization = self.authorization().await;
         let authenticated = authorization.is_some();
         let options = PayloadOptions {
@@ -167,12 +157,16 @@ impl Inner {
         // Encoded once: retries re-send these exact bytes (and ids).
         let body = encode_upload(&batch, &options, SystemTime::now());
         let logs = batch.operations.len() as u64;
-        let request = match self.request(body, authorization) {
-            Ok(request) => request,
-            Err(error) => {
-                upload.settle(None);
-                return Err(error);
-            }
+        let request = self.request(body, authorization)?;
+        // From here to the answer, every way the export ends is recorded by the breaker.
+        let Ok(permit) = self.breaker.try_acquire(self.host.authority()) else {
+            bump(&self.report.dropped_circuit_open);
+            self.report.failing("circuit breaker open");
+            return Err(ExportError::CircuitOpen);
+        };
+        let mut upload = Upload {
+            inner: self,
+            permit: Some(permit),
         };
         if !authenticated {
             bump(&self.report.unauthenticated);
@@ -258,7 +252,12 @@ impl Inner {
         Undelivered::Skipped(reason).into()
     }
 
-    fn skip_for_flag(&self, flags: &FeatureFlagCache, value: FlagValue, batch: &Batch) -> ExportError {
+    fn skip_for_flag(
+        &self,
+        flags: &FeatureFlagCache,
+        value: FlagValue,
+        batch: &Batch,
+    ) -> ExportError {
         let flag = flags.flag();
         let (client, version) = (flags.client(), flags.client_version());
         match value {

@@ -205,10 +205,7 @@ impl FeatureFlagCache {
     /// The default client version: this crate's `MAJOR.MINOR.PATCH` (anything after it cut).
     pub fn default_client_version() -> &'static str {
         let version = env!("CARGO_PKG_VERSION");
-        version
-            .split(['-', '+'])
-            .next()
-            .unwrap_or(version)
+        version.split(['-', '+']).next().unwrap_or(version)
     }
 
     /// What the workspace says about the flag for `host`: the cached answer if fresh, else the
@@ -662,7 +659,10 @@ mod tests {
             Some((Some(true), Some(120)))
         );
         let body = format!(r#"{{"flags":[{{"name":"{flag}","value":"FALSE"}}]}}"#);
-        assert_eq!(parse_flags(body.as_bytes(), flag), Some((Some(false), None)));
+        assert_eq!(
+            parse_flags(body.as_bytes(), flag),
+            Some((Some(false), None))
+        );
         let body = format!(r#"{{"flags":[{{"name":"{flag}","value":true}}],"ttl_seconds":1.5}}"#);
         assert_eq!(
             parse_flags(body.as_bytes(), flag),

@@ -131,16 +131,31 @@ pub const FRONTEND_LOG_FIELDS: &[(&str, JsonType)] = {
         ("entry.sql_driver_log.auth_type", S),
         ("entry.sql_driver_log.system_configuration", O),
         ("entry.sql_driver_log.system_configuration.driver_name", S),
-        ("entry.sql_driver_log.system_configuration.driver_version", S),
+        (
+            "entry.sql_driver_log.system_configuration.driver_version",
+            S,
+        ),
         ("entry.sql_driver_log.system_configuration.os_name", S),
         ("entry.sql_driver_log.system_configuration.os_version", S),
         ("entry.sql_driver_log.system_configuration.os_arch", S),
         ("entry.sql_driver_log.system_configuration.runtime_name", S),
-        ("entry.sql_driver_log.system_configuration.runtime_version", S),
-        ("entry.sql_driver_log.system_configuration.runtime_vendor", S),
-        ("entry.sql_driver_log.system_configuration.client_app_name", S),
+        (
+            "entry.sql_driver_log.system_configuration.runtime_version",
+            S,
+        ),
+        (
+            "entry.sql_driver_log.system_configuration.runtime_vendor",
+            S,
+        ),
+        (
+            "entry.sql_driver_log.system_configuration.client_app_name",
+            S,
+        ),
         ("entry.sql_driver_log.system_configuration.locale_name", S),
-        ("entry.sql_driver_log.system_configuration.char_set_encoding", S),
+        (
+            "entry.sql_driver_log.system_configuration.char_set_encoding",
+            S,
+        ),
         ("entry.sql_driver_log.system_configuration.process_name", S),
         ("entry.sql_driver_log.sql_operation", O),
         ("entry.sql_driver_log.sql_operation.statement_type", S),
@@ -149,19 +164,52 @@ pub const FRONTEND_LOG_FIELDS: &[(&str, JsonType)] = {
         ("entry.sql_driver_log.sql_operation.chunk_id", I),
         ("entry.sql_driver_log.sql_operation.retry_count", I),
         ("entry.sql_driver_log.sql_operation.chunk_details", O),
-        ("entry.sql_driver_log.sql_operation.chunk_details.initial_chunk_latency_millis", I),
-        ("entry.sql_driver_log.sql_operation.chunk_details.slowest_chunk_latency_millis", I),
-        ("entry.sql_driver_log.sql_operation.chunk_details.total_chunks_present", I),
-        ("entry.sql_driver_log.sql_operation.chunk_details.total_chunks_iterated", I),
-        ("entry.sql_driver_log.sql_operation.chunk_details.sum_chunks_download_time_millis", I),
+        (
+            "entry.sql_driver_log.sql_operation.chunk_details.initial_chunk_latency_millis",
+            I,
+        ),
+        (
+            "entry.sql_driver_log.sql_operation.chunk_details.slowest_chunk_latency_millis",
+            I,
+        ),
+        (
+            "entry.sql_driver_log.sql_operation.chunk_details.total_chunks_present",
+            I,
+        ),
+        (
+            "entry.sql_driver_log.sql_operation.chunk_details.total_chunks_iterated",
+            I,
+        ),
+        (
+            "entry.sql_driver_log.sql_operation.chunk_details.sum_chunks_download_time_millis",
+            I,
+        ),
         ("entry.sql_driver_log.sql_operation.result_latency", O),
-        ("entry.sql_driver_log.sql_operation.result_latency.result_set_ready_latency_millis", I),
-        ("entry.sql_driver_log.sql_operation.result_latency.result_set_consumption_latency_millis", I),
+        (
+            "entry.sql_driver_log.sql_operation.result_latency.result_set_ready_latency_millis",
+            I,
+        ),
+        (
+            "entry.sql_driver_log.sql_operation.result_latency.result_set_consumption_latency_millis",
+            I,
+        ),
         ("entry.sql_driver_log.sql_operation.operation_detail", O),
-        ("entry.sql_driver_log.sql_operation.operation_detail.n_operation_status_calls", I),
-        ("entry.sql_driver_log.sql_operation.operation_detail.operation_status_latency_millis", I),
-        ("entry.sql_driver_log.sql_operation.operation_detail.operation_type", S),
-        ("entry.sql_driver_log.sql_operation.operation_detail.is_internal_call", B),
+        (
+            "entry.sql_driver_log.sql_operation.operation_detail.n_operation_status_calls",
+            I,
+        ),
+        (
+            "entry.sql_driver_log.sql_operation.operation_detail.operation_status_latency_millis",
+            I,
+        ),
+        (
+            "entry.sql_driver_log.sql_operation.operation_detail.operation_type",
+            S,
+        ),
+        (
+            "entry.sql_driver_log.sql_operation.operation_detail.is_internal_call",
+            B,
+        ),
         ("entry.sql_driver_log.error_info", O),
         ("entry.sql_driver_log.error_info.error_name", S),
         ("entry.sql_driver_log.error_info.stack_trace", S),
@@ -657,7 +705,11 @@ pub(crate) mod tests {
         .unwrap();
         assert_eq!(answer.num_proto_success, Some(3));
         assert_eq!(answer.error_count, 2);
-        assert!(!answer.errors[0].contains("dapi0123"), "{:?}", answer.errors);
+        assert!(
+            !answer.errors[0].contains("dapi0123"),
+            "{:?}",
+            answer.errors
+        );
         assert_eq!(answer.errors[1], r#"{"x":1}"#);
         let empty = parse_response(b"{}").unwrap();
         assert_eq!((empty.num_proto_success, empty.error_count), (None, 0));
