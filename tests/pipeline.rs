@@ -2,6 +2,9 @@
 //! `JsonLinesExporter`. Records are built directly (the layers that build them have their own
 //! tests); synchronisation is by `flush`, `shutdown` and `InMemoryExporter::wait_for_batches`.
 
+#[path = "common/spans.rs"]
+mod spans;
+
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -723,8 +726,19 @@ fn work_lost_to_a_dropped_runtime_is_counted() {
 }
 
 #[test]
-fn try_build_outside_a_runtime_is_an_error() {
+fn try_build_outside_a_runtime_is_an_error_and_build_warns_once() {
     let error = builder(&InMemoryExporter::new()).try_build().unwrap_err();
     assert_eq!(error, kasal_telemetry::ConfigError::NoRuntime);
-    assert!(!builder(&InMemoryExporter::new()).build().is_enabled());
+    let (dispatch, captured) = spans::SpanCapture::dispatch();
+    let telemetry =
+        tracing::dispatcher::with_default(&dispatch, || builder(&InMemoryExporter::new()).build());
+    assert!(!telemetry.is_enabled());
+    let warnings = captured.events_with_message("telemetry disabled");
+    assert_eq!(warnings.len(), 1);
+    assert!(
+        warnings[0]
+            .field("error")
+            .is_some_and(|e| e.contains("tokio runtime")),
+        "{warnings:?}"
+    );
 }

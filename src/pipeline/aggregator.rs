@@ -309,9 +309,14 @@ impl Aggregator {
                     rejected,
                     not_supported,
                 }) => {
-                    add(&counters.exported, *delivered);
-                    add(&counters.export_rejected, *rejected);
-                    counters.skip(SkipReason::NotSupported, *not_supported);
+                    // An exporter cannot account for more items than it was given; items it
+                    // does not account for are never counted as exported.
+                    let delivered = (*delivered).min(items);
+                    let rejected = (*rejected).min(items - delivered);
+                    let not_supported = (*not_supported).min(items - delivered - rejected);
+                    add(&counters.exported, delivered);
+                    add(&counters.export_rejected, rejected);
+                    counters.skip(SkipReason::NotSupported, not_supported);
                     if delivered + rejected > 0 {
                         add(&counters.batches, 1);
                     }
