@@ -164,7 +164,9 @@ impl TelemetryBuilder {
     }
 
     /// The exporter: any `tower::Service<Batch>`, possibly wrapped in tower layers. Its errors
-    /// are counted and logged at debug, never returned to the app.
+    /// are counted and logged at debug, never returned to the app; an error holding an
+    /// [`Undelivered`](crate::export::Undelivered) (a skipped batch, a partial delivery) is
+    /// counted as skipped or rejected instead of failed.
     pub fn exporter<E>(mut self, exporter: E) -> Self
     where
         E: Service<Batch, Response = ()> + Send + 'static,
