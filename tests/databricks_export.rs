@@ -995,24 +995,23 @@ mod truthful_export {
         } else {
             (StatusCode::OK, Outcome::Success)
         };
-        CallRecord {
-            direction: Direction::Client,
-            product: Product::Genie,
-            method: Method::POST,
-            host: Some(Authority::from_static("adb-1.2.azuredatabricks.net")),
-            route: Some(Arc::from("/api/2.0/genie/spaces/{id}")),
-            status: Some(status),
-            outcome,
-            started_at: SystemTime::now(),
-            latency: Duration::from_millis(12),
-            attempts: 1,
-            response_bytes: 64,
-            mode: ExecutionMode::User,
-            caller_id: Some(Arc::from("alice@example.com")),
-            obo_dev_fallback: false,
-            operation_id: Some(OperationId::new(op)),
-            error: terminal.then(|| Arc::from("bad request")),
-        }
+        let mut record = CallRecord::new(
+            Direction::Client,
+            Product::Genie,
+            Method::POST,
+            SystemTime::now(),
+        );
+        record.host = Some(Authority::from_static("adb-1.2.azuredatabricks.net"));
+        record.route = Some(Arc::from("/api/2.0/genie/spaces/{id}"));
+        record.status = Some(status);
+        record.outcome = outcome;
+        record.latency = Duration::from_millis(12);
+        record.response_bytes = 64;
+        record.mode = ExecutionMode::User;
+        record.caller_id = Some(Arc::from("alice@example.com"));
+        record.operation_id = Some(OperationId::new(op));
+        record.error = terminal.then(|| Arc::from("bad request"));
+        record
     }
 
     /// Every violation of the drivers' closed schema in `log`: unknown keys, wrong JSON types.

@@ -12,35 +12,27 @@ use std::time::{Duration, SystemTime};
 
 use common::{Reply, TestServer};
 use http::{Method, StatusCode};
-use kasal_telemetry::classify::Outcome;
 use kasal_telemetry::credentials::StaticToken;
 use kasal_telemetry::export::SkipReason;
 use kasal_telemetry::export::databricks::DatabricksExporter;
-use kasal_telemetry::trace::{CallRecord, Direction, ExecutionMode, OperationId};
+use kasal_telemetry::trace::{CallRecord, Direction, OperationId};
 use kasal_telemetry::user_agent::Product;
 use kasal_telemetry::{Batch, Telemetry};
 use tower::ServiceExt;
 
 /// One successful call of operation `op` (the only place this test builds a `CallRecord`).
 fn op_call(op: &str) -> CallRecord {
-    CallRecord {
-        direction: Direction::Client,
-        product: Product::Genie,
-        method: Method::GET,
-        host: None,
-        route: None,
-        status: Some(StatusCode::OK),
-        outcome: Outcome::Success,
-        started_at: SystemTime::now(),
-        latency: Duration::from_millis(5),
-        attempts: 1,
-        response_bytes: 10,
-        mode: ExecutionMode::Service,
-        caller_id: None,
-        obo_dev_fallback: false,
-        operation_id: Some(OperationId::new(op)),
-        error: None,
-    }
+    let mut record = CallRecord::new(
+        Direction::Client,
+        Product::Genie,
+        Method::GET,
+        SystemTime::now(),
+    );
+    record.status = Some(StatusCode::OK);
+    record.latency = Duration::from_millis(5);
+    record.response_bytes = 10;
+    record.operation_id = Some(OperationId::new(op));
+    record
 }
 
 fn warnings_for(captured: &spans::Captured, reason: SkipReason) -> usize {
