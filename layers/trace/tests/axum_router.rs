@@ -37,7 +37,10 @@ async fn router_layer_and_route_layer_accept_span_layer() {
         .layer(server_layer(&records));
     assert_infallible(&app);
 
-    for (path, status) in [("/ok", StatusCode::OK), ("/boom", StatusCode::INTERNAL_SERVER_ERROR)] {
+    for (path, status) in [
+        ("/ok", StatusCode::OK),
+        ("/boom", StatusCode::INTERNAL_SERVER_ERROR),
+    ] {
         let request = Request::get(path).body(Body::empty()).unwrap();
         let response = app.clone().oneshot(request).await.unwrap();
         assert_eq!(response.status(), status);
