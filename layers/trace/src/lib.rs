@@ -120,6 +120,7 @@
 mod body;
 mod call;
 mod context;
+mod forwarded;
 mod future;
 mod layer;
 mod record;
@@ -129,6 +130,10 @@ mod service;
 pub use body::TracedBody;
 pub use call::CallSpan;
 pub use context::{ExecutionContext, ExecutionMode, OperationId, Route, SecretToken};
+pub use forwarded::{
+    ForwardedContext, ForwardedHeaders, MAX_FORWARDED_HEADER_LEN, RejectReason, RejectedHeader,
+    X_FORWARDED_ACCESS_TOKEN, X_FORWARDED_EMAIL, X_FORWARDED_PREFERRED_USERNAME, X_FORWARDED_USER,
+};
 pub use future::ResponseFuture;
 pub use layer::SpanLayer;
 pub use record::{CallRecord, Direction, RecordCall};
