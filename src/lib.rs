@@ -144,6 +144,7 @@ pub mod export;
 pub mod flags;
 pub mod layer;
 pub mod pipeline;
+pub mod task;
 
 pub use credentials::{Credentials, EnvToken, StaticToken};
 pub use event::{
@@ -157,6 +158,7 @@ pub use kasal_trace as trace;
 pub use kasal_user_agent as user_agent;
 pub use layer::{ServiceBuilderExt, TelemetryBody, TelemetryLayer, TelemetryService};
 pub use pipeline::{ConfigError, Stats, Telemetry, TelemetryBuilder};
+pub use task::{ContextFutureExt, InContext, spawn, spawn_blocking};
 pub use tower::BoxError;
 
 /// The README's examples, compiled as doctests so the README stays honest.
