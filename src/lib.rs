@@ -156,6 +156,10 @@ pub use flags::FeatureFlagCache;
 pub use kasal_classify as classify;
 pub use kasal_trace as trace;
 pub use kasal_user_agent as user_agent;
+#[cfg(feature = "axum")]
+pub use layer::server::{
+    HeaderRejections, ServerTelemetryBody, ServerTelemetryLayer, ServerTelemetryService,
+};
 pub use layer::{ServiceBuilderExt, TelemetryBody, TelemetryLayer, TelemetryService};
 pub use pipeline::{ConfigError, Stats, Telemetry, TelemetryBuilder};
 pub use task::{ContextFutureExt, InContext, spawn, spawn_blocking};

@@ -31,8 +31,10 @@
 //! | `JoinSet::spawn(fut)`, `select!` arms, any executor | `fut.in_current_context()` |
 //!
 //! The captured context is a snapshot: a clone of the `ExecutionContext` (a few reference
-//! counts; the token stays a [`SecretToken`](crate::trace::SecretToken)) and of the span
-//! handle. Nothing is global, so concurrent tenants never see each other's context.
+//! counts; the token stays a [`SecretToken`](crate::trace::SecretToken)), of the span handle
+//! and of the current `tracing` dispatcher (so a subscriber set with `set_default` follows the
+//! work to another thread). Nothing is global, so concurrent tenants never see each other's
+//! context.
 //!
 //! ```
 //! use kasal_telemetry::trace::ExecutionContext;
@@ -75,13 +77,15 @@ use pin_project_lite::pin_project;
 use tokio::task::JoinHandle;
 use tokio::task::futures::TaskLocalFuture;
 use tracing::Span;
-use tracing::instrument::{Instrument, Instrumented};
+use tracing::instrument::{Instrument, Instrumented, WithDispatch, WithSubscriber};
 
+/// The context, then the span, then the subscriber the span reports to (the current one may be
+/// a scoped default, which a task on another thread would not see).
+type Carried<F> = WithDispatch<Instrumented<TaskLocalFuture<ExecutionContext, F>>>;
 #[cfg(feature = "otel")]
-type Inner<F> =
-    opentelemetry::context::WithContext<Instrumented<TaskLocalFuture<ExecutionContext, F>>>;
+type Inner<F> = opentelemetry::context::WithContext<Carried<F>>;
 #[cfg(not(feature = "otel"))]
-type Inner<F> = Instrumented<TaskLocalFuture<ExecutionContext, F>>;
+type Inner<F> = Carried<F>;
 
 pin_project! {
     /// A future carrying the execution context and span it was created in: built by
@@ -116,7 +120,8 @@ pub trait ContextFutureExt: Future + Sized {
     fn in_current_context(self) -> InContext<Self> {
         let scoped = ExecutionContext::current()
             .scope(self)
-            .instrument(Span::current());
+            .instrument(Span::current())
+            .with_current_subscriber();
         #[cfg(feature = "otel")]
         let scoped = opentelemetry::context::FutureExt::with_current_context(scoped);
         InContext { inner: scoped }
@@ -144,11 +149,12 @@ where
 {
     let context = ExecutionContext::current();
     let span = Span::current();
+    let dispatch = tracing::dispatcher::get_default(Clone::clone);
     #[cfg(feature = "otel")]
     let otel = opentelemetry::Context::current();
     tokio::task::spawn_blocking(move || {
         #[cfg(feature = "otel")]
         let _otel = otel.attach();
-        span.in_scope(|| context.sync_scope(f))
+        tracing::dispatcher::with_default(&dispatch, || span.in_scope(|| context.sync_scope(f)))
     })
 }

@@ -9,7 +9,7 @@
 //! | `X-Forwarded-Access-Token` present | `User`; `caller.id` from `X-Forwarded-Email`, else `X-Forwarded-User`, else `X-Forwarded-Preferred-Username`; the token as a [`SecretToken`] |
 //! | no token | `Service`, `caller.id` = the configured service-principal id |
 //! | no token, on-behalf-of route, development mode | as above, plus `execution.obo_dev_fallback = true` |
-//! | a forwarded header longer than 8 KiB, not UTF-8, empty or sent twice | `Service`, and the [`RejectedHeader`] saying which and why |
+//! | a forwarded header that is read (the token; with a token, the identity headers in order until one gives the caller id) longer than 8 KiB, not UTF-8, empty or sent twice | `Service`, and the [`RejectedHeader`] saying which and why |
 //!
 //! This module must never panic on any header value, never copy the token anywhere but the
 //! context's `user_token`, and never put a header's value into a [`RejectedHeader`] (it may be
@@ -172,21 +172,24 @@ impl ForwardedHeaders {
 
     /// The user context, `None` without a token, or the first rejected header.
     fn read(&self, headers: &HeaderMap) -> Result<Option<ExecutionContext>, RejectedHeader> {
-        let token = single(headers, &X_FORWARDED_ACCESS_TOKEN)?;
-        // Every identity header is checked, used or not: a duplicated or oversized one means
-        // the request did not come through the proxy as it should.
-        let email = single(headers, &X_FORWARDED_EMAIL)?;
-        let user = single(headers, &X_FORWARDED_USER)?;
-        let preferred = single(headers, &X_FORWARDED_PREFERRED_USERNAME)?;
-        let Some(token) = token else {
+        let Some(token) = single(headers, &X_FORWARDED_ACCESS_TOKEN)? else {
+            // No user: the identity headers are not used, so not checked either.
             return Ok(None);
+        };
+        // The headers read are checked, in order, until one gives the caller id.
+        let caller = match single(headers, &X_FORWARDED_EMAIL)? {
+            Some(email) => Some(email),
+            None => match single(headers, &X_FORWARDED_USER)? {
+                Some(user) => Some(user),
+                None => single(headers, &X_FORWARDED_PREFERRED_USERNAME)?,
+            },
         };
         let mut context = ExecutionContext {
             mode: ExecutionMode::User,
             ..ExecutionContext::default()
         }
         .with_user_token(SecretToken::new(token));
-        if let Some(caller) = email.or(user).or(preferred) {
+        if let Some(caller) = caller {
             context = context.with_caller_id(caller);
         }
         Ok(Some(context))
