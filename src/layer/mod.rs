@@ -12,6 +12,7 @@ mod ext;
 #[allow(clippy::module_inception)]
 mod layer;
 mod propagation;
+mod retry_mode;
 #[cfg(feature = "axum")]
 pub mod server;
 mod service;
