@@ -2,14 +2,8 @@
 //! proxy forwards: [`ForwardedHeaders`].
 //!
 //! Sans-IO: a function of a `HeaderMap` and a few settings, so the axum server layer and any
-//! other server adapter read the same headers by the same rules.
-//!
-//! | request | context |
-//! |---|---|
-//! | `X-Forwarded-Access-Token` present | `User`; `caller.id` from `X-Forwarded-Email`, else `X-Forwarded-User`, else `X-Forwarded-Preferred-Username`; the token as a [`SecretToken`] |
-//! | no token | `Service`, `caller.id` = the configured service-principal id |
-//! | no token, on-behalf-of route, development mode | as above, plus `execution.obo_dev_fallback = true` |
-//! | a forwarded header that is read (the token; with a token, the identity headers in order until one gives the caller id) longer than 8 KiB, not UTF-8, empty or sent twice | `Service`, and the [`RejectedHeader`] saying which and why |
+//! other server adapter read the same headers by the same rules (the table is on
+//! [`ForwardedHeaders`]).
 //!
 //! This module must never panic on any header value, never copy the token anywhere but the
 //! context's `user_token`, and never put a header's value into a [`RejectedHeader`] (it may be
@@ -96,7 +90,17 @@ pub struct ForwardedContext {
     pub rejected: Option<RejectedHeader>,
 }
 
-/// How to read the [`ExecutionContext`] from forwarded headers (see the [module docs](self)).
+/// How to read the [`ExecutionContext`] from the headers a Databricks Apps proxy forwards:
+///
+/// | request | context |
+/// |---|---|
+/// | `X-Forwarded-Access-Token` present | `User`; `caller.id` from `X-Forwarded-Email`, else `X-Forwarded-User`, else `X-Forwarded-Preferred-Username`; the token as a [`SecretToken`] |
+/// | no token | `Service`, `caller.id` = the configured service-principal id |
+/// | no token, on-behalf-of route, development mode | as above, plus `execution.obo_dev_fallback = true` |
+/// | a forwarded header that is read (the token; with a token, the identity headers in order until one gives the caller id) longer than 8 KiB, not UTF-8, empty or sent twice | `Service`, and the [`RejectedHeader`] saying which and why |
+///
+/// Never panics on any header value; the token goes only into the context's `user_token`, and
+/// a [`RejectedHeader`] never holds a value.
 ///
 /// ```
 /// use http::HeaderMap;

@@ -17,7 +17,7 @@
 //!    `MatchedPath`, `client.address` from axum's `ConnectInfo<SocketAddr>`) and, with feature
 //!    `otel`, makes it continue the trace of an incoming `traceparent` (a malformed one starts
 //!    a new trace);
-//! 3. runs the handler inside that span and inside [`ExecutionContext::scope`], so outgoing
+//! 3. runs the handler inside that span and inside [`ExecutionContext::scope`](crate::trace::ExecutionContext::scope), so outgoing
 //!    calls made by the handler on a [`TelemetryLayer`](crate::TelemetryLayer) client are
 //!    children of the server span and carry the request's context, and the user's token is
 //!    at hand as a [`SecretToken`](crate::trace::SecretToken) in
