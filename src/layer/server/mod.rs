@@ -26,7 +26,9 @@
 //!    one server [`CallRecord`](crate::CallRecord) when it ends (or is dropped).
 //!
 //! The service's error is its inner service's, unchanged (`Infallible` for axum), so it fits
-//! `Router::layer`. The token is never recorded: not on the span, not in the record, not in
+//! `Router::layer`. Put it there (or on `route_layer`), not around the whole router as a
+//! `ServiceBuilder` layer: axum routes before `Router::layer`s run, so `MatchedPath` (and with it
+//! `http.route`) is known there, and not outside the router (the span is then named `"{METHOD}"`). The token is never recorded: not on the span, not in the record, not in
 //! a log line.
 //!
 //! ```

@@ -101,7 +101,7 @@ where
 
         let context = forwarded.context;
         let (call, future) = context.clone().sync_scope(|| {
-            let call = CallSpan::start(
+            let mut call = CallSpan::start(
                 &shared.product,
                 Direction::Server,
                 request.method(),
@@ -109,6 +109,7 @@ where
                 request.headers(),
                 request.extensions(),
             );
+            call.set_protocol_version(request.version());
             #[cfg(feature = "otel")]
             crate::layer::propagation::set_remote_parent(call.span(), request.headers());
             let _entered = call.span().enter();
