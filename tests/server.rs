@@ -39,6 +39,12 @@ type Client = TelemetryService<HyperClient<HttpConnector, Full<Bytes>>>;
 
 const SP: &str = "sp-test";
 
+/// The tests of this file run one at a time. Each installs its own scoped subscriber, and
+/// tracing rebuilds every callsite's interest whenever a subscriber is created or dropped: a
+/// span opened by one test during another test's rebuild can miss its subscriber, which would
+/// make the span counts here flaky. One at a time, nothing is rebuilt mid-test.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[derive(Clone)]
 struct AppState {
     client: Client,
@@ -217,6 +223,7 @@ fn call_spans(captured: &Captured, kind_: &str) -> Vec<SpanData> {
 #[tokio::test]
 async fn client_calls_from_handler_task_blocking_closure_and_stream_are_children_of_the_server_span()
  {
+    let _serial = SERIAL.lock().await;
     let (_guard, captured) = capture();
     let (telemetry, _exporter) = pipeline();
     let (downstream, state) = downstream(&telemetry).await;
@@ -294,6 +301,7 @@ async fn client_calls_from_handler_task_blocking_closure_and_stream_are_children
 
 #[tokio::test]
 async fn the_server_span_lasts_until_the_streamed_body_ends() {
+    let _serial = SERIAL.lock().await;
     let (_guard, captured) = capture();
     let (records, record) = recorder();
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(1);
@@ -360,6 +368,7 @@ fn multi_thread_runtime(dispatch: tracing::Dispatch) -> tokio::runtime::Runtime 
 
 #[test]
 fn a_thousand_concurrent_users_never_cross() {
+    let _serial = SERIAL.blocking_lock();
     const N: usize = 1_000;
     let (dispatch, captured) = SpanCapture::dispatch();
     let _guard = tracing::dispatcher::set_default(&dispatch);
@@ -502,6 +511,7 @@ fn a_thousand_concurrent_users_never_cross() {
 
 #[tokio::test]
 async fn without_a_token_the_request_runs_as_the_service_and_is_flagged_only_in_development_mode() {
+    let _serial = SERIAL.lock().await;
     let (_guard, captured) = capture();
     for dev in [false, true] {
         captured.clear();
@@ -558,6 +568,7 @@ async fn without_a_token_the_request_runs_as_the_service_and_is_flagged_only_in_
 
 #[tokio::test]
 async fn the_forwarded_token_is_in_no_span_event_record_or_export() {
+    let _serial = SERIAL.lock().await;
     const TOKEN: &str = "dapiF0RWARDEDT0KEN0123456789abcdef";
     let (_guard, captured) = capture();
     let (telemetry, exporter) = pipeline();
@@ -603,6 +614,7 @@ async fn the_forwarded_token_is_in_no_span_event_record_or_export() {
 
 #[tokio::test]
 async fn bad_forwarded_headers_give_the_service_context_and_are_counted() {
+    let _serial = SERIAL.lock().await;
     let (records, record) = recorder();
     let layer = ServerTelemetryLayer::new(Product::Agent, Telemetry::disabled())
         .service_principal_id(SP)
@@ -693,6 +705,7 @@ async fn bad_forwarded_headers_give_the_service_context_and_are_counted() {
 
 #[tokio::test]
 async fn router_layer_and_route_layer_serve_and_a_500_is_a_failed_server_call() {
+    let _serial = SERIAL.lock().await;
     let (_guard, captured) = capture();
     let (records, record) = recorder();
     let (route_records, route_record) = recorder();
@@ -759,6 +772,7 @@ async fn router_layer_and_route_layer_serve_and_a_500_is_a_failed_server_call() 
 
 #[tokio::test]
 async fn a_plain_tokio_spawn_loses_the_context_and_the_helper_keeps_it() {
+    let _serial = SERIAL.lock().await;
     let (_guard, captured) = capture();
     let span = tracing::info_span!("request");
     let _entered = span.enter();
@@ -827,6 +841,7 @@ mod otel {
 
     #[tokio::test]
     async fn service_b_continues_the_trace_of_service_a_s_client_span() {
+        let _serial = SERIAL.lock().await;
         let (_guard, exporter, provider) = otel_subscriber();
         let (telemetry, _) = pipeline();
         // B answers who it runs for.
@@ -879,6 +894,7 @@ mod otel {
 
     #[tokio::test]
     async fn a_valid_traceparent_is_continued_and_a_malformed_one_starts_a_new_trace() {
+        let _serial = SERIAL.lock().await;
         let (_guard, exporter, provider) = otel_subscriber();
         let app = AxumServer::start(Router::new().route("/x", get(|| async { "x" })).layer(
             ServerTelemetryLayer::new(Product::Agent, Telemetry::disabled()),
