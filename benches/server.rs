@@ -136,9 +136,12 @@ fn group(c: &mut Criterion, rt: &tokio::runtime::Runtime, name: &str, dispatch: 
             .build()
     });
     assert!(telemetry.is_enabled());
-    let ours = router().layer(ServerTelemetryLayer::new(Product::Agent, telemetry.clone()));
-    let peer = router().layer(TraceLayer::new_for_http());
-    let floor = router();
+    // Finalized with `with_state`, as `axum::serve` does: routes and layers are built once.
+    let ours = router()
+        .layer(ServerTelemetryLayer::new(Product::Agent, telemetry.clone()))
+        .with_state(());
+    let peer = router().layer(TraceLayer::new_for_http()).with_state(());
+    let floor = router().with_state(());
     for router in [&ours, &peer, &floor] {
         assert_eq!(rt.block_on(call_once(router)), REPLY.len());
     }

@@ -28,9 +28,14 @@ use crate::Telemetry;
 pub struct ServerTelemetryService<S, R = Telemetry> {
     inner: S,
     shared: Arc<Shared<R>>,
+    /// The route template of the last request, shared (not copied) by the next one on the
+    /// same route: axum builds one service per route (and clones it per request), so this
+    /// almost always hits.
+    route: OnceLock<Route>,
 }
 
-/// What every request of one service shares, behind one `Arc`.
+/// What every request of every service of one layer shares, behind one `Arc`.
+#[derive(Clone)]
 pub(super) struct Shared<R> {
     pub(super) product: Product,
     pub(super) forwarded: ForwardedHeaders,
@@ -38,14 +43,15 @@ pub(super) struct Shared<R> {
     pub(super) classifier: DefaultClassifier,
     pub(super) recorder: R,
     pub(super) rejections: RejectionCounters,
-    /// The last route template seen, shared (not copied) by the next request on the same
-    /// route: axum builds one service per route, so this almost always hits.
-    pub(super) route: OnceLock<Route>,
 }
 
 impl<S, R> ServerTelemetryService<S, R> {
     pub(super) fn new(inner: S, shared: Arc<Shared<R>>) -> Self {
-        ServerTelemetryService { inner, shared }
+        ServerTelemetryService {
+            inner,
+            shared,
+            route: OnceLock::new(),
+        }
     }
 
     /// The wrapped service.
@@ -69,6 +75,7 @@ impl<S: Clone, R> Clone for ServerTelemetryService<S, R> {
         ServerTelemetryService {
             inner: self.inner.clone(),
             shared: self.shared.clone(),
+            route: self.route.clone(),
         }
     }
 }
@@ -97,7 +104,7 @@ where
         if let Some(rejected) = &forwarded.rejected {
             shared.rejections.count(rejected.reason);
         }
-        add_route_and_client(request.extensions_mut(), &shared.route);
+        add_route_and_client(request.extensions_mut(), &self.route);
 
         let context = forwarded.context;
         let (call, future) = context.clone().sync_scope(|| {
