@@ -893,6 +893,63 @@ mod otel {
     }
 
     #[tokio::test]
+    async fn with_retry_each_attempt_sends_its_own_span_as_traceparent() {
+        let _serial = SERIAL.lock().await;
+        let (_guard, exporter, provider) = otel_subscriber();
+        let downstream = TestServer::start(|_, n| {
+            if n == 0 {
+                Reply::status(503).header("retry-after", "0")
+            } else {
+                Reply::text(200, "{}")
+            }
+        })
+        .await;
+        let client = TelemetryLayer::new(Product::Agent, Telemetry::disabled())
+            .retry(
+                kasal_telemetry::classify::RetryPolicy::new()
+                    .base_delay(Duration::from_millis(1))
+                    .max_delay(Duration::from_millis(1)),
+            )
+            .layer(common::client::<Full<Bytes>>());
+        let response = client
+            .oneshot(
+                Request::get(downstream.url("/x"))
+                    .body(Full::default())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.into_body().collect().await.unwrap();
+
+        let sent: Vec<String> = downstream
+            .requests()
+            .iter()
+            .map(|r| r.header("traceparent").expect("traceparent sent"))
+            .collect();
+        assert_eq!(sent.len(), 2);
+        let spans = finished(&exporter, &provider);
+        let call = spans
+            .iter()
+            .find(|s| s.span_kind == SpanKind::Client)
+            .expect("the call span");
+        let attempts: Vec<&SpanData> = spans
+            .iter()
+            .filter(|s| s.parent_span_id == call.span_context.span_id())
+            .collect();
+        assert_eq!(attempts.len(), 2, "{spans:#?}");
+        for (header, attempt) in sent.iter().zip(&attempts) {
+            let expected = format!(
+                "00-{}-{}-01",
+                attempt.span_context.trace_id(),
+                attempt.span_context.span_id()
+            );
+            assert_eq!(header, &expected);
+        }
+        assert_ne!(sent[0], sent[1]);
+    }
+
+    #[tokio::test]
     async fn a_valid_traceparent_is_continued_and_a_malformed_one_starts_a_new_trace() {
         let _serial = SERIAL.lock().await;
         let (_guard, exporter, provider) = otel_subscriber();

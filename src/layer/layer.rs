@@ -91,10 +91,11 @@ impl<S, R: RetryMode> Layer<S> for TelemetryLayer<R> {
             Some(breaker) => Either::Left(CircuitBreakerService::new(client, breaker.clone())),
             None => Either::Right(client),
         };
-        let attempted = self.retry.wrap(guarded);
+        // Inside each attempt's span (with retry), so `traceparent` names the attempt.
+        let attempted = self.retry.wrap(propagate(guarded));
         let traced = SpanLayer::new(self.user_agent.product().clone())
             .recorder(self.telemetry.clone())
-            .layer(propagate(attempted));
+            .layer(attempted);
         TelemetryService::new(SetUserAgent::new(traced, self.user_agent.clone()))
     }
 }

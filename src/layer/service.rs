@@ -27,9 +27,9 @@ pub type TelemetryBody<B> = TracedBody<B, Telemetry, DefaultClassifier>;
 /// The client, its errors boxed, optionally behind a circuit breaker.
 type Guarded<S> = Either<CircuitBreakerService<BoxErrors<S>>, BoxErrors<S>>;
 /// ...inside one span per logical call (around every attempt), with our User-Agent.
-type Stack<A> = SetUserAgent<Traced<Propagate<A>, DefaultClassifier, Telemetry>>;
+type Stack<A> = SetUserAgent<Traced<A, DefaultClassifier, Telemetry>>;
 /// The whole stack for client `S` in retry mode `R`.
-type Inner<S, R> = Stack<<R as RetryMode>::Service<Guarded<S>>>;
+type Inner<S, R> = Stack<<R as RetryMode>::Service<Propagate<Guarded<S>>>>;
 
 /// An HTTP client wrapped by [`TelemetryLayer`](super::TelemetryLayer): User-Agent, one span
 /// and one [`CallRecord`](crate::CallRecord) per logical call, optional retry and circuit
