@@ -10,16 +10,16 @@
 #[cfg(feature = "otel")]
 pub(crate) use w3c::set_remote_parent;
 
-/// What the client's call span wraps: an adapter that injects the trace context with feature
-/// `otel`; the service itself (no cost) without.
+/// What the client's call (or attempt) span wraps: an adapter that injects the trace context
+/// with feature `otel`; the service itself (no cost) without.
 #[cfg(feature = "otel")]
 pub(crate) type Propagate<S> = w3c::InjectTraceContext<S>;
-/// What the client's call span wraps: an adapter that injects the trace context with feature
-/// `otel`; the service itself (no cost) without.
+/// What the client's call (or attempt) span wraps: an adapter that injects the trace context
+/// with feature `otel`; the service itself (no cost) without.
 #[cfg(not(feature = "otel"))]
 pub(crate) type Propagate<S> = S;
 
-/// Wraps the service the call span encloses, so each request carries its span's context.
+/// Wraps the service the call (or attempt) span encloses: each request carries its context.
 pub(crate) fn propagate<S>(inner: S) -> Propagate<S> {
     #[cfg(feature = "otel")]
     let inner = w3c::InjectTraceContext::new(inner);
@@ -95,8 +95,9 @@ mod w3c {
         });
     }
 
-    /// Client middleware: writes the current (call) span's trace context into each request. Sits
-    /// inside the span layer, so the current span is the call's.
+    /// Client middleware: writes the current span's trace context into each request. Sits
+    /// inside the call's span and, with retry, inside each attempt's span, so the server
+    /// called sees the attempt that reached it as its parent.
     ///
     /// `pub` but unnameable (private module), like the client stack's other inner adapters.
     #[allow(unreachable_pub)]
