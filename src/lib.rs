@@ -123,9 +123,19 @@
 //! ctx.scope(client.call(request)).await                   // wrong: call ran before the scope
 //! ```
 //!
-//! Spawned tasks do not inherit the context: scope them again. Tokens in the context
-//! (`SecretToken`), `Authorization` headers and `token=` query values never reach a span field,
-//! an event or an exported record.
+//! `tokio::spawn`ed tasks do not inherit the context or the span: spawn with [`spawn`] /
+//! [`spawn_blocking`] or wrap the future in `.in_current_context()` (see [`task`] for why a
+//! global "current token" is wrong). Tokens in the context (`SecretToken`), `Authorization`
+//! headers and `token=` query values never reach a span field, an event or an exported record.
+//!
+//! # The axum recipe (feature `axum`)
+//!
+//! `Router::new().route(..).layer(ServerTelemetryLayer::new(product, telemetry))` (or
+//! `route_layer`): each request runs in the execution context its forwarded headers give
+//! (`X-Forwarded-Access-Token`, `X-Forwarded-Email`), inside one server span; calls the handler
+//! makes through a [`TelemetryLayer`] client are its children and carry its caller. See
+//! `layer::server` and `examples/axum_server.rs`. With feature `otel`, `traceparent` is read
+//! and written through the global OpenTelemetry propagator.
 //!
 //! # Crates
 //!
@@ -143,6 +153,7 @@ pub mod event;
 pub mod export;
 pub mod layer;
 pub mod pipeline;
+pub mod task;
 
 pub use credentials::{Credentials, EnvToken, StaticToken};
 pub use event::{
@@ -154,8 +165,13 @@ pub use export::{InMemoryExporter, JsonLinesExporter};
 pub use kasal_classify as classify;
 pub use kasal_trace as trace;
 pub use kasal_user_agent as user_agent;
+#[cfg(feature = "axum")]
+pub use layer::server::{
+    HeaderRejections, ServerTelemetryBody, ServerTelemetryLayer, ServerTelemetryService,
+};
 pub use layer::{ServiceBuilderExt, TelemetryBody, TelemetryLayer, TelemetryService};
 pub use pipeline::{ConfigError, Stats, Telemetry, TelemetryBuilder};
+pub use task::{ContextFutureExt, InContext, spawn, spawn_blocking};
 pub use tower::BoxError;
 
 /// The README's examples, compiled as doctests so the README stays honest.

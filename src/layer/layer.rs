@@ -7,6 +7,7 @@ use tower::util::Either;
 use tower_layer::Layer;
 
 use super::box_error::BoxErrors;
+use super::propagation::propagate;
 use super::retry_mode::RetryMode;
 use super::service::TelemetryService;
 use crate::Telemetry;
@@ -90,7 +91,8 @@ impl<S, R: RetryMode> Layer<S> for TelemetryLayer<R> {
             Some(breaker) => Either::Left(CircuitBreakerService::new(client, breaker.clone())),
             None => Either::Right(client),
         };
-        let attempted = self.retry.wrap(guarded);
+        // Inside each attempt's span (with retry), so `traceparent` names the attempt.
+        let attempted = self.retry.wrap(propagate(guarded));
         let traced = SpanLayer::new(self.user_agent.product().clone())
             .recorder(self.telemetry.clone())
             .layer(attempted);

@@ -15,6 +15,7 @@ use tower::util::Either;
 use tower_service::Service;
 
 use super::box_error::BoxErrors;
+use super::propagation::Propagate;
 use super::retry_mode::RetryMode;
 use crate::Telemetry;
 
@@ -28,7 +29,7 @@ type Guarded<S> = Either<CircuitBreakerService<BoxErrors<S>>, BoxErrors<S>>;
 /// ...inside one span per logical call (around every attempt), with our User-Agent.
 type Stack<A> = SetUserAgent<Traced<A, DefaultClassifier, Telemetry>>;
 /// The whole stack for client `S` in retry mode `R`.
-type Inner<S, R> = Stack<<R as RetryMode>::Service<Guarded<S>>>;
+type Inner<S, R> = Stack<<R as RetryMode>::Service<Propagate<Guarded<S>>>>;
 
 /// An HTTP client wrapped by [`TelemetryLayer`](super::TelemetryLayer): User-Agent, one span
 /// and one [`CallRecord`](crate::CallRecord) per logical call, optional retry and circuit

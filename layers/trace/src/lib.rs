@@ -144,6 +144,7 @@ mod body;
 mod call;
 mod client_address;
 mod context;
+mod forwarded;
 mod future;
 mod layer;
 mod on_body_chunk;
@@ -155,6 +156,10 @@ pub use body::TracedBody;
 pub use call::CallSpan;
 pub use client_address::ClientAddress;
 pub use context::{ExecutionContext, ExecutionMode, OperationId, Route, SecretToken};
+pub use forwarded::{
+    ForwardedContext, ForwardedHeaders, MAX_FORWARDED_HEADER_LEN, RejectReason, RejectedHeader,
+    X_FORWARDED_ACCESS_TOKEN, X_FORWARDED_EMAIL, X_FORWARDED_PREFERRED_USERNAME, X_FORWARDED_USER,
+};
 pub use future::ResponseFuture;
 pub use layer::SpanLayer;
 pub use on_body_chunk::OnBodyChunk;
