@@ -154,6 +154,7 @@ pub use export::{InMemoryExporter, JsonLinesExporter};
 pub use flags::FeatureFlagCache;
 pub use kasal_classify as classify;
 pub use kasal_trace as trace;
+pub use kasal_trace::route;
 pub use kasal_user_agent as user_agent;
 pub use layer::{ServiceBuilderExt, TelemetryBody, TelemetryLayer, TelemetryService};
 pub use pipeline::{ConfigError, Stats, Telemetry, TelemetryBuilder};

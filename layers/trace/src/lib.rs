@@ -124,6 +124,7 @@ mod future;
 mod layer;
 mod record;
 mod redact;
+pub mod route;
 mod service;
 
 pub use body::TracedBody;
