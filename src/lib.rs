@@ -143,6 +143,8 @@ pub mod event;
 pub mod export;
 pub mod flags;
 pub mod layer;
+#[cfg(feature = "otel")]
+pub mod metrics;
 pub mod pipeline;
 
 pub use credentials::{Credentials, EnvToken, StaticToken};

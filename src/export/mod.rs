@@ -8,17 +8,26 @@
 //!   simulate a stalled backend.
 //! - [`JsonLinesExporter`] writes one JSON object per operation summary or rollup to stdout or
 //!   a file.
+//! - `OtlpExporter` (feature `otlp`) sends the rollups as OpenTelemetry metrics to a Collector
+//!   over OTLP/HTTP; the `otlp` module is the page "Sending to OpenTelemetry".
+//! - [`FanOut`] runs several exporters side by side on one pipeline.
 //!
 //! An exporter runs on the aggregator task: it must never block the runtime (blocking I/O goes
 //! to `spawn_blocking`), and its errors are counted by the pipeline, never shown to the app.
 
 pub mod databricks;
+mod fanout;
 mod jsonl;
 mod memory;
+#[cfg(feature = "otlp")]
+pub mod otlp;
 
 pub use databricks::{DatabricksExporter, DatabricksExporterBuilder, ExportError, ExporterError};
 pub use jsonl::JsonLinesExporter;
+pub use fanout::{FanOut, FanOutError};
 pub use memory::InMemoryExporter;
+#[cfg(feature = "otlp")]
+pub use otlp::{OtlpConfigError, OtlpError, OtlpExporter, OtlpExporterBuilder, OtlpStats};
 
 /// Milliseconds since the Unix epoch, as every exporter writes timestamps: saturating, and 0 for a
 /// time before the epoch (a clock set wrong must not fail an export).
