@@ -299,7 +299,8 @@ impl Inner {
             calls,
         });
         let mut dropped = 0;
-        while backlog.bytes > self.max_backlog_bytes {
+        // The newest request always stays, whatever its size.
+        while backlog.bytes > self.max_backlog_bytes && backlog.queue.len() > 1 {
             let Some(oldest) = backlog.queue.pop_front() else {
                 break;
             };
