@@ -56,7 +56,13 @@ impl CallSpan {
     ) -> Self {
         let start = Instant::now();
         let started_at = wall_clock(start);
-        let route = extensions.get::<Route>().map(|route| route.0.clone());
+        // Client calls without a `Route` get an inferred `url.template`: never the raw path.
+        let route = extensions
+            .get::<Route>()
+            .map(|route| route.0.clone())
+            .or_else(|| {
+                (direction == Direction::Client).then(|| crate::route::infer_shared(uri.path()))
+            });
         let (mode, caller_id, obo_dev_fallback, context_operation) =
             ExecutionContext::read_for_request(extensions, |ctx| {
                 (

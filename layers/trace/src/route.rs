@@ -31,6 +31,7 @@
 //! ```
 
 use std::borrow::Cow;
+use std::sync::{Arc, OnceLock};
 
 /// Segments kept in a collapsed template; the rest of the path becomes one `{rest}` segment.
 pub const MAX_SEGMENTS: usize = 12;
@@ -219,9 +220,26 @@ pub fn infer(path: &str) -> Cow<'static, str> {
     }
 }
 
+/// [`infer`] as a shared string, as spans and records hold it: a table match clones a cached
+/// `Arc` (no allocation); a collapsed path allocates once.
+pub fn infer_shared(path: &str) -> Arc<str> {
+    static SHARED: OnceLock<Box<[Arc<str>]>> = OnceLock::new();
+    let path = strip_query(path);
+    match lookup_index(path) {
+        Some(index) => SHARED
+            .get_or_init(|| DATABRICKS_ROUTES.iter().map(|&t| Arc::from(t)).collect())[index]
+            .clone(),
+        None => Arc::from(collapse_ids(path)),
+    }
+}
+
 /// The [`DATABRICKS_ROUTES`] template that matches `path` (without query), if any.
 pub fn lookup(path: &str) -> Option<&'static str> {
-    let path = strip_query(path);
+    lookup_index(strip_query(path)).map(|index| DATABRICKS_ROUTES[index])
+}
+
+/// The index in [`DATABRICKS_ROUTES`] of the template that matches `path` (without query).
+fn lookup_index(path: &str) -> Option<usize> {
     // Cheap prefilter: every template starts with one of these first segments.
     let first = path.trim_start_matches('/').split('/').next()?;
     if !matches!(
@@ -232,8 +250,7 @@ pub fn lookup(path: &str) -> Option<&'static str> {
     }
     DATABRICKS_ROUTES
         .iter()
-        .copied()
-        .find(|template| matches_template(template, path))
+        .position(|template| matches_template(template, path))
 }
 
 /// `path` (without query) with every id-like segment replaced by `{id}`, empty segments
@@ -491,6 +508,15 @@ mod tests {
         ] {
             assert!(!is_id_like(word), "{word} is not an id");
         }
+    }
+
+    #[test]
+    fn shared_is_the_same_template_and_reuses_table_rows() {
+        let a = infer_shared("/api/2.0/secrets/get?scope=s");
+        let b = infer_shared("/api/2.0/secrets/get");
+        assert_eq!(&*a, "/api/2.0/secrets/get");
+        assert!(Arc::ptr_eq(&a, &b));
+        assert_eq!(&*infer_shared("/v1/orders/9"), "/v1/orders/{id}");
     }
 
     #[test]
