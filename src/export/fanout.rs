@@ -1,25 +1,4 @@
-//! [`FanOut`]: one pipeline, several exporters side by side (the Databricks exporter and an OTLP
-//! exporter, or either with [`HttpMetrics`](crate::metrics::HttpMetrics)).
-//!
-//! Each batch is cloned to every exporter and the calls run concurrently; each exporter keeps
-//! its own retry, circuit breaker and counters, so one failing backend never holds or fails the
-//! others' deliveries. The fan-out succeeds when every exporter did; otherwise it fails with a
-//! [`FanOutError`] saying how many did not (the pipeline counts it as one failed export, while
-//! the exporters that succeeded have delivered the batch).
-//!
-//! ```
-//! use kasal_telemetry::export::FanOut;
-//! use kasal_telemetry::{InMemoryExporter, Telemetry};
-//!
-//! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() {
-//! let (one, two) = (InMemoryExporter::new(), InMemoryExporter::new());
-//! let telemetry = Telemetry::builder()
-//!     .exporter(FanOut::new().exporter(one.clone()).exporter(two.clone()))
-//!     .build();
-//! # telemetry.shutdown().await;
-//! # }
-//! ```
+//! [`FanOut`]: several exporters side by side on one pipeline.
 
 use std::fmt;
 use std::future::Future;
@@ -34,7 +13,43 @@ use crate::event::Batch;
 
 type Exporter = BoxCloneService<Batch, (), BoxError>;
 
-/// Sends every batch to several exporters concurrently. See the [module docs](self).
+/// [`FanOut`]: one pipeline, several exporters side by side (the Databricks exporter and an OTLP
+/// exporter, or either with [`HttpMetrics`](crate::metrics::HttpMetrics)).
+///
+/// Each batch is cloned to every exporter and the calls run concurrently; each exporter keeps
+/// its own retry, circuit breaker and counters, so one failing backend never holds or fails the
+/// others' deliveries. The fan-out succeeds when every exporter did; otherwise it fails with a
+/// [`FanOutError`] saying how many did not (the pipeline counts it as one failed export, while
+/// the exporters that succeeded have delivered the batch).
+///
+/// ```
+/// use kasal_telemetry::export::FanOut;
+/// use kasal_telemetry::user_agent::Product;
+/// use kasal_telemetry::{InMemoryExporter, Telemetry, TelemetryLayer};
+/// use tower::{ServiceBuilder, ServiceExt};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), kasal_telemetry::BoxError> {
+/// let (one, two) = (InMemoryExporter::new(), InMemoryExporter::new());
+/// let telemetry = Telemetry::builder()
+///     .exporter(FanOut::new().exporter(one.clone()).exporter(two.clone()))
+///     .build();
+///
+/// let inner = tower::service_fn(|_: http::Request<String>| async {
+///     Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
+/// });
+/// let client = ServiceBuilder::new()
+///     .layer(TelemetryLayer::new(Product::Secret, telemetry.clone()))
+///     .service(inner);
+/// let request = http::Request::get("https://example.cloud.databricks.com/api/2.0/secrets/get")
+///     .body(String::new())?;
+/// drop(client.oneshot(request).await?); // the call is recorded when its body is dropped
+///
+/// telemetry.flush().await;
+/// assert_eq!((one.total_calls(), two.total_calls()), (1, 1));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Default)]
 pub struct FanOut {
     exporters: Vec<Exporter>,
@@ -119,5 +134,37 @@ impl Service<Batch> for FanOut {
                 }) as BoxError),
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::InMemoryExporter;
+
+    fn batch() -> Batch {
+        Batch::default()
+    }
+
+    #[tokio::test]
+    async fn every_exporter_gets_the_batch_and_failures_are_counted() {
+        let (one, two) = (InMemoryExporter::new(), InMemoryExporter::new());
+        let failing = tower::service_fn(|_: Batch| async { Err::<(), _>("backend down") });
+        let mut fan_out = FanOut::new()
+            .exporter(one.clone())
+            .exporter(failing)
+            .exporter(two.clone());
+        assert_eq!(fan_out.len(), 3);
+        let error = fan_out.ready().await.unwrap().call(batch()).await.unwrap_err();
+        let error = error.downcast::<FanOutError>().unwrap();
+        assert_eq!((error.failed, error.of), (1, 3));
+        assert_eq!(error.first.to_string(), "backend down");
+        // The healthy exporters delivered anyway.
+        assert_eq!((one.batch_count(), two.batch_count()), (1, 1));
+
+        let mut healthy = FanOut::new().exporter(one.clone());
+        healthy.ready().await.unwrap().call(batch()).await.unwrap();
+        assert_eq!(one.batch_count(), 2);
+        assert!(FanOut::new().is_empty());
     }
 }
