@@ -207,12 +207,7 @@ fn error_type(key: &RollupKey) -> Option<String> {
         Some(status) if status.as_u16() >= threshold => Some(status.as_str().to_owned()),
         Some(_) => None,
         None if key.outcome == "success" => None,
-        None => Some(
-            key.error_type
-                .as_deref()
-                .unwrap_or("_OTHER")
-                .to_owned(),
-        ),
+        None => Some(key.error_type.as_deref().unwrap_or("_OTHER").to_owned()),
     }
 }
 
@@ -270,7 +265,10 @@ pub(crate) fn replay(rollup: &Rollup, mut record: impl FnMut(f64, u64)) {
     }
     let sum_s = seconds(rollup.latency_sum) - extremes_sum;
     let floor: f64 = ranges.iter().map(|&(c, low, _)| c as f64 * low).sum();
-    let span: f64 = ranges.iter().map(|&(c, low, high)| c as f64 * (high - low)).sum();
+    let span: f64 = ranges
+        .iter()
+        .map(|&(c, low, high)| c as f64 * (high - low))
+        .sum();
     let t = if span > 0.0 {
         ((sum_s - floor) / span).clamp(0.0, 1.0)
     } else {

@@ -103,7 +103,10 @@ fn rollup(direction: Direction, latencies_ms: &[u64], status: u16) -> Rollup {
         window_start: now,
         window_end: now,
         count: latencies_ms.len() as u64,
-        latency_sum: latencies_ms.iter().map(|&ms| Duration::from_millis(ms)).sum(),
+        latency_sum: latencies_ms
+            .iter()
+            .map(|&ms| Duration::from_millis(ms))
+            .sum(),
         latency_min: Duration::from_millis(*latencies_ms.iter().min().unwrap()),
         latency_max: Duration::from_millis(*latencies_ms.iter().max().unwrap()),
         histogram,
@@ -136,7 +139,9 @@ fn a_rollup_replays_into_the_same_histogram() {
     let (provider, exporter) = provider();
     let metrics = HttpMetrics::new(&provider.meter("test"));
     // Edges of buckets, the unbounded bucket, repeated values.
-    let latencies = [1, 5, 5, 6, 10, 74, 75, 76, 100, 300, 999, 1000, 7_500, 10_000, 12_345];
+    let latencies = [
+        1, 5, 5, 6, 10, 74, 75, 76, 100, 300, 999, 1000, 7_500, 10_000, 12_345,
+    ];
     metrics.record_rollup(&rollup(Direction::Client, &latencies, 200));
     metrics.record_rollup(&rollup(Direction::Server, &[3, 40, 40], 503));
 
@@ -152,10 +157,17 @@ fn a_rollup_replays_into_the_same_histogram() {
         client.buckets,
         rollup(Direction::Client, &latencies, 200).histogram
     );
-    assert_eq!(client.buckets, [3, 2, 0, 0, 2, 2, 0, 1, 0, 2, 0, 0, 1, 1, 1]);
+    assert_eq!(
+        client.buckets,
+        [3, 2, 0, 0, 2, 2, 0, 1, 0, 2, 0, 0, 1, 1, 1]
+    );
     assert_eq!(client.count, latencies.len() as u64);
     let sum: u64 = latencies.iter().sum();
-    assert!((client.sum - sum as f64 / 1000.0).abs() < 1e-6, "{}", client.sum);
+    assert!(
+        (client.sum - sum as f64 / 1000.0).abs() < 1e-6,
+        "{}",
+        client.sum
+    );
     assert_eq!(client.min, Some(0.001));
     assert_eq!(client.max, Some(12.345));
     assert!(!client.attributes.contains_key(semconv::ERROR_TYPE));
@@ -209,7 +221,9 @@ async fn calls_through_the_stack_become_metrics_with_the_conventions_attributes(
         ("/v1/orders/12345", 4),
     ] {
         for _ in 0..n {
-            let request = Request::post(server.url(path)).body(Full::default()).unwrap();
+            let request = Request::post(server.url(path))
+                .body(Full::default())
+                .unwrap();
             let response = client.clone().oneshot(request).await.unwrap();
             response.into_body().collect().await.unwrap();
             calls += 1;
@@ -260,10 +274,16 @@ async fn calls_through_the_stack_become_metrics_with_the_conventions_attributes(
         assert_eq!(a[semconv::HTTP_REQUEST_METHOD], Value::from("POST"));
         assert_eq!(a[semconv::SERVER_ADDRESS], Value::from(address.to_owned()));
         assert_eq!(a[semconv::SERVER_PORT], Value::I64(port.parse().unwrap()));
-        assert_eq!(a[&Key::from("kasal.product").to_string()], Value::from("llm"));
+        assert_eq!(
+            a[&Key::from("kasal.product").to_string()],
+            Value::from("llm")
+        );
         let template = a[semconv::URL_TEMPLATE].as_str().into_owned();
         // Never a raw path: no name or id from the calls above.
-        assert!(!template.contains("alice") && !template.contains("12345"), "{template}");
+        assert!(
+            !template.contains("alice") && !template.contains("12345"),
+            "{template}"
+        );
         let status = a[semconv::HTTP_RESPONSE_STATUS_CODE].clone();
         match template.as_str() {
             "/serving-endpoints/{name}/invocations" => {

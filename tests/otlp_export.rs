@@ -46,10 +46,15 @@ where
 /// `n` calls through the whole client stack to `path` on a real server.
 async fn calls(telemetry: &Telemetry, server: &TestServer, path: &str, n: usize) {
     let client = ServiceBuilder::new()
-        .layer(TelemetryLayer::new(Product::VectorSearch, telemetry.clone()))
+        .layer(TelemetryLayer::new(
+            Product::VectorSearch,
+            telemetry.clone(),
+        ))
         .service(common::client::<Full<Bytes>>());
     for _ in 0..n {
-        let request = Request::post(server.url(path)).body(Full::default()).unwrap();
+        let request = Request::post(server.url(path))
+            .body(Full::default())
+            .unwrap();
         let response = client.clone().oneshot(request).await.unwrap();
         response.into_body().collect().await.unwrap();
     }
@@ -72,9 +77,19 @@ async fn the_receiver_gets_the_calls_counts_and_sums() {
         .build()
         .unwrap();
     let rollups = InMemoryExporter::new();
-    let telemetry = pipeline(FanOut::new().exporter(otlp.clone()).exporter(rollups.clone()));
+    let telemetry = pipeline(
+        FanOut::new()
+            .exporter(otlp.clone())
+            .exporter(rollups.clone()),
+    );
 
-    calls(&telemetry, &app, "/api/2.0/vector-search/indexes/main.docs.idx/query", 7).await;
+    calls(
+        &telemetry,
+        &app,
+        "/api/2.0/vector-search/indexes/main.docs.idx/query",
+        7,
+    )
+    .await;
     calls(&telemetry, &app, "/fail", 2).await;
     telemetry.flush().await;
 
@@ -85,7 +100,12 @@ async fn the_receiver_gets_the_calls_counts_and_sums() {
     let headers = totals.last_headers.unwrap();
     assert_eq!(headers["authorization"], "Bearer collector-secret");
     assert_eq!(headers["content-type"], "application/x-protobuf");
-    assert!(headers["user-agent"].to_str().unwrap().starts_with("kasal_telemetry/"));
+    assert!(
+        headers["user-agent"]
+            .to_str()
+            .unwrap()
+            .starts_with("kasal_telemetry/")
+    );
 
     let client = &totals.metrics["http.client.request.duration"];
     let expected = rollups.rollups();
@@ -100,7 +120,14 @@ async fn the_receiver_gets_the_calls_counts_and_sums() {
     // The decoded request: resource, scope, unit, bounds, attributes.
     let request = &totals.decoded[0];
     let resource = &request.resource_metrics[0];
-    let service = resource.resource.as_ref().unwrap().attributes.iter().find(|kv| kv.key == "service.name").unwrap();
+    let service = resource
+        .resource
+        .as_ref()
+        .unwrap()
+        .attributes
+        .iter()
+        .find(|kv| kv.key == "service.name")
+        .unwrap();
     assert_eq!(
         service.value.as_ref().unwrap().value,
         Some(Value::StringValue("orders".into()))
@@ -109,7 +136,9 @@ async fn the_receiver_gets_the_calls_counts_and_sums() {
     assert_eq!(scope.scope.as_ref().unwrap().name, "kasal-telemetry");
     let metric = &scope.metrics[0];
     assert_eq!(metric.unit, "s");
-    let Some(opentelemetry_proto::tonic::metrics::v1::metric::Data::Histogram(histogram)) = &metric.data else {
+    let Some(opentelemetry_proto::tonic::metrics::v1::metric::Data::Histogram(histogram)) =
+        &metric.data
+    else {
         panic!("not a histogram");
     };
     assert_eq!(histogram.aggregation_temporality, 1); // delta
@@ -119,14 +148,31 @@ async fn the_receiver_gets_the_calls_counts_and_sums() {
             kasal_telemetry::metrics::DURATION_BOUNDARIES_S
         );
         let attribute = |name: &str| {
-            point.attributes.iter().find(|kv| kv.key == name).and_then(|kv| kv.value.clone()).and_then(|v| v.value)
+            point
+                .attributes
+                .iter()
+                .find(|kv| kv.key == name)
+                .and_then(|kv| kv.value.clone())
+                .and_then(|v| v.value)
         };
-        assert_eq!(attribute("http.request.method"), Some(Value::StringValue("POST".into())));
-        assert_eq!(attribute("kasal.product"), Some(Value::StringValue("vectorsearch".into())));
-        assert!(matches!(attribute("http.response.status_code"), Some(Value::IntValue(200 | 500))));
+        assert_eq!(
+            attribute("http.request.method"),
+            Some(Value::StringValue("POST".into()))
+        );
+        assert_eq!(
+            attribute("kasal.product"),
+            Some(Value::StringValue("vectorsearch".into()))
+        );
+        assert!(matches!(
+            attribute("http.response.status_code"),
+            Some(Value::IntValue(200 | 500))
+        ));
         assert!(matches!(attribute("server.port"), Some(Value::IntValue(_))));
         if attribute("http.response.status_code") == Some(Value::IntValue(500)) {
-            assert_eq!(attribute("error.type"), Some(Value::StringValue("500".into())));
+            assert_eq!(
+                attribute("error.type"),
+                Some(Value::StringValue("500".into()))
+            );
         }
     }
     assert_eq!(otlp.stats().requests_sent, 1);
@@ -171,7 +217,8 @@ async fn failing_then_down_then_back_loses_nothing_and_sends_nothing_twice() {
     assert_eq!(stats.requests_dropped, 0);
     // The first request to arrive is the oldest batch.
     let first = &totals.decoded[0].resource_metrics[0].scope_metrics[0].metrics[0];
-    let Some(opentelemetry_proto::tonic::metrics::v1::metric::Data::Histogram(h)) = &first.data else {
+    let Some(opentelemetry_proto::tonic::metrics::v1::metric::Data::Histogram(h)) = &first.data
+    else {
         panic!()
     };
     assert_eq!(h.data_points[0].count, 3);
@@ -235,8 +282,15 @@ async fn sixteen_replicas_into_one_receiver_add_up() {
         replicas.push(tokio::spawn(async move {
             // An in-process inner service: the load is the layer and the pipeline, not sockets.
             let inner = tower::service_fn(|request: Request<Full<Bytes>>| async move {
-                let status = if request.uri().path().ends_with("/7") { 503 } else { 200 };
-                let response = Response::builder().status(status).body(Full::new(Bytes::from_static(b"{}"))).unwrap();
+                let status = if request.uri().path().ends_with("/7") {
+                    503
+                } else {
+                    200
+                };
+                let response = Response::builder()
+                    .status(status)
+                    .body(Full::new(Bytes::from_static(b"{}")))
+                    .unwrap();
                 Ok::<_, Infallible>(response)
             });
             let client = ServiceBuilder::new()
@@ -244,7 +298,11 @@ async fn sixteen_replicas_into_one_receiver_add_up() {
                 .service(inner);
             let mut i = 0u64;
             while tokio::time::Instant::now() < stop_at {
-                let url = format!("https://adb-1.2.azuredatabricks.net/api/2.0/genie/spaces/{}/conversations/{}", i % 8, i % 8);
+                let url = format!(
+                    "https://adb-1.2.azuredatabricks.net/api/2.0/genie/spaces/{}/conversations/{}",
+                    i % 8,
+                    i % 8
+                );
                 let request = Request::get(url).body(Full::default()).unwrap();
                 let response = client.clone().oneshot(request).await.unwrap();
                 response.into_body().collect().await.unwrap();

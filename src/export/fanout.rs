@@ -155,7 +155,13 @@ mod tests {
             .exporter(failing)
             .exporter(two.clone());
         assert_eq!(fan_out.len(), 3);
-        let error = fan_out.ready().await.unwrap().call(batch()).await.unwrap_err();
+        let error = fan_out
+            .ready()
+            .await
+            .unwrap()
+            .call(batch())
+            .await
+            .unwrap_err();
         let error = error.downcast::<FanOutError>().unwrap();
         assert_eq!((error.failed, error.of), (1, 3));
         assert_eq!(error.first.to_string(), "backend down");

@@ -23,8 +23,8 @@ mod memory;
 pub mod otlp;
 
 pub use databricks::{DatabricksExporter, DatabricksExporterBuilder, ExportError, ExporterError};
-pub use jsonl::JsonLinesExporter;
 pub use fanout::{FanOut, FanOutError};
+pub use jsonl::JsonLinesExporter;
 pub use memory::InMemoryExporter;
 #[cfg(feature = "otlp")]
 pub use otlp::{OtlpConfigError, OtlpError, OtlpExporter, OtlpExporterBuilder, OtlpStats};

@@ -341,7 +341,11 @@ impl Inner {
                 inner: self,
                 pending: Some(pending),
             };
-            let body = guard.pending.as_ref().map(|p| p.body.clone()).unwrap_or_default();
+            let body = guard
+                .pending
+                .as_ref()
+                .map(|p| p.body.clone())
+                .unwrap_or_default();
             match self.send(body).await {
                 Ok(delivery) => {
                     if let Some(pending) = guard.pending.take() {
@@ -372,15 +376,19 @@ impl Inner {
     /// One request through the export stack.
     async fn send(&self, body: Bytes) -> Result<Delivery, OtlpError> {
         let request = self.request(body)?;
-        let outcome = tokio::time::timeout(self.deadline, self.client.clone().oneshot(request)).await;
+        let outcome =
+            tokio::time::timeout(self.deadline, self.client.clone().oneshot(request)).await;
         match outcome {
             Ok(Ok(response)) => {
                 let status = response.status();
                 if status.is_success() {
-                    let rejected_points = ExportMetricsServiceResponse::decode(response.into_body())
-                        .ok()
-                        .and_then(|answer| answer.partial_success)
-                        .map_or(0, |partial| u64::try_from(partial.rejected_data_points).unwrap_or(0));
+                    let rejected_points =
+                        ExportMetricsServiceResponse::decode(response.into_body())
+                            .ok()
+                            .and_then(|answer| answer.partial_success)
+                            .map_or(0, |partial| {
+                                u64::try_from(partial.rejected_data_points).unwrap_or(0)
+                            });
                     tracing::debug!(%status, "OTLP metrics exported");
                     Ok(Delivery::Accepted { rejected_points })
                 } else if status.is_client_error() && status != StatusCode::TOO_MANY_REQUESTS {
@@ -612,7 +620,10 @@ impl OtlpExporterBuilder {
         self.build_with(|name| std::env::var(name).ok())
     }
 
-    fn build_with(self, env: impl Fn(&str) -> Option<String>) -> Result<OtlpExporter, OtlpConfigError> {
+    fn build_with(
+        self,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<OtlpExporter, OtlpConfigError> {
         let env = |name: &str| if self.ignore_env { None } else { env(name) };
         let endpoint = self
             .endpoint
@@ -708,8 +719,7 @@ fn signal_env(env: &impl Fn(&str) -> Option<String>, what: &str) -> Option<Strin
 
 /// The metrics URL from the environment, as the OpenTelemetry SDKs build it.
 fn endpoint_from_env(env: &impl Fn(&str) -> Option<String>) -> String {
-    if let Some(url) = env("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT").filter(|u| !u.trim().is_empty())
-    {
+    if let Some(url) = env("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT").filter(|u| !u.trim().is_empty()) {
         return url.trim().to_owned();
     }
     let base = env("OTEL_EXPORTER_OTLP_ENDPOINT")
@@ -760,8 +770,9 @@ fn string_kv(key: impl Into<String>, value: impl Into<String>) -> KeyValue {
 }
 
 fn unix_nanos(time: SystemTime) -> u64 {
-    time.duration_since(UNIX_EPOCH)
-        .map_or(0, |since| u64::try_from(since.as_nanos()).unwrap_or(u64::MAX))
+    time.duration_since(UNIX_EPOCH).map_or(0, |since| {
+        u64::try_from(since.as_nanos()).unwrap_or(u64::MAX)
+    })
 }
 
 /// One data point per rollup, in one histogram per direction.
@@ -872,13 +883,19 @@ mod tests {
             "http://localhost:4318/v1/metrics"
         );
         assert_eq!(
-            endpoint_from_env(&env_of(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318/")])),
+            endpoint_from_env(&env_of(&[(
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                "http://c:4318/"
+            )])),
             "http://c:4318/v1/metrics"
         );
         assert_eq!(
             endpoint_from_env(&env_of(&[
                 ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
-                ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "https://m.example/custom"),
+                (
+                    "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+                    "https://m.example/custom"
+                ),
             ])),
             "https://m.example/custom"
         );
@@ -889,7 +906,10 @@ mod tests {
         let exporter = OtlpExporter::builder()
             .build_with(env_of(&[
                 ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318"),
-                ("OTEL_EXPORTER_OTLP_HEADERS", "api-key=a%20b, x-tenant=t1,broken"),
+                (
+                    "OTEL_EXPORTER_OTLP_HEADERS",
+                    "api-key=a%20b, x-tenant=t1,broken",
+                ),
                 ("OTEL_EXPORTER_OTLP_METRICS_COMPRESSION", "gzip"),
                 ("OTEL_SERVICE_NAME", "orders"),
                 ("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=prod"),
@@ -901,7 +921,12 @@ mod tests {
         assert_eq!(inner.headers["x-tenant"], "t1");
         assert!(inner.headers["api-key"].is_sensitive());
         assert!(inner.gzip);
-        let keys: Vec<_> = inner.resource.attributes.iter().map(|kv| kv.key.as_str()).collect();
+        let keys: Vec<_> = inner
+            .resource
+            .attributes
+            .iter()
+            .map(|kv| kv.key.as_str())
+            .collect();
         assert_eq!(keys, ["service.name", "deployment.environment"]);
 
         // Builder settings win; ignore_env reads nothing.

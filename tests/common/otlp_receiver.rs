@@ -186,7 +186,11 @@ impl Drop for DropAbort {
 
 async fn handle(state: &State, request: Request<Incoming>) -> Response<Full<Bytes>> {
     let (parts, body) = request.into_parts();
-    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     let mode = *state.mode.lock().unwrap();
     let gzipped = parts
         .headers

@@ -345,7 +345,10 @@ mod tests {
     /// Fills a template's placeholders with realistic values (names, ids, nested file paths).
     fn example(template: &str) -> String {
         template
-            .replace("{path}", "Volumes/main/raw/alice@example.com/report 2024.csv")
+            .replace(
+                "{path}",
+                "Volumes/main/raw/alice@example.com/report 2024.csv",
+            )
             .replace("{statement_id}", "01ef9a2b-3c4d-1e2f-8a9b-0c1d2e3f4a5b")
             .replace("{chunk_index}", "3")
             .replace("{space_id}", "01ef1234abcd5678ef90")
@@ -405,7 +408,10 @@ mod tests {
                 "/api/2.0/vector-search/indexes/{index_name}/query",
             ),
             ("/api/2.0/secrets/get", "/api/2.0/secrets/get"),
-            ("/api/2.0/secrets/scopes/list", "/api/2.0/secrets/scopes/list"),
+            (
+                "/api/2.0/secrets/scopes/list",
+                "/api/2.0/secrets/scopes/list",
+            ),
             (
                 "/api/2.0/mcp/genie/01ef1234abcd",
                 "/api/2.0/mcp/genie/{genie_space_id}",
