@@ -12,6 +12,7 @@
 //! |---|---|---|
 //! | `http.client.request.duration` (histogram) | `s` | `http.request.method`, `http.response.status_code`, `server.address`, `server.port` (when the authority has one), `url.template`, `error.type`, `kasal.product` |
 //! | `http.server.request.duration` (histogram) | `s` | the same, with `http.route` instead of `url.template` |
+//! | `gen_ai.client.token.usage` (histogram) | `{token}` | `gen_ai.token.type` (`input`, `output`), `gen_ai.request.model`, `gen_ai.provider.name`, `kasal.product`; via [`HttpMetrics::record_token_usage`] |
 //!
 //! Bucket boundaries are the HTTP semantic conventions' `[0.005, 0.01, 0.025, 0.05, 0.075, 0.1,
 //! 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10]` seconds, the same as the rollup's
@@ -48,6 +49,15 @@ pub const HTTP_CLIENT_REQUEST_DURATION: &str = "http.client.request.duration";
 /// `http.server.request.duration`.
 pub const HTTP_SERVER_REQUEST_DURATION: &str = "http.server.request.duration";
 
+/// `gen_ai.client.token.usage`.
+pub const GEN_AI_CLIENT_TOKEN_USAGE: &str = "gen_ai.client.token.usage";
+
+/// The GenAI semantic conventions' bucket boundaries for `gen_ai.client.token.usage`.
+pub const TOKEN_BOUNDARIES: [f64; 14] = [
+    1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0,
+    16777216.0, 67108864.0,
+];
+
 /// The HTTP semantic conventions' bucket boundaries for request durations, in seconds.
 pub const DURATION_BOUNDARIES_S: [f64; Rollup::BUCKETS - 1] = [
     0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
@@ -59,6 +69,7 @@ pub const DURATION_BOUNDARIES_S: [f64; Rollup::BUCKETS - 1] = [
 pub struct HttpMetrics {
     client_duration: Histogram<f64>,
     server_duration: Histogram<f64>,
+    token_usage: Histogram<u64>,
 }
 
 impl HttpMetrics {
@@ -82,6 +93,12 @@ impl HttpMetrics {
                 HTTP_SERVER_REQUEST_DURATION,
                 "Duration of HTTP server requests.",
             ),
+            token_usage: meter
+                .u64_histogram(GEN_AI_CLIENT_TOKEN_USAGE)
+                .with_unit("{token}")
+                .with_description("Number of input and output tokens used.")
+                .with_boundaries(TOKEN_BOUNDARIES.to_vec())
+                .build(),
         }
     }
 
@@ -94,6 +111,38 @@ impl HttpMetrics {
     pub fn record_batch(&self, batch: &Batch) {
         for rollup in &batch.rollups {
             self.record_rollup(rollup);
+        }
+    }
+
+    /// Records the token usage of `calls` model calls of one window into
+    /// `gen_ai.client.token.usage` (`gen_ai.token.type` `input` and `output`,
+    /// `gen_ai.request.model`, `gen_ai.provider.name` `databricks`, `kasal.product`).
+    ///
+    /// Usage is aggregated per (product, model, window), not per call, so the tokens are spread
+    /// evenly over the calls: count and sum are exact, the per-call distribution is not known.
+    pub fn record_token_usage(
+        &self,
+        product: &kasal_user_agent::Product,
+        model: &str,
+        calls: u64,
+        input_tokens: u64,
+        output_tokens: u64,
+    ) {
+        if calls == 0 {
+            return;
+        }
+        for (token_type, tokens) in [("input", input_tokens), ("output", output_tokens)] {
+            let attributes = [
+                KeyValue::new("gen_ai.token.type", token_type),
+                KeyValue::new("gen_ai.request.model", model.to_owned()),
+                KeyValue::new("gen_ai.provider.name", "databricks"),
+                KeyValue::new("kasal.product", product.as_str().to_owned()),
+            ];
+            spread(tokens, calls, |value, times| {
+                for _ in 0..times {
+                    self.token_usage.record(value, &attributes);
+                }
+            });
         }
     }
 
@@ -208,6 +257,18 @@ fn error_type(key: &RollupKey) -> Option<String> {
         Some(_) => None,
         None if key.outcome == "success" => None,
         None => Some(key.error_type.as_deref().unwrap_or("_OTHER").to_owned()),
+    }
+}
+
+/// `total` spread over `calls` values that differ by at most one and add up to `total`:
+/// `record(value, times)`.
+fn spread(total: u64, calls: u64, mut record: impl FnMut(u64, u64)) {
+    let (quotient, remainder) = (total / calls, total % calls);
+    if remainder > 0 {
+        record(quotient + 1, remainder);
+    }
+    if calls > remainder {
+        record(quotient, calls - remainder);
     }
 }
 

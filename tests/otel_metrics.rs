@@ -52,8 +52,27 @@ fn points(provider: &SdkMeterProvider, exporter: &InMemoryMetricExporter) -> Vec
     for resource in &metrics {
         for scope in resource.scope_metrics() {
             for metric in scope.metrics() {
+                if let AggregatedMetrics::U64(MetricData::Histogram(histogram)) = metric.data() {
+                    for point in histogram.data_points() {
+                        out.push(Point {
+                            metric: metric.name().to_owned(),
+                            unit: metric.unit().to_owned(),
+                            attributes: point
+                                .attributes()
+                                .map(|kv| (kv.key.to_string(), kv.value.clone()))
+                                .collect(),
+                            bounds: point.bounds().collect(),
+                            buckets: point.bucket_counts().collect(),
+                            count: point.count(),
+                            sum: point.sum() as f64,
+                            min: point.min().map(|v| v as f64),
+                            max: point.max().map(|v| v as f64),
+                        });
+                    }
+                    continue;
+                }
                 let AggregatedMetrics::F64(MetricData::Histogram(histogram)) = metric.data() else {
-                    panic!("{} is not an f64 histogram", metric.name());
+                    panic!("{} is not a histogram", metric.name());
                 };
                 for point in histogram.data_points() {
                     out.push(Point {
@@ -315,4 +334,35 @@ async fn calls_through_the_stack_become_metrics_with_the_conventions_attributes(
     templates.sort();
     assert_eq!(templates.len(), 3, "{templates:?}");
     telemetry.shutdown().await;
+}
+
+#[test]
+fn token_usage_has_exact_count_and_sum_per_token_type() {
+    assert_eq!(
+        kasal_telemetry::metrics::GEN_AI_CLIENT_TOKEN_USAGE,
+        "gen_ai.client.token.usage"
+    );
+    let (provider, exporter) = provider();
+    let metrics = HttpMetrics::new(&provider.meter("test"));
+    metrics.record_token_usage(&Product::Llm, "databricks-claude", 3, 1_000, 50);
+    let points = points(&provider, &exporter);
+    assert_eq!(points.len(), 2);
+    for point in &points {
+        assert_eq!(point.metric, "gen_ai.client.token.usage");
+        assert_eq!(point.unit, "{token}");
+        assert_eq!(point.count, 3);
+        assert_eq!(
+            point.attributes["gen_ai.request.model"],
+            Value::from("databricks-claude")
+        );
+        assert_eq!(point.attributes["kasal.product"], Value::from("llm"));
+        let sum = match point.attributes["gen_ai.token.type"].as_str().as_ref() {
+            "input" => 1_000.0,
+            "output" => 50.0,
+            other => panic!("{other}"),
+        };
+        assert_eq!(point.sum, sum);
+        assert_eq!(point.bounds[0], 1.0);
+        assert_eq!(point.buckets.iter().sum::<u64>(), 3);
+    }
 }
