@@ -14,7 +14,7 @@ use crate::event::Batch;
 type Exporter = BoxCloneService<Batch, (), BoxError>;
 
 /// [`FanOut`]: one pipeline, several exporters side by side (the Databricks exporter and an OTLP
-/// exporter, or either with [`HttpMetrics`](crate::metrics::HttpMetrics)).
+/// exporter, or either with `metrics::HttpMetrics` of the feature `otel`).
 ///
 /// Each batch is cloned to every exporter and the calls run concurrently; each exporter keeps
 /// its own retry, circuit breaker and counters, so one failing backend never holds or fails the
