@@ -240,17 +240,93 @@ pub fn lookup(path: &str) -> Option<&'static str> {
 
 /// The index in [`DATABRICKS_ROUTES`] of the template that matches `path` (without query).
 fn lookup_index(path: &str) -> Option<usize> {
-    // Cheap prefilter: every template starts with one of these first segments.
-    let first = path.trim_start_matches('/').split('/').next()?;
-    if !matches!(
-        first,
-        "api" | "serving-endpoints" | "oidc" | "telemetry-ext" | "telemetry-unauth"
-    ) {
-        return None;
+    // The path's first segments, on the stack; no template has more than `MAX_ROW_SEGMENTS`
+    // (a final `{path}` takes the rest).
+    let mut parts = [""; MAX_ROW_SEGMENTS + 1];
+    let mut len = 0;
+    for segment in segments(path) {
+        if len == parts.len() {
+            len += 1;
+            break;
+        }
+        parts[len] = segment;
+        len += 1;
     }
-    DATABRICKS_ROUTES
+    let parts = &parts[..len.min(parts.len())];
+    let table = table();
+    let key = area(parts)?;
+    let at = table
+        .by_area
+        .binary_search_by(|(area, _)| (area.0, area.1).cmp(&key))
+        .ok()?;
+    table.by_area[at]
+        .1
         .iter()
-        .position(|template| matches_template(template, path))
+        .copied()
+        .find(|&index| table.rows[index].matches(parts, len))
+}
+
+/// Longest template, in segments.
+const MAX_ROW_SEGMENTS: usize = 12;
+
+/// The table, split once: rows by area (first segment, plus the third under `/api/<version>`).
+struct Table {
+    rows: Vec<Row>,
+    /// Sorted by area, for a binary search (a few string compares, no hashing).
+    by_area: Vec<((&'static str, &'static str), Vec<usize>)>,
+}
+
+struct Row {
+    segments: Vec<&'static str>,
+    /// Ends with `{path}`: one or more segments.
+    rest: bool,
+}
+
+impl Row {
+    /// `parts` are the path's first segments; `len` the path's segment count (more than
+    /// `parts.len()` when it was cut).
+    fn matches(&self, parts: &[&str], len: usize) -> bool {
+        let fixed = self.segments.len() - usize::from(self.rest);
+        let count_ok = if self.rest { len > fixed } else { len == fixed };
+        count_ok
+            && self.segments[..fixed]
+                .iter()
+                .zip(parts)
+                .all(|(pattern, segment)| pattern.starts_with('{') || pattern == segment)
+    }
+}
+
+/// The area a path or template belongs to.
+fn area<'a>(parts: &[&'a str]) -> Option<(&'a str, &'a str)> {
+    match parts {
+        ["api", _, third, ..] => Some(("api", third)),
+        [first, ..] => Some((first, "")),
+        [] => None,
+    }
+}
+
+fn table() -> &'static Table {
+    static TABLE: OnceLock<Table> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        let mut table = Table {
+            rows: Vec::with_capacity(DATABRICKS_ROUTES.len()),
+            by_area: Vec::new(),
+        };
+        for (index, template) in DATABRICKS_ROUTES.iter().enumerate() {
+            let segments: Vec<&'static str> = segments(template).collect();
+            debug_assert!(segments.len() <= MAX_ROW_SEGMENTS, "{template}");
+            let rest = segments.last() == Some(&"{path}");
+            if let Some(key) = area(&segments) {
+                match table.by_area.iter_mut().find(|(area, _)| *area == key) {
+                    Some((_, rows)) => rows.push(index),
+                    None => table.by_area.push((key, vec![index])),
+                }
+            }
+            table.rows.push(Row { segments, rest });
+        }
+        table.by_area.sort_by(|a, b| a.0.cmp(&b.0));
+        table
+    })
 }
 
 /// `path` (without query) with every id-like segment replaced by `{id}`, empty segments
@@ -309,33 +385,39 @@ pub fn is_id_like(segment: &str) -> bool {
 
 /// The path without its query string or fragment.
 fn strip_query(path: &str) -> &str {
-    let end = path.find(['?', '#']).unwrap_or(path.len());
+    let end = path
+        .bytes()
+        .position(|byte| byte == b'?' || byte == b'#')
+        .unwrap_or(path.len());
+    // `?` and `#` are ASCII: `end` is a char boundary.
     &path[..end]
 }
 
-/// The non-empty segments of a path.
-fn segments(path: &str) -> impl Iterator<Item = &str> {
-    path.split('/').filter(|segment| !segment.is_empty())
+/// The non-empty segments of a path (a byte scan: this runs on every client call).
+fn segments(path: &str) -> Segments<'_> {
+    Segments { rest: path }
 }
 
-/// Whether `path` matches `template`, segment by segment: literals equal, `{x}` any one segment,
-/// a final `{path}` one or more segments.
-fn matches_template(template: &str, path: &str) -> bool {
-    let mut path = segments(path);
-    let mut template = segments(template).peekable();
-    while let Some(pattern) = template.next() {
-        let Some(segment) = path.next() else {
-            return false;
-        };
-        let placeholder = pattern.starts_with('{');
-        if placeholder && pattern == "{path}" && template.peek().is_none() {
-            return true;
-        }
-        if !placeholder && pattern != segment {
-            return false;
-        }
+struct Segments<'a> {
+    rest: &'a str,
+}
+
+impl<'a> Iterator for Segments<'a> {
+    type Item = &'a str;
+
+    #[inline]
+    fn next(&mut self) -> Option<&'a str> {
+        let bytes = self.rest.as_bytes();
+        let start = bytes.iter().position(|&byte| byte != b'/')?;
+        let end = bytes[start..]
+            .iter()
+            .position(|&byte| byte == b'/')
+            .map_or(bytes.len(), |at| start + at);
+        // `/` is ASCII: both ends are char boundaries.
+        let segment = &self.rest[start..end];
+        self.rest = &self.rest[end..];
+        Some(segment)
     }
-    path.next().is_none()
 }
 
 #[cfg(test)]
