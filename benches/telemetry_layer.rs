@@ -305,6 +305,78 @@ fn telemetry_layer(c: &mut Criterion) {
     let stats = rt.block_on(telemetry.shutdown());
     assert_eq!(stats.dropped, 0, "{stats:?}");
     println!("pipeline: {stats:?}");
+
+    #[cfg(feature = "otel")]
+    otel_metrics(c, &rt);
+}
+
+/// Feature `otel`: the same layer on a pipeline whose exporter also feeds `HttpMetrics` (an SDK
+/// `MeterProvider` with a periodic reader) vs the plain pipeline; both on the current-thread
+/// runtime, so the aggregator's replay of the rollups into the histograms (every window) is
+/// inside the measured time. Bench ids `telemetry_layer/otel_metrics_{off,on}`, plus an
+/// interleaved ratio.
+#[cfg(feature = "otel")]
+fn otel_metrics(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
+    use kasal_telemetry::export::FanOut;
+    use kasal_telemetry::metrics::HttpMetrics;
+    use opentelemetry::metrics::MeterProvider as _;
+    use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
+
+    let noop = || tower::service_fn(|_: Batch| async { Ok::<_, BoxError>(()) });
+    let provider = SdkMeterProvider::builder()
+        .with_reader(PeriodicReader::builder(InMemoryMetricExporter::default()).build())
+        .build();
+    let metrics = HttpMetrics::new(&provider.meter("bench"));
+    // A short window so that several replays fall inside each measurement.
+    let (off, on) = rt.block_on(async {
+        let off = Telemetry::builder()
+            .exporter(FanOut::new().exporter(noop()))
+            .flush_interval(Duration::from_millis(200))
+            .ignore_env()
+            .build();
+        let on = Telemetry::builder()
+            .exporter(FanOut::new().exporter(noop()).exporter(metrics))
+            .flush_interval(Duration::from_millis(200))
+            .ignore_env()
+            .build();
+        (off, on)
+    });
+    let mut without =
+        TelemetryLayer::new(Product::Genie, off.clone()).layer(tower::service_fn(answer));
+    let mut with = TelemetryLayer::new(Product::Genie, on.clone()).layer(tower::service_fn(answer));
+    bench(c, rt, "otel_metrics_off", &mut without);
+    bench(c, rt, "otel_metrics_on", &mut with);
+
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|arg| arg == "--bench") && !args.iter().any(|arg| arg == "--profile-time") {
+        let mut ratios = Vec::new();
+        let (mut offs, mut ons) = (Vec::new(), Vec::new());
+        for round in 0..41 {
+            let (a, b) = if round % 2 == 0 {
+                let a = per_call(rt, &mut without, 20_000);
+                (a, per_call(rt, &mut with, 20_000))
+            } else {
+                let b = per_call(rt, &mut with, 20_000);
+                (per_call(rt, &mut without, 20_000), b)
+            };
+            offs.push(a);
+            ons.push(b);
+            ratios.push(b / a);
+        }
+        let median = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        println!(
+            "interleaved otel metrics (median): off {:7.1} ns  on {:7.1} ns  on/off {:.3}",
+            median(&mut offs),
+            median(&mut ons),
+            median(&mut ratios),
+        );
+    }
+    let (off, on) = rt.block_on(async { (off.shutdown().await, on.shutdown().await) });
+    assert_eq!((off.dropped, on.dropped), (0, 0));
+    let _ = provider.shutdown();
 }
 
 criterion_group! {

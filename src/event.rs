@@ -88,6 +88,11 @@ pub struct RollupKey {
     pub status_class: u8,
     /// `"success"`, `"retryable"` or `"terminal"`.
     pub outcome: &'static str,
+    /// The final response status, when a response arrived (the metrics'
+    /// `http.response.status_code`).
+    pub status: Option<StatusCode>,
+    /// The failure's `error.type` (`"503"`, `"timeout"`, `"connect"`, ...), for failed calls.
+    pub error_type: Option<Arc<str>>,
 }
 
 impl RollupKey {
@@ -101,6 +106,8 @@ impl RollupKey {
             route: record.route.clone(),
             status_class: status_class(record.status),
             outcome: record.outcome.as_str(),
+            status: record.status,
+            error_type: record.outcome.error_type().map(Arc::from),
         }
     }
 }
@@ -135,10 +142,13 @@ pub struct Rollup {
 
 impl Rollup {
     /// Number of histogram buckets.
-    pub const BUCKETS: usize = 12;
-    /// Upper bounds of the first `BUCKETS - 1` buckets, in milliseconds.
-    pub const BUCKETS_MS: [u64; Rollup::BUCKETS - 1] =
-        [5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000];
+    pub const BUCKETS: usize = 15;
+    /// Upper bounds of the first `BUCKETS - 1` buckets, in milliseconds: the OpenTelemetry HTTP
+    /// semantic conventions' bucket boundaries for `http.*.request.duration` (0.005 s .. 10 s),
+    /// so rollups map onto those histograms bucket for bucket.
+    pub const BUCKETS_MS: [u64; Rollup::BUCKETS - 1] = [
+        5, 10, 25, 50, 75, 100, 250, 500, 750, 1_000, 2_500, 5_000, 7_500, 10_000,
+    ];
 
     /// The histogram bucket a latency falls in: the first bucket whose upper bound (inclusive)
     /// is at least `latency`, or the last (unbounded) bucket.

@@ -152,6 +152,8 @@ pub mod credentials;
 pub mod event;
 pub mod export;
 pub mod layer;
+#[cfg(feature = "otel")]
+pub mod metrics;
 pub mod pipeline;
 pub mod task;
 
@@ -164,6 +166,7 @@ pub use export::databricks::{DatabricksExporter, validate_host};
 pub use export::{InMemoryExporter, JsonLinesExporter};
 pub use kasal_classify as classify;
 pub use kasal_trace as trace;
+pub use kasal_trace::route;
 pub use kasal_user_agent as user_agent;
 #[cfg(feature = "axum")]
 pub use layer::server::{

@@ -568,7 +568,7 @@ async fn json_lines_exporter_writes_one_object_per_item() {
     assert_eq!(rollup["outcome"], "success");
     assert_eq!(rollup["count"], 1);
     assert_eq!(rollup["latency_max_ms"], 12.0);
-    assert_eq!(rollup["histogram"].as_array().unwrap().len(), 12);
+    assert_eq!(rollup["histogram"].as_array().unwrap().len(), 15);
     assert_eq!(rollup["histogram_bounds_ms"][0], 5);
 }
 

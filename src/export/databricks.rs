@@ -71,7 +71,7 @@
 //! ```
 
 mod builder;
-mod client;
+pub(crate) mod client;
 mod errors;
 mod exporter;
 mod flags;

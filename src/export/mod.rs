@@ -8,6 +8,9 @@
 //!   simulate a stalled backend.
 //! - [`JsonLinesExporter`] writes one JSON object per operation summary or rollup to stdout or
 //!   a file.
+//! - `OtlpExporter` (feature `otlp`) sends the rollups as OpenTelemetry metrics to a Collector
+//!   over OTLP/HTTP; the `otlp` module is the page "Sending to OpenTelemetry".
+//! - [`FanOut`] runs several exporters side by side on one pipeline.
 //!
 //! `Ok(())` means every item was delivered. An exporter that skips a batch on purpose, or
 //! delivers only part of it, says so with an error holding an [`Undelivered`], which the
@@ -18,13 +21,19 @@
 
 pub(crate) mod clock;
 pub mod databricks;
+mod fanout;
 mod jsonl;
 mod memory;
+#[cfg(feature = "otlp")]
+pub mod otlp;
 pub(crate) mod undelivered;
 
 pub use databricks::{
     DatabricksExporter, DatabricksExporterBuilder, ExportError, ExporterBuildError,
 };
+pub use fanout::{FanOut, FanOutError};
 pub use jsonl::JsonLinesExporter;
 pub use memory::InMemoryExporter;
+#[cfg(feature = "otlp")]
+pub use otlp::{OtlpConfigError, OtlpError, OtlpExporter, OtlpExporterBuilder, OtlpStats};
 pub use undelivered::{SkipReason, Undelivered};

@@ -141,6 +141,8 @@ impl Cell {
         let key = &self.key;
         key.status_class == view.status_class
             && key.outcome == view.outcome
+            && key.status == view.record.status
+            && key.error_type.as_deref() == view.error_type
             && key.direction == view.record.direction
             && key.method == view.record.method
             && key.route.as_deref() == view.route
@@ -180,6 +182,7 @@ struct KeyView<'a> {
     route: Option<&'a str>,
     status_class: u8,
     outcome: &'static str,
+    error_type: Option<&'a str>,
 }
 
 impl<'a> KeyView<'a> {
@@ -191,6 +194,7 @@ impl<'a> KeyView<'a> {
             route: record.route.as_deref(),
             status_class: status_class(record.status),
             outcome: record.outcome.as_str(),
+            error_type: record.outcome.error_type(),
         }
     }
 
@@ -212,6 +216,8 @@ impl<'a> KeyView<'a> {
             route: self.route.map(Arc::from),
             status_class: self.status_class,
             outcome: self.outcome,
+            status: self.record.status,
+            error_type: self.error_type.map(Arc::from),
         }
     }
 }
@@ -248,6 +254,8 @@ impl RollupTable {
             view.route,
             view.status_class,
             view.outcome,
+            view.record.status.map(|status| status.as_u16()),
+            view.error_type,
         ))
     }
 

@@ -70,6 +70,8 @@ pub fn rollup() -> Rollup {
             route: Some("/api/2.0/vector-search/indexes/{name}/query".into()),
             status_class: 2,
             outcome: "success",
+            status: Some(http::StatusCode::OK),
+            error_type: None,
         },
         window_start: start,
         window_end: start + Duration::from_secs(5),
@@ -77,7 +79,7 @@ pub fn rollup() -> Rollup {
         latency_sum: Duration::from_millis(100),
         latency_min: Duration::from_millis(10),
         latency_max: Duration::from_millis(50),
-        histogram: [0, 1, 2, 1, 0, 0, 0, 0, 0, 0, 0, 0],
+        histogram: [0, 1, 2, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
     }
 }
 

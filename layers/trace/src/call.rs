@@ -66,9 +66,14 @@ impl CallSpan {
         let start = Instant::now();
         let started_at = wall_clock(start);
         // The one place the template is chosen: a `Route` extension (the server adapter sets it
-        // from the router's matched path), else none. Client-side inference from the path goes
-        // here, as a fallback after the extension.
-        let route = extensions.get::<Route>().map(|route| route.0.clone());
+        // from the router's matched path), else, for client calls, the template inferred from
+        // the path (`route::infer_shared`): never the raw path.
+        let route = extensions
+            .get::<Route>()
+            .map(|route| route.0.clone())
+            .or_else(|| {
+                (direction == Direction::Client).then(|| crate::route::infer_shared(uri.path()))
+            });
         let (mode, caller_id, obo_dev_fallback, context_operation) =
             ExecutionContext::read_for_request(extensions, |ctx| {
                 (

@@ -150,6 +150,7 @@ mod layer;
 mod on_body_chunk;
 mod record;
 mod redact;
+pub mod route;
 mod service;
 
 pub use body::TracedBody;

@@ -138,13 +138,39 @@ async fn client_span_name_uses_url_template_never_http_route() {
     );
     assert_eq!(span.field("http.route"), None);
 
-    // Without a template: the method alone.
+    // Without a `Route`: the template inferred from the path (the Databricks table, else ids
+    // collapsed), never the raw path.
     captured.clear();
     let service = SpanLayer::new(Product::Jobs).layer(answering(200, Version::HTTP_11, 1));
-    call(service, Request::new(Full::default())).await;
+    let request =
+        Request::get("https://example.cloud.databricks.com/api/2.1/jobs/runs/get?run_id=42")
+            .body(Full::default())
+            .unwrap();
+    call(service, request).await;
     let span = captured.only_span("HTTP");
-    assert_eq!(span.field("otel.name").as_deref(), Some("GET"));
-    assert_eq!(span.field("url.template"), None);
+    assert_eq!(
+        span.field("otel.name").as_deref(),
+        Some("GET /api/2.1/jobs/runs/get")
+    );
+    assert_eq!(
+        span.field("url.template").as_deref(),
+        Some("/api/2.1/jobs/runs/get")
+    );
+    assert_eq!(span.field("http.route"), None);
+    captured.clear();
+    let service = SpanLayer::new(Product::Jobs).layer(answering(200, Version::HTTP_11, 1));
+    call(
+        service,
+        Request::get("http://127.0.0.1/v1/users/alice@example.com/7")
+            .body(Full::default())
+            .unwrap(),
+    )
+    .await;
+    let span = captured.only_span("HTTP");
+    assert_eq!(
+        span.field("otel.name").as_deref(),
+        Some("GET /v1/users/{id}/{id}")
+    );
 }
 
 #[tokio::test]

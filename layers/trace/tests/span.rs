@@ -177,7 +177,7 @@ async fn retryable_429_and_terminal_403() {
             ("error.type", code.as_str()),
             ("otel.status_code", "ERROR"),
             ("kasal.outcome", outcome),
-            ("otel.name", "GET"),
+            ("otel.name", "GET /x"),
         ] {
             assert_eq!(
                 span.field(field).as_deref(),

@@ -513,6 +513,8 @@ pub(crate) mod tests {
                 route: Some("/api/2.0/vector-search/indexes/{name}/query".into()),
                 status_class: 2,
                 outcome: "success",
+                status: Some(http::StatusCode::OK),
+                error_type: None,
             },
             window_start: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
             window_end: UNIX_EPOCH + Duration::from_secs(1_700_000_005),
@@ -520,7 +522,7 @@ pub(crate) mod tests {
             latency_sum: Duration::from_millis(100),
             latency_min: Duration::from_millis(10),
             latency_max: Duration::from_millis(50),
-            histogram: [0, 1, 2, 1, 0, 0, 0, 0, 0, 0, 0, 0],
+            histogram: [0, 1, 2, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
         }
     }
 

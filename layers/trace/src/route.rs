@@ -1,0 +1,652 @@
+//! `url.template` inference: the route template of a request path, for spans, records, rollup
+//! keys and metric attributes, when the caller gave no [`Route`](crate::Route).
+//!
+//! [`infer`] tries, in order:
+//!
+//! 1. the table of Databricks REST API templates ([`DATABRICKS_ROUTES`]): serving endpoints,
+//!    vector search, secrets, managed MCP servers, Genie, jobs, SQL statements and warehouses,
+//!    Unity Catalog, files and DBFS, workspace, Lakebase, apps, OAuth and the telemetry
+//!    endpoints. A match returns the table's `&'static str`: no allocation;
+//! 2. otherwise, the path with every id-like segment collapsed to `{id}` ([`collapse_ids`]):
+//!    numbers, UUIDs, hex strings, e-mail addresses, long or mixed letter-and-digit tokens and
+//!    anything with characters outside `[A-Za-z0-9._~-]`.
+//!
+//! What it must never do: return a raw id, name or e-mail from the path (cardinality, and paths
+//! can hold names that are personal data), take more than linear time, or return an unbounded
+//! string: a collapsed template has at most [`MAX_SEGMENTS`] segments (the rest becomes
+//! `{rest}`) and at most [`MAX_TEMPLATE_LEN`] bytes.
+//!
+//! ```
+//! use kasal_trace::route;
+//!
+//! assert_eq!(
+//!     route::infer("/serving-endpoints/my-llm/invocations"),
+//!     "/serving-endpoints/{name}/invocations"
+//! );
+//! assert_eq!(
+//!     route::infer("/api/2.0/sql/statements/01ef-9a2b?row_limit=10"),
+//!     "/api/2.0/sql/statements/{statement_id}"
+//! );
+//! assert_eq!(route::infer("/v1/orders/123/items/alice@example.com"), "/v1/orders/{id}/items/{id}");
+//! ```
+
+use std::borrow::Cow;
+use std::sync::{Arc, OnceLock};
+
+/// Segments kept in a collapsed template; the rest of the path becomes one `{rest}` segment.
+pub const MAX_SEGMENTS: usize = 12;
+
+/// Longest collapsed template, in bytes (segments past it become `{rest}`).
+pub const MAX_TEMPLATE_LEN: usize = 256;
+
+/// Longest segment kept as it is; a longer one is an id (`{id}`).
+const MAX_SEGMENT_LEN: usize = 32;
+
+/// The Databricks REST API route templates [`infer`] recognises, most specific first.
+///
+/// `{placeholder}` matches one non-empty path segment; a final `{path}` matches one or more
+/// (file paths). Paths from the Databricks SDKs (Go, Python, Java) and the REST reference.
+pub const DATABRICKS_ROUTES: &[&str] = &[
+    // Model serving: data plane (invocations, OpenAI-compatible) and control plane.
+    "/serving-endpoints/chat/completions",
+    "/serving-endpoints/completions",
+    "/serving-endpoints/embeddings",
+    "/serving-endpoints/{name}/invocations",
+    "/serving-endpoints/{name}/served-models/{served_model_name}/invocations",
+    "/api/2.0/serving-endpoints",
+    "/api/2.0/serving-endpoints/{name}",
+    "/api/2.0/serving-endpoints/{name}/config",
+    "/api/2.0/serving-endpoints/{name}/ai-gateway",
+    "/api/2.0/serving-endpoints/{name}/rate-limits",
+    "/api/2.0/serving-endpoints/{name}/openapi",
+    "/api/2.0/serving-endpoints/{name}/metrics",
+    "/api/2.0/serving-endpoints/{name}/served-models/{served_model_name}/logs",
+    "/api/2.0/serving-endpoints/{name}/served-models/{served_model_name}/build-logs",
+    // Vector search.
+    "/api/2.0/vector-search/endpoints",
+    "/api/2.0/vector-search/endpoints/{endpoint_name}",
+    "/api/2.0/vector-search/indexes",
+    "/api/2.0/vector-search/indexes/{index_name}",
+    "/api/2.0/vector-search/indexes/{index_name}/query",
+    "/api/2.0/vector-search/indexes/{index_name}/query-next-page",
+    "/api/2.0/vector-search/indexes/{index_name}/scan",
+    "/api/2.0/vector-search/indexes/{index_name}/sync",
+    "/api/2.0/vector-search/indexes/{index_name}/upsert-data",
+    "/api/2.0/vector-search/indexes/{index_name}/delete-data",
+    // Secrets.
+    "/api/2.0/secrets/get",
+    "/api/2.0/secrets/put",
+    "/api/2.0/secrets/delete",
+    "/api/2.0/secrets/list",
+    "/api/2.0/secrets/scopes/list",
+    "/api/2.0/secrets/scopes/create",
+    "/api/2.0/secrets/scopes/delete",
+    "/api/2.0/secrets/acls/get",
+    "/api/2.0/secrets/acls/list",
+    "/api/2.0/secrets/acls/put",
+    "/api/2.0/secrets/acls/delete",
+    // Databricks managed MCP servers.
+    "/api/2.0/mcp/genie/{genie_space_id}",
+    "/api/2.0/mcp/functions/{catalog}/{schema}",
+    "/api/2.0/mcp/functions/{catalog}/{schema}/{function}",
+    "/api/2.0/mcp/vector-search/{catalog}/{schema}",
+    "/api/2.0/mcp/vector-search/{catalog}/{schema}/{index}",
+    "/api/2.0/mcp/external/{connection_name}",
+    "/api/2.0/mcp/sql",
+    // Genie.
+    "/api/2.0/genie/spaces",
+    "/api/2.0/genie/spaces/{space_id}",
+    "/api/2.0/genie/spaces/{space_id}/start-conversation",
+    "/api/2.0/genie/spaces/{space_id}/conversations",
+    "/api/2.0/genie/spaces/{space_id}/conversations/{conversation_id}",
+    "/api/2.0/genie/spaces/{space_id}/conversations/{conversation_id}/messages",
+    "/api/2.0/genie/spaces/{space_id}/conversations/{conversation_id}/messages/{message_id}",
+    "/api/2.0/genie/spaces/{space_id}/conversations/{conversation_id}/messages/{message_id}/execute-query",
+    "/api/2.0/genie/spaces/{space_id}/conversations/{conversation_id}/messages/{message_id}/query-result",
+    "/api/2.0/genie/spaces/{space_id}/conversations/{conversation_id}/messages/{message_id}/feedback",
+    "/api/2.0/genie/spaces/{space_id}/conversations/{conversation_id}/messages/{message_id}/query-result/{attachment_id}",
+    "/api/2.0/genie/spaces/{space_id}/conversations/{conversation_id}/messages/{message_id}/attachments/{attachment_id}/query-result",
+    "/api/2.0/genie/spaces/{space_id}/conversations/{conversation_id}/messages/{message_id}/attachments/{attachment_id}/execute-query",
+    "/api/2.0/genie/spaces/{space_id}/conversations/{conversation_id}/messages/{message_id}/attachments/{attachment_id}/download",
+    // Jobs (2.1 and 2.2 share their paths).
+    "/api/2.1/jobs/create",
+    "/api/2.1/jobs/get",
+    "/api/2.1/jobs/list",
+    "/api/2.1/jobs/reset",
+    "/api/2.1/jobs/update",
+    "/api/2.1/jobs/delete",
+    "/api/2.1/jobs/run-now",
+    "/api/2.1/jobs/runs/submit",
+    "/api/2.1/jobs/runs/get",
+    "/api/2.1/jobs/runs/get-output",
+    "/api/2.1/jobs/runs/list",
+    "/api/2.1/jobs/runs/cancel",
+    "/api/2.1/jobs/runs/cancel-all",
+    "/api/2.1/jobs/runs/delete",
+    "/api/2.1/jobs/runs/export",
+    "/api/2.1/jobs/runs/repair",
+    "/api/2.2/jobs/create",
+    "/api/2.2/jobs/get",
+    "/api/2.2/jobs/list",
+    "/api/2.2/jobs/reset",
+    "/api/2.2/jobs/update",
+    "/api/2.2/jobs/delete",
+    "/api/2.2/jobs/run-now",
+    "/api/2.2/jobs/runs/submit",
+    "/api/2.2/jobs/runs/get",
+    "/api/2.2/jobs/runs/get-output",
+    "/api/2.2/jobs/runs/list",
+    "/api/2.2/jobs/runs/cancel",
+    "/api/2.2/jobs/runs/repair",
+    // SQL statement execution and warehouses.
+    "/api/2.0/sql/statements",
+    "/api/2.0/sql/statements/{statement_id}",
+    "/api/2.0/sql/statements/{statement_id}/cancel",
+    "/api/2.0/sql/statements/{statement_id}/result/chunks/{chunk_index}",
+    "/api/2.0/sql/warehouses",
+    "/api/2.0/sql/warehouses/{id}",
+    "/api/2.0/sql/warehouses/{id}/start",
+    "/api/2.0/sql/warehouses/{id}/stop",
+    // Unity Catalog.
+    "/api/2.1/unity-catalog/catalogs",
+    "/api/2.1/unity-catalog/catalogs/{name}",
+    "/api/2.1/unity-catalog/schemas",
+    "/api/2.1/unity-catalog/schemas/{full_name}",
+    "/api/2.1/unity-catalog/tables",
+    "/api/2.1/unity-catalog/tables/{full_name}",
+    "/api/2.1/unity-catalog/tables/{full_name}/exists",
+    "/api/2.1/unity-catalog/table-summaries",
+    "/api/2.1/unity-catalog/volumes",
+    "/api/2.1/unity-catalog/volumes/{name}",
+    "/api/2.1/unity-catalog/functions",
+    "/api/2.1/unity-catalog/functions/{name}",
+    "/api/2.1/unity-catalog/permissions/{securable_type}/{full_name}",
+    "/api/2.1/unity-catalog/effective-permissions/{securable_type}/{full_name}",
+    // Files (Unity Catalog volumes) and DBFS.
+    "/api/2.0/fs/files/{path}",
+    "/api/2.0/fs/directories/{path}",
+    "/api/2.0/dbfs/get-status",
+    "/api/2.0/dbfs/list",
+    "/api/2.0/dbfs/read",
+    "/api/2.0/dbfs/put",
+    "/api/2.0/dbfs/create",
+    "/api/2.0/dbfs/add-block",
+    "/api/2.0/dbfs/close",
+    "/api/2.0/dbfs/delete",
+    "/api/2.0/dbfs/mkdirs",
+    "/api/2.0/dbfs/move",
+    // Workspace objects.
+    "/api/2.0/workspace/get-status",
+    "/api/2.0/workspace/list",
+    "/api/2.0/workspace/export",
+    "/api/2.0/workspace/import",
+    "/api/2.0/workspace/mkdirs",
+    "/api/2.0/workspace/delete",
+    // Lakebase (database instances).
+    "/api/2.0/database/instances",
+    "/api/2.0/database/instances/{name}",
+    "/api/2.0/database/credentials",
+    // Apps.
+    "/api/2.0/apps",
+    "/api/2.0/apps/{name}",
+    "/api/2.0/apps/{name}/deployments",
+    "/api/2.0/apps/{name}/deployments/{deployment_id}",
+    // MLflow.
+    "/api/2.0/mlflow/experiments/get-by-name",
+    "/api/2.0/mlflow/experiments/create",
+    "/api/2.0/mlflow/runs/create",
+    "/api/2.0/mlflow/runs/update",
+    "/api/2.0/mlflow/runs/log-batch",
+    "/api/2.0/mlflow/runs/search",
+    "/api/3.0/mlflow/traces",
+    "/api/3.0/mlflow/traces/{trace_id}",
+    // Identity and OAuth.
+    "/api/2.0/preview/scim/v2/Me",
+    "/oidc/v1/token",
+    // Telemetry and feature flags (the exporter's own calls).
+    "/telemetry-ext",
+    "/telemetry-unauth",
+    "/api/2.0/connector-service/feature-flags/{client}/{version}",
+];
+
+/// The `url.template` of a request path (a query or fragment is ignored): the Databricks route
+/// template if [`DATABRICKS_ROUTES`] has one, else the path with id-like segments collapsed
+/// ([`collapse_ids`]). See the [module docs](self).
+pub fn infer(path: &str) -> Cow<'static, str> {
+    let path = strip_query(path);
+    match lookup(path) {
+        Some(template) => Cow::Borrowed(template),
+        None => collapse_ids(path),
+    }
+}
+
+/// [`infer`] as a shared string, as spans and records hold it: a table match clones a cached
+/// `Arc` (no allocation); a collapsed path allocates once.
+pub fn infer_shared(path: &str) -> Arc<str> {
+    static SHARED: OnceLock<Box<[Arc<str>]>> = OnceLock::new();
+    let path = strip_query(path);
+    match lookup_index(path) {
+        Some(index) => SHARED
+            .get_or_init(|| DATABRICKS_ROUTES.iter().map(|&t| Arc::from(t)).collect())[index]
+            .clone(),
+        None => Arc::from(collapse_ids(path)),
+    }
+}
+
+/// The [`DATABRICKS_ROUTES`] template that matches `path` (without query), if any.
+pub fn lookup(path: &str) -> Option<&'static str> {
+    lookup_index(strip_query(path)).map(|index| DATABRICKS_ROUTES[index])
+}
+
+/// The index in [`DATABRICKS_ROUTES`] of the template that matches `path` (without query).
+fn lookup_index(path: &str) -> Option<usize> {
+    // The path's first segments, on the stack; no template has more than `MAX_ROW_SEGMENTS`
+    // (a final `{path}` takes the rest).
+    let mut parts = [""; MAX_ROW_SEGMENTS + 1];
+    let mut len = 0;
+    for segment in segments(path) {
+        if len == parts.len() {
+            len += 1;
+            break;
+        }
+        parts[len] = segment;
+        len += 1;
+    }
+    let parts = &parts[..len.min(parts.len())];
+    let table = table();
+    let key = area(parts)?;
+    let at = table
+        .by_area
+        .binary_search_by(|(area, _)| (area.0, area.1).cmp(&key))
+        .ok()?;
+    table.by_area[at]
+        .1
+        .iter()
+        .copied()
+        .find(|&index| table.rows[index].matches(parts, len))
+}
+
+/// Longest template, in segments.
+const MAX_ROW_SEGMENTS: usize = 12;
+
+/// The table, split once: rows by area (first segment, plus the third under `/api/<version>`).
+struct Table {
+    rows: Vec<Row>,
+    /// Sorted by area, for a binary search (a few string compares, no hashing).
+    by_area: Vec<((&'static str, &'static str), Vec<usize>)>,
+}
+
+struct Row {
+    segments: Vec<&'static str>,
+    /// Ends with `{path}`: one or more segments.
+    rest: bool,
+}
+
+impl Row {
+    /// `parts` are the path's first segments; `len` the path's segment count (more than
+    /// `parts.len()` when it was cut).
+    fn matches(&self, parts: &[&str], len: usize) -> bool {
+        let fixed = self.segments.len() - usize::from(self.rest);
+        let count_ok = if self.rest { len > fixed } else { len == fixed };
+        count_ok
+            && self.segments[..fixed]
+                .iter()
+                .zip(parts)
+                .all(|(pattern, segment)| pattern.starts_with('{') || pattern == segment)
+    }
+}
+
+/// The area a path or template belongs to.
+fn area<'a>(parts: &[&'a str]) -> Option<(&'a str, &'a str)> {
+    match parts {
+        ["api", _, third, ..] => Some(("api", third)),
+        [first, ..] => Some((first, "")),
+        [] => None,
+    }
+}
+
+fn table() -> &'static Table {
+    static TABLE: OnceLock<Table> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        let mut table = Table {
+            rows: Vec::with_capacity(DATABRICKS_ROUTES.len()),
+            by_area: Vec::new(),
+        };
+        for (index, template) in DATABRICKS_ROUTES.iter().enumerate() {
+            let segments: Vec<&'static str> = segments(template).collect();
+            debug_assert!(segments.len() <= MAX_ROW_SEGMENTS, "{template}");
+            let rest = segments.last() == Some(&"{path}");
+            if let Some(key) = area(&segments) {
+                match table.by_area.iter_mut().find(|(area, _)| *area == key) {
+                    Some((_, rows)) => rows.push(index),
+                    None => table.by_area.push((key, vec![index])),
+                }
+            }
+            table.rows.push(Row { segments, rest });
+        }
+        table.by_area.sort_by(|a, b| a.0.cmp(&b.0));
+        table
+    })
+}
+
+/// `path` (without query) with every id-like segment replaced by `{id}`, empty segments
+/// dropped, at most [`MAX_SEGMENTS`] segments and [`MAX_TEMPLATE_LEN`] bytes (the rest becomes
+/// `{rest}`). Borrows nothing from `path` when nothing needed collapsing.
+pub fn collapse_ids(path: &str) -> Cow<'static, str> {
+    let path = strip_query(path);
+    let mut out = String::with_capacity(path.len().min(MAX_TEMPLATE_LEN) + 8);
+    for (index, segment) in segments(path).enumerate() {
+        let piece = if is_id_like(segment) { "{id}" } else { segment };
+        if index == MAX_SEGMENTS || out.len() + 1 + piece.len() > MAX_TEMPLATE_LEN - "/{rest}".len()
+        {
+            out.push_str("/{rest}");
+            break;
+        }
+        out.push('/');
+        out.push_str(piece);
+    }
+    if out.is_empty() {
+        return Cow::Borrowed("/");
+    }
+    Cow::Owned(out)
+}
+
+/// Whether a path segment is an identifier rather than a fixed part of the route: numbers,
+/// UUIDs, hex strings (8+ characters with a digit), e-mail addresses, segments longer than 32
+/// bytes, tokens of 8+ characters with 2+ digits, and anything with a character outside
+/// `[A-Za-z0-9._~-]` (percent-encoding, `@`, `:`, `=`, ...).
+pub fn is_id_like(segment: &str) -> bool {
+    let bytes = segment.as_bytes();
+    if bytes.is_empty() {
+        return false;
+    }
+    if bytes.len() > MAX_SEGMENT_LEN {
+        return true;
+    }
+    let mut digits = 0;
+    let mut hex = true;
+    for &byte in bytes {
+        match byte {
+            b'0'..=b'9' => digits += 1,
+            b'a'..=b'f' | b'A'..=b'F' => {}
+            // UUID dashes keep a segment "hex" for this test.
+            b'-' => {}
+            b'g'..=b'z' | b'G'..=b'Z' | b'.' | b'_' | b'~' => hex = false,
+            // Outside the unreserved set: percent-encoded, e-mail, `key=value`, ...
+            _ => return true,
+        }
+    }
+    let dashes = bytes.iter().filter(|&&b| b == b'-').count();
+    // A version such as `2.0` or `v1` is kept: it has a dot or a letter and few digits.
+    (digits == bytes.len())
+        || (hex && digits > 0 && bytes.len() - dashes >= 8)
+        || (digits >= 2 && bytes.len() >= 8)
+}
+
+/// The path without its query string or fragment.
+fn strip_query(path: &str) -> &str {
+    let end = path
+        .bytes()
+        .position(|byte| byte == b'?' || byte == b'#')
+        .unwrap_or(path.len());
+    // `?` and `#` are ASCII: `end` is a char boundary.
+    &path[..end]
+}
+
+/// The non-empty segments of a path (a byte scan: this runs on every client call).
+fn segments(path: &str) -> Segments<'_> {
+    Segments { rest: path }
+}
+
+struct Segments<'a> {
+    rest: &'a str,
+}
+
+impl<'a> Iterator for Segments<'a> {
+    type Item = &'a str;
+
+    #[inline]
+    fn next(&mut self) -> Option<&'a str> {
+        let bytes = self.rest.as_bytes();
+        let start = bytes.iter().position(|&byte| byte != b'/')?;
+        let end = bytes[start..]
+            .iter()
+            .position(|&byte| byte == b'/')
+            .map_or(bytes.len(), |at| start + at);
+        // `/` is ASCII: both ends are char boundaries.
+        let segment = &self.rest[start..end];
+        self.rest = &self.rest[end..];
+        Some(segment)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Fills a template's placeholders with realistic values (names, ids, nested file paths).
+    fn example(template: &str) -> String {
+        template
+            .replace(
+                "{path}",
+                "Volumes/main/raw/alice@example.com/report 2024.csv",
+            )
+            .replace("{statement_id}", "01ef9a2b-3c4d-1e2f-8a9b-0c1d2e3f4a5b")
+            .replace("{chunk_index}", "3")
+            .replace("{space_id}", "01ef1234abcd5678ef90")
+            .replace("{conversation_id}", "01ef5678abcd1234ef90")
+            .replace("{message_id}", "01efabcd12345678ef90")
+            .replace("{attachment_id}", "01ef0000aaaa1111bbbb")
+            .replace("{id}", "abc123def4567890")
+            .replace("{full_name}", "main.sales.orders")
+            .split('/')
+            .map(|segment| {
+                if segment.starts_with('{') {
+                    "my-thing_01"
+                } else {
+                    segment
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("/")
+    }
+
+    #[test]
+    fn every_table_row_matches_itself_filled_in() {
+        for &template in DATABRICKS_ROUTES {
+            let path = example(template);
+            assert_eq!(infer(&path), template, "path {path}");
+            let with_query = format!("{path}?name=alice&token=x#frag");
+            assert_eq!(infer(&with_query), template, "path {with_query}");
+        }
+    }
+
+    #[test]
+    fn table_rows_are_distinct_and_well_formed() {
+        for (i, &a) in DATABRICKS_ROUTES.iter().enumerate() {
+            assert!(a.starts_with('/'), "{a}");
+            assert!(lookup(a).is_some(), "{a}");
+            // No earlier row shadows a later one.
+            assert_eq!(lookup(&example(a)), Some(a), "{a} is shadowed");
+            for &b in &DATABRICKS_ROUTES[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+    }
+
+    #[test]
+    fn named_rows() {
+        let rows = [
+            (
+                "/serving-endpoints/databricks-meta-llama/invocations",
+                "/serving-endpoints/{name}/invocations",
+            ),
+            (
+                "/serving-endpoints/chat/completions",
+                "/serving-endpoints/chat/completions",
+            ),
+            (
+                "/api/2.0/vector-search/indexes/main.default.docs_index/query",
+                "/api/2.0/vector-search/indexes/{index_name}/query",
+            ),
+            ("/api/2.0/secrets/get", "/api/2.0/secrets/get"),
+            (
+                "/api/2.0/secrets/scopes/list",
+                "/api/2.0/secrets/scopes/list",
+            ),
+            (
+                "/api/2.0/mcp/genie/01ef1234abcd",
+                "/api/2.0/mcp/genie/{genie_space_id}",
+            ),
+            (
+                "/api/2.0/mcp/functions/system/ai",
+                "/api/2.0/mcp/functions/{catalog}/{schema}",
+            ),
+            (
+                "/api/2.0/genie/spaces/abc/conversations/def/messages/ghi",
+                "/api/2.0/genie/spaces/{space_id}/conversations/{conversation_id}/messages/{message_id}",
+            ),
+            ("/api/2.1/jobs/runs/get", "/api/2.1/jobs/runs/get"),
+            (
+                "/api/2.0/sql/statements/01ef-aa/result/chunks/7",
+                "/api/2.0/sql/statements/{statement_id}/result/chunks/{chunk_index}",
+            ),
+            (
+                "/api/2.1/unity-catalog/tables/main.sales.orders",
+                "/api/2.1/unity-catalog/tables/{full_name}",
+            ),
+            (
+                "/api/2.1/unity-catalog/volumes/main.raw.landing",
+                "/api/2.1/unity-catalog/volumes/{name}",
+            ),
+            (
+                "/api/2.0/fs/files/Volumes/main/raw/landing/a.csv",
+                "/api/2.0/fs/files/{path}",
+            ),
+            ("/api/2.0/fs/files/x", "/api/2.0/fs/files/{path}"),
+        ];
+        for (path, template) in rows {
+            assert_eq!(infer(path), template, "{path}");
+        }
+        // `{path}` needs at least one segment; a placeholder is never empty.
+        assert_eq!(infer("/api/2.0/fs/files"), "/api/2.0/fs/files");
+        assert_eq!(infer("/api/2.0/fs/files/"), "/api/2.0/fs/files");
+        assert_eq!(
+            infer("/serving-endpoints//invocations"),
+            "/serving-endpoints/invocations"
+        );
+    }
+
+    #[test]
+    fn collapses_id_like_segments() {
+        let rows = [
+            ("/v1/orders/123", "/v1/orders/{id}"),
+            (
+                "/things/550e8400-e29b-41d4-a716-446655440000/parts",
+                "/things/{id}/parts",
+            ),
+            ("/blobs/deadbeefcafe0123", "/blobs/{id}"),
+            ("/users/alice@example.com/profile", "/users/{id}/profile"),
+            ("/users/alice%40example.com", "/users/{id}"),
+            ("/runs/run20240101x", "/runs/{id}"),
+            ("/k/AKIAABCDEFGHIJKLMNOPQRSTUVWXYZ123456", "/k/{id}"),
+            ("/key=value/x", "/{id}/x"),
+            // Versions and words stay.
+            ("/api/2.0/clusters/list", "/api/2.0/clusters/list"),
+            ("/v1/health", "/v1/health"),
+            ("/oauth2/authorize", "/oauth2/authorize"),
+            ("/", "/"),
+            ("", "/"),
+            ("//a//b/", "/a/b"),
+            ("/x/42?q=alice#f", "/x/{id}"),
+        ];
+        for (path, template) in rows {
+            assert_eq!(infer(path), template, "{path}");
+        }
+    }
+
+    #[test]
+    fn id_rules_one_by_one() {
+        for id in [
+            "0",
+            "1234567890",
+            "550e8400-e29b-41d4-a716-446655440000",
+            "01ef9a2b3c4d1e2f",
+            "DEADBEEF01",
+            "a@b.c",
+            "abcd1234",
+            "x".repeat(33).as_str(),
+            "a%20b",
+            "a:b",
+        ] {
+            assert!(is_id_like(id), "{id} is an id");
+        }
+        for word in [
+            "api",
+            "2.0",
+            "v1",
+            "v2.1",
+            "serving-endpoints",
+            "deadbeef",
+            "face",
+            "Me",
+            "my_index",
+            "oauth2",
+            "",
+        ] {
+            assert!(!is_id_like(word), "{word} is not an id");
+        }
+    }
+
+    #[test]
+    fn shared_is_the_same_template_and_reuses_table_rows() {
+        let a = infer_shared("/api/2.0/secrets/get?scope=s");
+        let b = infer_shared("/api/2.0/secrets/get");
+        assert_eq!(&*a, "/api/2.0/secrets/get");
+        assert!(Arc::ptr_eq(&a, &b));
+        assert_eq!(&*infer_shared("/v1/orders/9"), "/v1/orders/{id}");
+    }
+
+    #[test]
+    fn output_is_bounded() {
+        let deep = "/seg".repeat(1000);
+        let template = infer(&deep);
+        assert!(template.len() <= MAX_TEMPLATE_LEN);
+        assert!(template.ends_with("/{rest}"));
+        assert_eq!(template.matches('/').count(), MAX_SEGMENTS + 1);
+
+        let wide = format!("/{}", "abcdefghijklmnopqrstuvwxyzABCDEF/".repeat(50));
+        let template = infer(&wide);
+        assert!(template.len() <= MAX_TEMPLATE_LEN, "{}", template.len());
+        assert!(template.ends_with("/{rest}"));
+    }
+
+    #[test]
+    fn linear_on_hostile_input() {
+        // A long path of separators and near-matches finishes fast and stays bounded.
+        let hostile = "/api/2.0/genie/spaces/".repeat(20_000);
+        let start = std::time::Instant::now();
+        let template = infer(&hostile);
+        assert!(template.len() <= MAX_TEMPLATE_LEN);
+        assert!(start.elapsed() < std::time::Duration::from_secs(2));
+    }
+
+    #[test]
+    fn ten_thousand_raw_paths_give_few_templates() {
+        let mut templates = std::collections::HashSet::new();
+        for i in 0..10_000u32 {
+            let path = match i % 8 {
+                0 => format!("/serving-endpoints/endpoint-{}/invocations", i % 977),
+                1 => format!("/api/2.0/sql/statements/{:08x}-aaaa-bbbb-cccc-{i:012}", i),
+                2 => format!("/api/2.0/genie/spaces/{i:x}0000/conversations/{i}/messages"),
+                3 => format!("/api/2.0/fs/files/Volumes/main/raw/user{i}/file-{i}.csv"),
+                4 => format!("/v1/orders/{i}/items/{}", i * 7),
+                5 => format!("/users/user{i}@example.com/settings"),
+                6 => format!("/blobs/{:016x}", u64::from(i) * 0x9e37_79b9),
+                _ => format!("/api/2.1/unity-catalog/tables/main.schema_{i}.table_{i}"),
+            };
+            templates.insert(infer(&path).into_owned());
+        }
+        assert!(templates.len() <= 8, "{templates:?}");
+    }
+}
