@@ -124,6 +124,8 @@ fn failing_call(i: usize, filler: &str) -> CallRecord {
         obo_dev_fallback: false,
         operation_id: Some(OperationId::new(format!("op-{op}"))),
         error: Some(Arc::from(message)),
+        usage: None,
+        model: None,
     }
 }
 

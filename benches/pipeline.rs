@@ -70,6 +70,8 @@ fn templates(latency_ms: u64) -> Vec<CallRecord> {
             obo_dev_fallback: false,
             operation_id: None,
             error: None,
+            usage: None,
+            model: None,
         })
         .collect()
 }

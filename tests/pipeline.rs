@@ -46,6 +46,8 @@ fn call(route: &str, status: u16, latency_ms: u64) -> CallRecord {
         obo_dev_fallback: false,
         operation_id: None,
         error: None,
+        usage: None,
+        model: None,
     }
 }
 

@@ -320,6 +320,8 @@ mod tests {
             obo_dev_fallback: false,
             operation_id: Some(OperationId::new(op)),
             error: error.map(Arc::from),
+            usage: None,
+            model: None,
         }
     }
 

@@ -481,6 +481,8 @@ mod tests {
             obo_dev_fallback: false,
             operation_id: None,
             error: None,
+            usage: None,
+            model: None,
         }
     }
 

@@ -51,6 +51,8 @@ use crate::event::CallRecord;
 ///     obo_dev_fallback: false,
 ///     operation_id: None,
 ///     error: None,
+///     usage: None,
+///     model: None,
 /// });
 /// telemetry.flush().await;
 /// assert_eq!(exporter.total_calls(), 1);

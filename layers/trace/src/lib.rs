@@ -73,6 +73,8 @@
 //! | `kasal.operation_id` | from an [`OperationId`] request extension, else the context |
 //! | `execution.context`, `caller.id`, `execution.obo_dev_fallback` | from the [`ExecutionContext`] |
 //! | `kasal.body_cut_short` | `true` when the body was dropped before its end |
+//! | `gen_ai.request.model`, `gen_ai.response.model` | model calls: the model asked for (the serving endpoint) and the one that answered |
+//! | `gen_ai.usage.input_tokens`, `gen_ai.usage.output_tokens` | model calls: the tokens the response reported ([`Usage`]) |
 //!
 //! A failure is any outcome other than success on a client span; on a server span, only 5xx
 //! answers and errors (a 4xx is the client's fault, per the conventions). The span's parent is
@@ -125,6 +127,7 @@ mod layer;
 mod record;
 mod redact;
 mod service;
+mod usage;
 
 pub use body::TracedBody;
 pub use call::CallSpan;
@@ -134,6 +137,7 @@ pub use layer::SpanLayer;
 pub use record::{CallRecord, Direction, RecordCall};
 pub use redact::{MAX_CHAIN_DEPTH, MAX_REDACTED_LEN, redact, redact_error, redact_uri};
 pub use service::Traced;
+pub use usage::Usage;
 
 /// The error type of [`Traced`] and [`TracedBody`]: the inner error, boxed.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
