@@ -144,6 +144,7 @@ pub mod export;
 pub mod flags;
 pub mod layer;
 pub mod pipeline;
+pub mod usage;
 
 pub use credentials::{Credentials, EnvToken, StaticToken};
 pub use event::{

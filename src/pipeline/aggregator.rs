@@ -33,6 +33,9 @@ use kasal_trace::OperationId;
 
 /// What goes through the queue: everything that needs ordering.
 #[derive(Debug)]
+// Calls are nearly every message, so boxing them to shrink the rare control messages would
+// only add an allocation per call.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Message {
     /// A call with an operation id.
     Call(CallRecord),
