@@ -148,7 +148,7 @@ pub mod usage;
 
 pub use credentials::{Credentials, EnvToken, StaticToken};
 pub use event::{
-    Batch, CallRecord, ErrorEntry, OperationSummary, OutcomeCounts, Rollup, RollupKey,
+    Batch, CallRecord, ErrorEntry, OperationSummary, OutcomeCounts, Rollup, RollupKey, UsageRollup,
 };
 pub use export::databricks::{DatabricksExporter, validate_host};
 pub use export::{InMemoryExporter, JsonLinesExporter};

@@ -73,6 +73,12 @@ impl Add for Usage {
     }
 }
 
+impl std::iter::Sum for Usage {
+    fn sum<I: Iterator<Item = Usage>>(iter: I) -> Usage {
+        iter.fold(Usage::default(), Add::add)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
