@@ -19,15 +19,18 @@
 //! [`Stats::usage_ignored`](crate::Stats::usage_ignored).
 //!
 //! When the response names no model, the model is the serving endpoint's name from the path
-//! ([`endpoint_model`]).
+//! ([`serving_endpoint_model`]).
 
+mod hook;
 mod json;
 mod parse;
 mod scanner;
 mod sse;
 
+pub use hook::{ReadUsage, UsageReading};
 pub use json::WINDOW;
-pub use parse::{MAX_TOKENS, valid_model};
+pub use kasal_trace::{is_model_serving_path, serving_endpoint_model, valid_model};
+pub use parse::MAX_TOKENS;
 pub use scanner::{UsageScan, UsageScanner};
 pub use sse::EVENT_WINDOW;
 
@@ -64,57 +67,7 @@ impl Ignored {
     }
 }
 
-/// The serving endpoint's name in a `/serving-endpoints/{name}/invocations` path (with or
-/// without an `/api/2.0` or other prefix), if it is a valid model name.
-///
-/// ```
-/// use kasal_telemetry::usage::endpoint_model;
-///
-/// assert_eq!(
-///     endpoint_model("/serving-endpoints/databricks-gte-large-en/invocations"),
-///     Some("databricks-gte-large-en")
-/// );
-/// assert_eq!(endpoint_model("/serving-endpoints/chat/completions"), None);
-/// ```
-pub fn endpoint_model(path: &str) -> Option<&str> {
-    let rest = path.strip_suffix("/invocations")?;
-    let (before, name) = rest.rsplit_once('/')?;
-    if !before.ends_with("/serving-endpoints") && before != "serving-endpoints" {
-        return None;
-    }
-    valid_model(name)
-}
-
-/// Whether a path is a model-serving call whose answer may carry usage: a serving endpoint's
-/// invocations, or an OpenAI-compatible `…/chat/completions`, `…/completions`, `…/embeddings`
-/// or `…/responses`.
-pub fn is_model_serving_path(path: &str) -> bool {
-    path.ends_with("/invocations")
-        || path.ends_with("/completions")
-        || path.ends_with("/embeddings")
-        || path.ends_with("/responses")
-}
-
 /// The products whose calls are read for usage by default: `llm`, `embedding` and `agent`.
 pub fn reads_usage_by_default(product: &Product) -> bool {
     matches!(product, Product::Llm | Product::Embedding | Product::Agent)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn endpoint_names() {
-        assert_eq!(
-            endpoint_model("/api/2.0/serving-endpoints/my-llm/invocations"),
-            Some("my-llm")
-        );
-        assert_eq!(endpoint_model("/serving-endpoints//invocations"), None);
-        assert_eq!(endpoint_model("/other/my-llm/invocations"), None);
-        assert_eq!(endpoint_model("/serving-endpoints/embeddings"), None);
-        assert!(is_model_serving_path("/serving-endpoints/chat/completions"));
-        assert!(is_model_serving_path("/v1/embeddings"));
-        assert!(!is_model_serving_path("/api/2.0/jobs/list"));
-    }
 }

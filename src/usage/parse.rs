@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use kasal_trace::Usage;
+use kasal_trace::{Usage, valid_model};
 use serde::Deserialize;
 use serde_json::Number;
 
@@ -12,9 +12,6 @@ use super::Ignored;
 
 /// The largest count taken as real: anything above is a broken or hostile server.
 pub const MAX_TOKENS: u64 = 1_000_000_000;
-
-/// The longest model name kept, in bytes.
-pub(crate) const MAX_MODEL_LEN: usize = 128;
 
 /// The two top-level members we read; every other member is skipped (and validated) by serde.
 #[derive(Deserialize)]
@@ -94,16 +91,6 @@ fn model_from_value(value: &serde_json::Value) -> Option<Arc<str>> {
     value.as_str().and_then(valid_model).map(Arc::from)
 }
 
-/// A model name worth keeping: non-empty, at most [`MAX_MODEL_LEN`] bytes, no control
-/// characters or whitespace (model and endpoint names never have them; a rollup key must not
-/// be attacker-sized).
-pub fn valid_model(model: &str) -> Option<&str> {
-    let ok = !model.is_empty()
-        && model.len() <= MAX_MODEL_LEN
-        && !model.chars().any(|c| c.is_control() || c.is_whitespace());
-    ok.then_some(model)
-}
-
 impl RawUsage {
     fn to_usage(&self) -> Result<Usage, Ignored> {
         let input = count(self.prompt_tokens.as_ref().or(self.input_tokens.as_ref()))?;
@@ -157,6 +144,7 @@ fn count(number: Option<&Number>) -> Result<Option<u64>, Ignored> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kasal_trace::MAX_MODEL_LEN;
 
     #[test]
     fn chat_usage_with_details() {

@@ -37,6 +37,8 @@ pub struct CallSpan {
     start: Instant,
     /// Set when a retry layer reports attempts through the request (see `on_error`).
     attempt_counter: Option<AttemptCounter>,
+    /// The path is a model-serving one ([`is_model_serving_path`](crate::is_model_serving_path)).
+    model_call: bool,
 }
 
 impl CallSpan {
@@ -85,6 +87,11 @@ impl CallSpan {
             None => (None, None),
         };
 
+        let model_call = crate::usage::is_model_serving_path(uri.path());
+        let endpoint = model_call
+            .then(|| crate::usage::serving_endpoint_model(uri.path()))
+            .flatten();
+
         let span = tracing::info_span!(
             target: "kasal_trace",
             "HTTP",
@@ -107,7 +114,7 @@ impl CallSpan {
             execution.context = mode.as_str(),
             caller.id = caller_id.as_deref(),
             execution.obo_dev_fallback = obo_dev_fallback,
-            gen_ai.request.model = Empty,
+            gen_ai.request.model = endpoint,
             gen_ai.response.model = Empty,
             gen_ai.usage.input_tokens = Empty,
             gen_ai.usage.output_tokens = Empty,
@@ -120,11 +127,13 @@ impl CallSpan {
         record.caller_id = caller_id;
         record.obo_dev_fallback = obo_dev_fallback;
         record.operation_id = operation_id;
+        record.model = endpoint.map(Arc::from);
         CallSpan {
             span,
             start,
             attempt_counter: extensions.get::<AttemptCounter>().cloned(),
             record,
+            model_call,
         }
     }
 
@@ -277,6 +286,14 @@ impl CallSpan {
         self.span
             .record("gen_ai.usage.output_tokens", as_i64(usage.output_tokens));
         self.record.usage = Some(usage);
+    }
+
+    /// Whether the request went to a model-serving path (`…/serving-endpoints/{name}/invocations`,
+    /// `…/chat/completions`, `…/completions`, `…/embeddings`, `…/responses`). For such a call
+    /// to a serving endpoint, the endpoint's name is recorded at the start as
+    /// `gen_ai.request.model` and as the record's model.
+    pub fn is_model_call(&self) -> bool {
+        self.model_call
     }
 
     /// The model recorded so far, if any.

@@ -154,7 +154,7 @@ pub use on_body_chunk::OnBodyChunk;
 pub use record::{CallRecord, Direction, RecordCall};
 pub use redact::{MAX_CHAIN_DEPTH, MAX_REDACTED_LEN, redact, redact_error, redact_uri};
 pub use service::Traced;
-pub use usage::Usage;
+pub use usage::{MAX_MODEL_LEN, Usage, is_model_serving_path, serving_endpoint_model, valid_model};
 
 /// A boxed error, as tower's.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -73,6 +73,50 @@ impl Add for Usage {
     }
 }
 
+/// The longest model name kept, in bytes.
+pub const MAX_MODEL_LEN: usize = 128;
+
+/// `model` if it is worth keeping as a model name: non-empty, at most [`MAX_MODEL_LEN`] bytes,
+/// no control characters or whitespace (model and endpoint names never have them, and a rollup
+/// key must not be attacker-sized).
+pub fn valid_model(model: &str) -> Option<&str> {
+    let ok = !model.is_empty()
+        && model.len() <= MAX_MODEL_LEN
+        && !model.chars().any(|c| c.is_control() || c.is_whitespace());
+    ok.then_some(model)
+}
+
+/// The serving endpoint's name in a `…/serving-endpoints/{name}/invocations` path, if it is a
+/// [`valid_model`]: the model of a call whose response names none.
+///
+/// ```
+/// use kasal_trace::serving_endpoint_model;
+///
+/// assert_eq!(
+///     serving_endpoint_model("/serving-endpoints/databricks-gte-large-en/invocations"),
+///     Some("databricks-gte-large-en")
+/// );
+/// assert_eq!(serving_endpoint_model("/serving-endpoints/chat/completions"), None);
+/// ```
+pub fn serving_endpoint_model(path: &str) -> Option<&str> {
+    let rest = path.strip_suffix("/invocations")?;
+    let (before, name) = rest.rsplit_once('/')?;
+    if !before.ends_with("/serving-endpoints") && before != "serving-endpoints" {
+        return None;
+    }
+    valid_model(name)
+}
+
+/// Whether a path is a model-serving call whose answer may carry token usage: a serving
+/// endpoint's `…/invocations`, or an OpenAI-compatible `…/completions` (chat or not),
+/// `…/embeddings` or `…/responses`.
+pub fn is_model_serving_path(path: &str) -> bool {
+    path.ends_with("/invocations")
+        || path.ends_with("/completions")
+        || path.ends_with("/embeddings")
+        || path.ends_with("/responses")
+}
+
 impl std::iter::Sum for Usage {
     fn sum<I: Iterator<Item = Usage>>(iter: I) -> Usage {
         iter.fold(Usage::default(), Add::add)
@@ -82,6 +126,28 @@ impl std::iter::Sum for Usage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn model_serving_paths() {
+        assert_eq!(
+            serving_endpoint_model("/api/2.0/serving-endpoints/my-llm/invocations"),
+            Some("my-llm")
+        );
+        assert_eq!(
+            serving_endpoint_model("/serving-endpoints//invocations"),
+            None
+        );
+        assert_eq!(serving_endpoint_model("/other/my-llm/invocations"), None);
+        assert_eq!(
+            serving_endpoint_model("/serving-endpoints/embeddings"),
+            None
+        );
+        assert!(is_model_serving_path("/serving-endpoints/chat/completions"));
+        assert!(is_model_serving_path("/v1/embeddings"));
+        assert!(!is_model_serving_path("/api/2.0/jobs/list"));
+        assert_eq!(valid_model("a b"), None);
+        assert_eq!(valid_model(&"m".repeat(MAX_MODEL_LEN + 1)), None);
+    }
 
     #[test]
     fn sums_saturate() {
