@@ -129,7 +129,7 @@ pub fn body_of(ask: &Ask) -> Vec<u8> {
         }
         "embedding" => {
             let numbers = (ask.pad / 22).max(8);
-            let embedding: Vec<f64> = (0..numbers).map(|i| (i as f64 * 0.7071).sin()).collect();
+            let embedding: Vec<f64> = (0..numbers).map(|i| (i as f64 * 0.37).sin()).collect();
             let mut body = serde_json::json!({
                 "object": "list",
                 "data": [{"object": "embedding", "index": 0, "embedding": embedding}],
