@@ -76,7 +76,8 @@ impl JsonScan {
         }
         let tail = &self.tail[self.tail.len().saturating_sub(WINDOW)..];
         let head = head_members(&self.head);
-        let walk = tail_members(tail);
+        // The model named in the head spares walking the tail past the usage.
+        let walk = tail_members(tail, head.model.is_none());
         let model = walk
             .model
             .and_then(|range| parse_model(&tail[range]))
@@ -209,20 +210,20 @@ struct Walk {
 
 /// Walks the top-level members backwards from the closing `}` of `tail` (the end of a body
 /// whose start is not in `tail`), noting where the `usage` and `model` values are.
-fn tail_members(tail: &[u8]) -> Walk {
+fn tail_members(tail: &[u8], need_model: bool) -> Walk {
     let mut walk = Walk {
         usage: None,
         model: None,
         end: End::Start,
     };
-    walk.end = match walk_back(tail, &mut walk) {
+    walk.end = match walk_back(tail, need_model, &mut walk) {
         Ok(()) => End::Start,
         Err(end) => end,
     };
     walk
 }
 
-fn walk_back(t: &[u8], walk: &mut Walk) -> Result<(), End> {
+fn walk_back(t: &[u8], need_model: bool, walk: &mut Walk) -> Result<(), End> {
     let mut i = skip_ws_back(t, t.len());
     match i.checked_sub(1).map(|j| t[j]) {
         Some(b'}') => i -= 1,
@@ -257,7 +258,7 @@ fn walk_back(t: &[u8], walk: &mut Walk) -> Result<(), End> {
         } else if key == b"model" && walk.model.is_none() {
             walk.model = Some(value_start..value_end);
         }
-        if walk.usage.is_some() && walk.model.is_some() {
+        if walk.usage.is_some() && (walk.model.is_some() || !need_model) {
             return Ok(());
         }
         i = skip_ws_back(t, key_open);
@@ -427,10 +428,11 @@ mod tests {
     fn chunking_does_not_matter() {
         let body = big(
             20_000,
-            r#","model":"m-2","usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}"#,
+            r#","usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}"#,
         );
         let whole = scan(&[body.as_bytes()]);
-        assert_eq!(whole.1.as_deref(), Some("m-2"));
+        assert_eq!(whole.0, Ok(Usage::new(3, 4)));
+        assert_eq!(whole.1.as_deref(), Some("m-1"));
         for size in [1, 7, 100, 4095, 4096, 4097, 9000] {
             let chunks: Vec<&[u8]> = body.as_bytes().chunks(size).collect();
             assert_eq!(scan(&chunks), whole, "{size}");

@@ -4,14 +4,15 @@
 //! OpenAI-compatible streams (with `stream_options.include_usage`) send the usage in the last
 //! data event before `data: [DONE]`; every event names the model. So only the last data event
 //! matters, and it is parsed once, at the end. Per chunk, the scanner finds the chunk's last
-//! blank line searching backwards, and looks only at the event(s) just before it: the cost per
-//! chunk is the size of its last events, not of the chunk. Lines may end in `\n` or `\r\n`
+//! blank line searching backwards, and looks only at the event(s) just before it, keeping the
+//! last one with data (one copy): the cost per chunk is the size of its last events, not of the
+//! chunk. The kept event is split into lines and parsed once, at the end. Lines may end in `\n` or `\r\n`
 //! (a stream using bare `\r` line ends is not read: no usage, counted).
 
 use std::sync::Arc;
 
 use kasal_trace::Usage;
-use memchr::memrchr;
+use memchr::{memmem, memrchr};
 
 use super::Ignored;
 use super::parse::parse_top;
@@ -109,10 +110,13 @@ impl SseScan {
             }
         }
         let (usage, model) = match self.last_state {
-            Last::Data => {
-                let parsed = parse_top(&self.last);
-                (parsed.usage, parsed.model)
-            }
+            Last::Data => match event_data(&self.last) {
+                Some(data) => {
+                    let parsed = parse_top(&data);
+                    (parsed.usage, parsed.model)
+                }
+                None => (Err(Ignored::NoUsage), None),
+            },
             Last::Oversized => (Err(Ignored::OutOfWindow), None),
             Last::None => (Err(Ignored::NoUsage), None),
         };
@@ -213,40 +217,50 @@ impl SseScan {
         }
     }
 
-    /// Classifies one event (its lines, without the closing blank line), keeping its data as
-    /// the last data event if it has some.
+    /// Classifies one event (its raw lines, without the closing blank line) and keeps its raw
+    /// bytes as the last data event if it has data. Only searches (SIMD) and one copy here: the
+    /// lines are split and the data joined once, at the end.
     fn take_event(&mut self, event: &[u8]) -> Kind {
-        if event.len() > EVENT_WINDOW {
-            return if has_data_line(event) {
-                Kind::Oversized
-            } else {
-                Kind::NoData
-            };
-        }
-        let lines = || {
-            event
-                .split(|&b| b == b'\n')
-                .filter_map(|line| data_value(line.strip_suffix(b"\r").unwrap_or(line)))
-        };
-        let mut values = lines();
-        let Some(first) = values.next() else {
+        let has_data = event.starts_with(b"data") || memmem::find(event, b"\ndata").is_some();
+        if !has_data {
             return Kind::NoData;
-        };
-        if values.next().is_none() && first.trim_ascii() == b"[DONE]" {
-            return Kind::Done;
         }
-        let mut data = std::mem::take(&mut self.last);
-        data.clear();
-        for (i, value) in lines().enumerate() {
-            if i > 0 {
-                data.push(b'\n');
+        if event.len() > EVENT_WINDOW {
+            return Kind::Oversized;
+        }
+        // `data: [DONE]` (alone, or with an id or a comment): small, so split it exactly.
+        if event.len() <= 64 {
+            let data = event_data(event);
+            match data.as_deref().map(<[u8]>::trim_ascii) {
+                None => return Kind::NoData,
+                Some(b"[DONE]") => return Kind::Done,
+                Some(_) => {}
             }
-            data.extend_from_slice(value);
         }
-        self.last = data;
+        self.last.clear();
+        self.last.extend_from_slice(event);
         self.last_state = Last::Data;
         Kind::Data
     }
+}
+
+/// The data of an event: its `data` field values joined with `\n`, or `None` without any.
+fn event_data(event: &[u8]) -> Option<Vec<u8>> {
+    let mut data: Option<Vec<u8>> = None;
+    for line in event.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Some(value) = data_value(line) else {
+            continue;
+        };
+        match &mut data {
+            None => data = Some(value.to_vec()),
+            Some(buf) => {
+                buf.push(b'\n');
+                buf.extend_from_slice(value);
+            }
+        }
+    }
+    data
 }
 
 /// The value of a `data` field line (`data: v`, `data:v`, or `data`), else `None`.
@@ -257,12 +271,6 @@ fn data_value(line: &[u8]) -> Option<&[u8]> {
         Some(b':') => Some(rest[1..].strip_prefix(b" ").unwrap_or(&rest[1..])),
         Some(_) => None,
     }
-}
-
-fn has_data_line(event: &[u8]) -> bool {
-    event
-        .split(|&b| b == b'\n')
-        .any(|line| data_value(line).is_some())
 }
 
 #[cfg(test)]
