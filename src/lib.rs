@@ -144,6 +144,10 @@ pub mod export;
 pub mod flags;
 pub mod layer;
 pub mod pipeline;
+#[cfg(feature = "reqwest")]
+pub mod reqwest;
+#[cfg(feature = "mcp")]
+pub mod mcp;
 
 pub use credentials::{Credentials, EnvToken, StaticToken};
 pub use event::{

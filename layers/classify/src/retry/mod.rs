@@ -77,7 +77,9 @@ impl AttemptCounter {
         self.0.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    pub(crate) fn set(&self, attempts: u32) {
+    /// Reports `attempts` calls made so far: for retry adapters outside this crate (the
+    /// reqwest middleware), as [`Retry`] does through its policy.
+    pub fn set(&self, attempts: u32) {
         self.0.store(attempts, std::sync::atomic::Ordering::Relaxed);
     }
 }
