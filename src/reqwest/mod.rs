@@ -114,7 +114,6 @@ pub use retry::RetryMiddleware;
 #[cfg(feature = "reqwest-retry")]
 pub use retryable_strategy::ClassifierStrategy;
 
-pub(crate) use error::classify_result;
 
 use crate::Telemetry;
 

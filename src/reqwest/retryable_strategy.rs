@@ -4,7 +4,7 @@
 use kasal_classify::{Classify, DefaultClassifier, Outcome};
 use reqwest_retry::{Retryable, RetryableStrategy};
 
-use super::classify_result;
+use super::error::classify_result;
 
 /// A reqwest-retry [`RetryableStrategy`] that asks a [`Classify`] (by default the
 /// [`DefaultClassifier`], the one every stack here uses): success is not retried, a retryable
