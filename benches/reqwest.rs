@@ -124,7 +124,13 @@ async fn call(client: &ClientWithMiddleware, url: &str) -> usize {
     response.bytes().await.expect("body").len()
 }
 
-fn bench(c: &mut Criterion, rt: &tokio::runtime::Runtime, id: &str, client: &ClientWithMiddleware, url: &str) {
+fn bench(
+    c: &mut Criterion,
+    rt: &tokio::runtime::Runtime,
+    id: &str,
+    client: &ClientWithMiddleware,
+    url: &str,
+) {
     assert_eq!(rt.block_on(call(client, url)), REPLY.len());
     c.benchmark_group("reqwest").bench_function(id, |b| {
         b.iter_custom(|iters| {
@@ -182,8 +188,7 @@ fn interleaved(rt: &tokio::runtime::Runtime, clients: &[(&str, &ClientWithMiddle
 }
 
 fn reqwest_bench(c: &mut Criterion) {
-    let subscriber =
-        tracing_subscriber::registry().with(Recording.with_filter(LevelFilter::INFO));
+    let subscriber = tracing_subscriber::registry().with(Recording.with_filter(LevelFilter::INFO));
     tracing::subscriber::set_global_default(subscriber).expect("first subscriber");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -195,7 +200,9 @@ fn reqwest_bench(c: &mut Criterion) {
     );
     let telemetry = rt.block_on(async {
         Telemetry::builder()
-            .exporter(tower::service_fn(|_: Batch| async { Ok::<_, BoxError>(()) }))
+            .exporter(tower::service_fn(|_: Batch| async {
+                Ok::<_, BoxError>(())
+            }))
             .ignore_env()
             .build()
     });
@@ -220,13 +227,20 @@ fn reqwest_bench(c: &mut Criterion) {
     if args.iter().any(|arg| arg == "--bench") && !args.iter().any(|arg| arg == "--profile-time") {
         interleaved(
             &rt,
-            &[("plain", &plain), ("reqwest_tracing", &peer), ("kasal", &ours)],
+            &[
+                ("plain", &plain),
+                ("reqwest_tracing", &peer),
+                ("kasal", &ours),
+            ],
             &url,
         );
     }
     let stats = rt.block_on(telemetry.shutdown());
     assert_eq!(stats.dropped, 0, "{stats:?}");
-    println!("pipeline: accepted {} dropped {}", stats.accepted, stats.dropped);
+    println!(
+        "pipeline: accepted {} dropped {}",
+        stats.accepted, stats.dropped
+    );
 }
 
 criterion_group! {

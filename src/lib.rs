@@ -152,11 +152,11 @@ pub mod event;
 pub mod export;
 pub mod flags;
 pub mod layer;
+#[cfg(feature = "mcp")]
+pub mod mcp;
 pub mod pipeline;
 #[cfg(feature = "reqwest")]
 pub mod reqwest;
-#[cfg(feature = "mcp")]
-pub mod mcp;
 
 pub use credentials::{Credentials, EnvToken, StaticToken};
 pub use event::{

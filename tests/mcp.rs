@@ -2,12 +2,12 @@
 //! (`McpClient`) against the SDK's streamable-HTTP server on 127.0.0.1, spans captured per test
 //! and the pipeline exporting into an `InMemoryExporter`.
 mod common;
+#[path = "../examples/mcp_client.rs"]
+mod example;
 #[path = "common/mcp_server.rs"]
 mod mcp_server;
 #[path = "common/spans.rs"]
 mod spans;
-#[path = "../examples/mcp_client.rs"]
-mod example;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -91,9 +91,10 @@ async fn a_session_carries_kasal_mcp_and_folds_into_one_summary_with_every_call(
     let tools = client.list_all_tools().await.unwrap();
     assert_eq!(tools.len(), 3);
     let result = client
-        .call_tool(CallToolRequestParams::new("sum").with_arguments(arguments(
-            serde_json::json!({"a": 1, "b": 2}),
-        )))
+        .call_tool(
+            CallToolRequestParams::new("sum")
+                .with_arguments(arguments(serde_json::json!({"a": 1, "b": 2}))),
+        )
         .await
         .unwrap();
     assert_ne!(result.is_error, Some(true));
@@ -131,7 +132,10 @@ async fn a_session_carries_kasal_mcp_and_folds_into_one_summary_with_every_call(
         "POST tools/call",
         "DELETE",
     ] {
-        assert!(names.iter().any(|n| n == expected), "{expected} in {names:?}");
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} in {names:?}"
+        );
     }
     for span in &spans {
         assert_eq!(span.field("kasal.product").as_deref(), Some("mcp"));
@@ -156,9 +160,10 @@ async fn a_503_answered_once_is_retried_and_counted() {
     let (telemetry, exporter) = pipeline();
     let client = connect(&server, &telemetry).await;
     let result = client
-        .call_tool(CallToolRequestParams::new("sum").with_arguments(arguments(
-            serde_json::json!({"a": 20, "b": 22}),
-        )))
+        .call_tool(
+            CallToolRequestParams::new("sum")
+                .with_arguments(arguments(serde_json::json!({"a": 20, "b": 22}))),
+        )
         .await
         .unwrap();
     assert_ne!(result.is_error, Some(true));
@@ -171,7 +176,10 @@ async fn a_503_answered_once_is_retried_and_counted() {
         .filter(|r| r.rpc_method.as_deref() == Some("tools/call"))
         .collect();
     assert_eq!(tool_calls.len(), 2, "{tool_calls:#?}");
-    assert_eq!(tool_calls[0].answered, Some(StatusCode::SERVICE_UNAVAILABLE));
+    assert_eq!(
+        tool_calls[0].answered,
+        Some(StatusCode::SERVICE_UNAVAILABLE)
+    );
     let operations = exporter.operations();
     assert_eq!(operations.len(), 1, "{operations:#?}");
     assert_eq!(operations[0].retries, 1);
@@ -181,7 +189,10 @@ async fn a_503_answered_once_is_retried_and_counted() {
         .into_iter()
         .find(|s| s.field("otel.name").as_deref() == Some("POST tools/call"))
         .unwrap();
-    assert_eq!(span.field("http.request.resend_count").as_deref(), Some("1"));
+    assert_eq!(
+        span.field("http.request.resend_count").as_deref(),
+        Some("1")
+    );
     assert_eq!(span.field("kasal.outcome").as_deref(), Some("success"));
 }
 
@@ -196,7 +207,9 @@ async fn a_failing_tool_call_is_recorded_with_its_error_type() {
         .await
         .unwrap();
     assert_eq!(failed.is_error, Some(true));
-    let refused = client.call_tool(CallToolRequestParams::new("invalid")).await;
+    let refused = client
+        .call_tool(CallToolRequestParams::new("invalid"))
+        .await;
     assert!(refused.is_err(), "{refused:?}");
     client.cancel().await.unwrap();
     telemetry.flush().await;
@@ -256,7 +269,13 @@ async fn a_cancelled_stream_is_recorded_and_a_deleted_session_waits_for_its_stre
 
     // A long-lived GET stream, cancelled: recorded at once, its span closed.
     let stream = client
-        .get_stream(uri.clone(), Some(session.clone()), None, None, HashMap::new())
+        .get_stream(
+            uri.clone(),
+            Some(session.clone()),
+            None,
+            None,
+            HashMap::new(),
+        )
         .await
         .unwrap();
     drop(stream);
@@ -270,7 +289,13 @@ async fn a_cancelled_stream_is_recorded_and_a_deleted_session_waits_for_its_stre
 
     // A stream still open when the session is deleted: the summary waits for it.
     let stream = client
-        .get_stream(uri.clone(), Some(session.clone()), None, None, HashMap::new())
+        .get_stream(
+            uri.clone(),
+            Some(session.clone()),
+            None,
+            None,
+            HashMap::new(),
+        )
         .await
         .unwrap();
     client
@@ -278,7 +303,11 @@ async fn a_cancelled_stream_is_recorded_and_a_deleted_session_waits_for_its_stre
         .await
         .unwrap();
     telemetry.flush().await;
-    assert!(exporter.operations().is_empty(), "{:#?}", exporter.operations());
+    assert!(
+        exporter.operations().is_empty(),
+        "{:#?}",
+        exporter.operations()
+    );
     drop(stream);
     telemetry.flush().await;
     let operations = exporter.operations();

@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::raw_server::RawServer;
-use stacks::{Answer, Call, Stack};
 use common::{Reply, ReplyBody, TestServer};
 use kasal_telemetry::classify::{
     CircuitBreaker, CircuitBreakerConfig, CircuitOpen, Jitter, RetryPolicy,
@@ -27,6 +26,7 @@ use kasal_telemetry::user_agent::{Product, UserAgent};
 use kasal_telemetry::{InMemoryExporter, Telemetry, TelemetryLayer};
 use reqwest_middleware::ClientBuilder;
 use spans::{Captured, SpanCapture, SpanData};
+use stacks::{Answer, Call, Stack};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -88,10 +88,12 @@ const FIELDS: &[&str] = &[
     "otel.status_code",
     "http.request.method",
     "http.route",
+    "url.template",
     "url.full",
     "server.address",
     "server.port",
     "http.response.status_code",
+    "network.protocol.version",
     "http.request.resend_count",
     "http.response.body.size",
     "error.type",
@@ -149,12 +151,7 @@ async fn user_agent_rules_are_the_tower_stacks() {
 async fn a_reqwest_client_with_its_own_user_agent() {
     let server = TestServer::always(200).await;
     let (telemetry, _exporter) = pipeline();
-    let own = || {
-        http_client()
-            .user_agent("their-app/1.2")
-            .build()
-            .unwrap()
-    };
+    let own = || http_client().user_agent("their-app/1.2").build().unwrap();
     // reqwest adds a client-wide User-Agent only to requests without one, after the
     // middleware: ours is sent, once.
     let plain = ClientBuilder::new(own())
@@ -217,22 +214,20 @@ async fn span_fields_are_the_tower_stacks() {
     let tower_span = span_of(&tower_stack(&telemetry), &url).await;
 
     let port = server.addr.port().to_string();
-    let full = format!(
-        "http://127.0.0.1:{port}/api/2.0/genie/spaces/s1?token=REDACTED&page=REDACTED"
-    );
+    let full =
+        format!("http://127.0.0.1:{port}/api/2.0/genie/spaces/s1?token=REDACTED&page=REDACTED");
     assert_fields(
         &reqwest_span,
         &[
             ("otel.kind", "client"),
             ("otel.name", "GET /api/2.0/genie/spaces/{id}"),
             ("http.request.method", "GET"),
-            ("http.route", "/api/2.0/genie/spaces/{id}"),
+            ("url.template", "/api/2.0/genie/spaces/{id}"),
             ("url.full", &full),
             ("server.address", "127.0.0.1"),
             ("server.port", &port),
             ("http.response.status_code", "200"),
-            ("http.request.resend_count", "0"),
-            ("http.response.body.size", "5"),
+            ("network.protocol.version", "1.1"),
             ("kasal.product", "genie"),
             ("kasal.outcome", "success"),
             ("kasal.operation_id", "op-1"),
@@ -240,7 +235,9 @@ async fn span_fields_are_the_tower_stacks() {
             ("caller.id", "alice@example.com"),
         ],
     );
-    assert_eq!(reqwest_span.field("error.type"), None);
+    for unset in ["error.type", "http.route", "http.request.resend_count"] {
+        assert_eq!(reqwest_span.field(unset), None, "{unset}");
+    }
     assert!(reqwest_span.closed);
     assert_eq!(fields(&reqwest_span), fields(&tower_span));
 }
@@ -267,7 +264,10 @@ async fn the_task_local_context_reaches_the_span_and_no_token_leaves() {
     let span = call_span(&captured);
     assert_fields(
         &span,
-        &[("execution.context", "user"), ("caller.id", "bob@example.com")],
+        &[
+            ("execution.context", "user"),
+            ("caller.id", "bob@example.com"),
+        ],
     );
     for text in captured.all_text() {
         assert!(!text.contains("dapi-secret"), "{text}");
@@ -300,7 +300,10 @@ async fn ok_200_is_success() {
     let seen = one_call(&reqwest_stack(&telemetry), &server, "/").await;
     assert_fields(
         &seen.span,
-        &[("kasal.outcome", "success"), ("http.response.status_code", "200")],
+        &[
+            ("kasal.outcome", "success"),
+            ("http.response.status_code", "200"),
+        ],
     );
     assert_eq!(seen.span.field("otel.status_code"), None);
 }
@@ -354,12 +357,9 @@ async fn forbidden_403_is_terminal_and_not_retried() {
     assert_eq!(seen.requests, 1);
     assert_fields(
         &seen.span,
-        &[
-            ("kasal.outcome", "terminal"),
-            ("error.type", "403"),
-            ("http.request.resend_count", "0"),
-        ],
+        &[("kasal.outcome", "terminal"), ("error.type", "403")],
     );
+    assert_eq!(seen.span.field("http.request.resend_count"), None);
 }
 
 #[tokio::test]
@@ -498,17 +498,25 @@ async fn a_streamed_body_keeps_the_span_open_until_its_end() {
         Reply::text(200, "").body(ReplyBody::Channel(receiver.clone()))
     })
     .await;
-    let client = kasal_telemetry::reqwest::client(Product::Llm, &telemetry);
+    let client = ClientBuilder::new(http_client().build().unwrap())
+        .with(TelemetryMiddleware::new(Product::Llm, telemetry.clone()).body_sizes(true))
+        .build();
     let mut response = client.get(server.url("/stream")).send().await.unwrap();
 
-    sender.send(Bytes::from_static(b"data: one\n\n")).await.unwrap();
+    sender
+        .send(Bytes::from_static(b"data: one\n\n"))
+        .await
+        .unwrap();
     let first = response.chunk().await.unwrap().unwrap();
     assert_eq!(&first[..], b"data: one\n\n");
     assert!(!call_span(&captured).closed, "open while the body streams");
     telemetry.flush().await;
     assert_eq!(exporter.total_calls(), 0, "not recorded before the end");
 
-    sender.send(Bytes::from_static(b"data: two\n\n")).await.unwrap();
+    sender
+        .send(Bytes::from_static(b"data: two\n\n"))
+        .await
+        .unwrap();
     drop(sender);
     let second = response.chunk().await.unwrap().unwrap();
     assert_eq!(&second[..], b"data: two\n\n");
@@ -563,7 +571,10 @@ async fn an_open_circuit_fails_at_once_with_circuit_open() {
     let spans = captured.spans_named("HTTP");
     assert_fields(
         spans.last().unwrap(),
-        &[("kasal.outcome", "terminal"), ("error.type", "circuit_open")],
+        &[
+            ("kasal.outcome", "terminal"),
+            ("error.type", "circuit_open"),
+        ],
     );
 }
 
@@ -572,8 +583,7 @@ async fn an_open_circuit_fails_at_once_with_circuit_open() {
 
 /// Each path answers by its own script; `n` counts that path's requests.
 fn scripted() -> impl Fn(&common::Recorded, usize) -> Reply + Send + Sync + 'static {
-    let counts: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>> =
-        Arc::default();
+    let counts: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>> = Arc::default();
     move |request, _| {
         let path = request.uri.path().to_owned();
         let n = {
@@ -599,14 +609,25 @@ fn scripted() -> impl Fn(&common::Recorded, usize) -> Reply + Send + Sync + 'sta
 }
 
 const SCRIPT: &[&str] = &[
-    "/ok", "/flaky", "/limited", "/forbidden", "/missing", "/down", "/broken", "/reset",
+    "/ok",
+    "/flaky",
+    "/limited",
+    "/forbidden",
+    "/missing",
+    "/down",
+    "/broken",
+    "/reset",
 ];
 
 /// (outcome, status, attempts, error.type) of each call's span, and the pipeline's summary of
 /// each call's operation as (calls, retries, outcomes, error types).
 async fn records_through(
     stack: impl Fn(&Telemetry) -> Box<dyn StackObject>,
-) -> (Vec<(String, Option<String>, u32, Option<String>)>, Vec<String>) {
+) -> (
+    Vec<(String, Option<String>, u32, Option<String>)>,
+    Vec<String>,
+    Vec<Vec<(String, Option<String>, Option<String>)>>,
+) {
     let server = TestServer::start(scripted()).await;
     let (telemetry, exporter) = pipeline();
     let stack = stack(&telemetry);
@@ -647,16 +668,40 @@ async fn records_through(
         })
         .collect();
     summaries.sort();
-    (records, summaries)
+    // Each call's attempt spans: (attempt, status, error.type), children of its call span.
+    let attempts = spans
+        .iter()
+        .map(|call| {
+            captured
+                .spans_named("HTTP attempt")
+                .iter()
+                .filter(|a| a.parent == Some(call.index) && a.closed)
+                .map(|a| {
+                    (
+                        a.field("kasal.attempt").unwrap_or_default(),
+                        a.field("http.response.status_code"),
+                        a.field("error.type"),
+                    )
+                })
+                .collect()
+        })
+        .collect();
+    (records, summaries, attempts)
 }
 
 /// `Stack` boxed, so the parity test can take either stack from one closure type.
 trait StackObject {
-    fn call_boxed(&self, call: Call) -> std::pin::Pin<Box<dyn std::future::Future<Output = Answer> + Send + '_>>;
+    fn call_boxed(
+        &self,
+        call: Call,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Answer> + Send + '_>>;
 }
 
 impl<S: Stack + Sync> StackObject for S {
-    fn call_boxed(&self, call: Call) -> std::pin::Pin<Box<dyn std::future::Future<Output = Answer> + Send + '_>> {
+    fn call_boxed(
+        &self,
+        call: Call,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Answer> + Send + '_>> {
         Box::pin(self.call(call))
     }
 }
@@ -664,11 +709,10 @@ impl<S: Stack + Sync> StackObject for S {
 #[tokio::test]
 async fn a_scripted_sequence_gives_the_same_records_through_both_stacks() {
     let retry = || fast_retry().max_retries(2);
-    let (through_reqwest, reqwest_summaries) = records_through(|telemetry| {
-        Box::new(stacks::reqwest(Product::Genie, telemetry, retry()))
-    })
-    .await;
-    let (through_tower, tower_summaries) = records_through(|telemetry| {
+    let (through_reqwest, reqwest_summaries, reqwest_attempts) =
+        records_through(|telemetry| Box::new(stacks::reqwest(Product::Genie, telemetry, retry())))
+            .await;
+    let (through_tower, tower_summaries, tower_attempts) = records_through(|telemetry| {
         Box::new(stacks::tower(
             TelemetryLayer::new(Product::Genie, telemetry.clone()).retry(retry()),
         ))
@@ -696,10 +740,17 @@ async fn a_scripted_sequence_gives_the_same_records_through_both_stacks() {
     );
     // A reset connection, retried: no status, every attempt counted.
     assert_eq!(through_reqwest[7].0, "retryable");
-    assert_eq!((through_reqwest[7].1.as_deref(), through_reqwest[7].2), (None, 3));
+    assert_eq!(
+        (through_reqwest[7].1.as_deref(), through_reqwest[7].2),
+        (None, 3)
+    );
     assert_eq!(through_reqwest, through_tower);
     assert_eq!(reqwest_summaries, tower_summaries);
     assert_eq!(reqwest_summaries.len(), SCRIPT.len());
+    // The same attempt spans: 2 for /flaky (503, then 200), 3 for /down and /reset.
+    let counts: Vec<usize> = reqwest_attempts.iter().map(Vec::len).collect();
+    assert_eq!(counts, [1, 2, 2, 1, 1, 3, 1, 3]);
+    assert_eq!(reqwest_attempts, tower_attempts);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -728,11 +779,11 @@ async fn a_url_reqwest_cannot_send_is_recorded_once_as_invalid_url() {
     assert_eq!(telemetry.stats().accepted, 1);
     assert_fields(
         &call_span(&captured),
-        &[
-            ("kasal.outcome", "terminal"),
-            ("error.type", "invalid_url"),
-            ("http.request.resend_count", "0"),
-        ],
+        &[("kasal.outcome", "terminal"), ("error.type", "invalid_url")],
+    );
+    assert_eq!(
+        call_span(&captured).field("http.request.resend_count"),
+        None
     );
 }
 
@@ -744,7 +795,11 @@ async fn a_redirect_loop_is_recorded_once_as_redirect() {
     let client = kasal_telemetry::reqwest::client(Product::Genie, &telemetry);
     let error = client.get(server.url("/loop")).send().await.unwrap_err();
     assert!(error.is_redirect(), "{error:?}");
-    assert_eq!(server.hits(), 11, "reqwest follows 10 redirects, once: no retry");
+    assert_eq!(
+        server.hits(),
+        11,
+        "reqwest follows 10 redirects, once: no retry"
+    );
     assert_eq!(telemetry.stats().accepted, 1);
     assert_fields(
         &call_span(&captured),
@@ -790,7 +845,10 @@ async fn a_reset_connection_is_recorded_once_with_its_attempts() {
     .await;
     let client = reqwest_stack(&telemetry).0;
     let error = client.get(server.url("/")).send().await.unwrap_err();
-    assert!(matches!(error, reqwest_middleware::Error::Reqwest(_)), "{error:?}");
+    assert!(
+        matches!(error, reqwest_middleware::Error::Reqwest(_)),
+        "{error:?}"
+    );
     assert_eq!(resets.load(Ordering::SeqCst), 4);
     assert_eq!(telemetry.stats().accepted, 1);
     let span = call_span(&captured);

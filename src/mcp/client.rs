@@ -51,8 +51,15 @@ impl StreamableHttpClient for McpClient {
         custom_headers: HashMap<HeaderName, HeaderValue>,
     ) -> Result<StreamableHttpPostResponse, Error> {
         let limits = StreamableHttpResponseLimits::default();
-        self.post(uri, message, session_id, auth_header, custom_headers, limits)
-            .await
+        self.post(
+            uri,
+            message,
+            session_id,
+            auth_header,
+            custom_headers,
+            limits,
+        )
+        .await
     }
 
     async fn post_message_with_max_sse_event_size(
@@ -66,8 +73,15 @@ impl StreamableHttpClient for McpClient {
     ) -> Result<StreamableHttpPostResponse, Error> {
         let mut limits = StreamableHttpResponseLimits::default();
         limits.max_sse_event_size = max_sse_event_size;
-        self.post(uri, message, session_id, auth_header, custom_headers, limits)
-            .await
+        self.post(
+            uri,
+            message,
+            session_id,
+            auth_header,
+            custom_headers,
+            limits,
+        )
+        .await
     }
 
     async fn post_message_with_response_limits(
@@ -79,8 +93,15 @@ impl StreamableHttpClient for McpClient {
         custom_headers: HashMap<HeaderName, HeaderValue>,
         limits: StreamableHttpResponseLimits,
     ) -> Result<StreamableHttpPostResponse, Error> {
-        self.post(uri, message, session_id, auth_header, custom_headers, limits)
-            .await
+        self.post(
+            uri,
+            message,
+            session_id,
+            auth_header,
+            custom_headers,
+            limits,
+        )
+        .await
     }
 
     async fn delete_session(
@@ -242,7 +263,8 @@ impl McpClient {
             return Ok(StreamableHttpPostResponse::Accepted);
         }
         if !status.is_success() {
-            let is_auth_failure = matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN);
+            let is_auth_failure =
+                matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN);
             let body = if is_json && !is_auth_failure {
                 match read_bounded(response, limits.max_json_response_size).await {
                     Ok(body) => {
@@ -297,12 +319,12 @@ impl McpClient {
                         );
                         Ok(StreamableHttpPostResponse::Accepted)
                     }
-                    Err(error) => Err(StreamableHttpError::UnexpectedServerResponse(
-                        Cow::Owned(format!(
+                    Err(error) => Err(StreamableHttpError::UnexpectedServerResponse(Cow::Owned(
+                        format!(
                             "could not parse JSON response as ServerJsonRpcMessage: {error}: {}",
                             preview(&body)
-                        )),
-                    )),
+                        ),
+                    ))),
                 }
             }
             _ if awaits_no_response => Ok(StreamableHttpPostResponse::Accepted),
@@ -393,10 +415,14 @@ fn with_custom_headers(
 ) -> Result<reqwest_middleware::RequestBuilder, Error> {
     for (name, value) in custom_headers {
         let reserved = [ACCEPT.as_str(), SESSION_ID, LAST_EVENT_ID];
-        if reserved.iter().any(|r| name.as_str().eq_ignore_ascii_case(r))
+        if reserved
+            .iter()
+            .any(|r| name.as_str().eq_ignore_ascii_case(r))
             && !name.as_str().eq_ignore_ascii_case(PROTOCOL_VERSION)
         {
-            return Err(StreamableHttpError::ReservedHeaderConflict(name.to_string()));
+            return Err(StreamableHttpError::ReservedHeaderConflict(
+                name.to_string(),
+            ));
         }
         request = request.header(name, value);
     }
@@ -416,7 +442,9 @@ fn auth_error(status: StatusCode, headers: &HeaderMap) -> Result<Option<Error>, 
     Ok(match status {
         StatusCode::UNAUTHORIZED => {
             let header = header.to_str().map_err(|_| invalid())?.to_owned();
-            Some(StreamableHttpError::AuthRequired(AuthRequiredError::new(header)))
+            Some(StreamableHttpError::AuthRequired(AuthRequiredError::new(
+                header,
+            )))
         }
         StatusCode::FORBIDDEN => {
             let header = header.to_str().map_err(|_| invalid())?;
@@ -490,7 +518,10 @@ fn discover_rejection(
 
 /// The whole body, refused past `max` bytes (declared or read).
 async fn read_bounded(mut response: reqwest::Response, max: usize) -> Result<Vec<u8>, Error> {
-    if response.content_length().is_some_and(|length| length > max as u64) {
+    if response
+        .content_length()
+        .is_some_and(|length| length > max as u64)
+    {
         return Err(StreamableHttpError::ResponseBodyTooLarge { max_size: max });
     }
     let mut body = Vec::new();
@@ -548,7 +579,11 @@ fn media_type_is(value: &[u8], expected: &str) -> bool {
         .split(|byte| *byte == b';')
         .next()
         .and_then(|essence| std::str::from_utf8(essence).ok())
-        .is_some_and(|essence| essence.trim_matches([' ', '\t']).eq_ignore_ascii_case(expected))
+        .is_some_and(|essence| {
+            essence
+                .trim_matches([' ', '\t'])
+                .eq_ignore_ascii_case(expected)
+        })
 }
 
 #[cfg(test)]

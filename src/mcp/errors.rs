@@ -39,7 +39,11 @@ enum Scan {
     /// A JSON body: its bytes so far (up to `MAX_MESSAGE`).
     Json(Vec<u8>),
     /// An SSE body: the current line and the current event's data.
-    Sse { line: Vec<u8>, data: Vec<u8>, skip: bool },
+    Sse {
+        line: Vec<u8>,
+        data: Vec<u8>,
+        skip: bool,
+    },
     /// Too large or not JSON-RPC: ignored.
     Off,
 }
@@ -190,7 +194,12 @@ fn failure(json: &[u8]) -> Option<Failure> {
             code: error.code,
             message: error.message,
         }),
-        (None, Some(ResultObject { is_error: Some(true) })) => Some(Failure::Tool),
+        (
+            None,
+            Some(ResultObject {
+                is_error: Some(true),
+            }),
+        ) => Some(Failure::Tool),
         _ => None,
     };
     match json.iter().find(|b| !b.is_ascii_whitespace()) {
@@ -213,7 +222,9 @@ mod tests {
         let tool = failure(br#"{"jsonrpc":"2.0","id":2,"result":{"content":[],"isError":true}}"#);
         assert!(matches!(tool, Some(Failure::Tool)));
         assert!(failure(br#"{"jsonrpc":"2.0","id":3,"result":{"isError":false}}"#).is_none());
-        assert!(failure(br#"{"jsonrpc":"2.0","id":3,"result":{"text":"\"isError\":true"}}"#).is_none());
+        assert!(
+            failure(br#"{"jsonrpc":"2.0","id":3,"result":{"text":"\"isError\":true"}}"#).is_none()
+        );
         assert!(failure(b"not json").is_none());
         assert_eq!(Failure::Tool.error_type(), "tool_error");
     }

@@ -121,7 +121,10 @@ pub fn client(telemetry: &Telemetry) -> ClientWithMiddleware {
             reqwest::Client::default()
         });
     ClientBuilder::new(http)
-        .with(TelemetryMiddleware::new(Product::Mcp, telemetry.clone()).on_body_chunk(JsonRpcErrors::default()))
+        .with(
+            TelemetryMiddleware::new(Product::Mcp, telemetry.clone())
+                .on_body_chunk(JsonRpcErrors::default()),
+        )
         .with(RetryMiddleware::default())
         .build()
 }

@@ -49,6 +49,7 @@ pub struct TelemetryMiddleware<H = ()> {
     telemetry: Telemetry,
     classifier: DefaultClassifier,
     on_body_chunk: H,
+    body_sizes: bool,
 }
 
 impl TelemetryMiddleware {
@@ -60,6 +61,7 @@ impl TelemetryMiddleware {
             telemetry,
             classifier: DefaultClassifier::new(),
             on_body_chunk: (),
+            body_sizes: false,
         }
     }
 }
@@ -81,7 +83,16 @@ impl<H> TelemetryMiddleware<H> {
             telemetry: self.telemetry,
             classifier: self.classifier,
             on_body_chunk: hook,
+            body_sizes: self.body_sizes,
         }
+    }
+
+    /// Records `http.request.body.size` (a buffered body's length) and
+    /// `http.response.body.size` on the span (off by default: the conventions make them
+    /// opt-in), as `SpanLayer::body_sizes` does for the tower stack.
+    pub fn body_sizes(mut self, record: bool) -> Self {
+        self.body_sizes = record;
+        self
     }
 
     /// The product calls are attributed to.
@@ -97,6 +108,7 @@ impl<H: Clone> Clone for TelemetryMiddleware<H> {
             telemetry: self.telemetry.clone(),
             classifier: self.classifier.clone(),
             on_body_chunk: self.on_body_chunk.clone(),
+            body_sizes: self.body_sizes,
         }
     }
 }
@@ -145,6 +157,14 @@ where
             request.headers(),
             extensions,
         );
+        call.set_protocol_version(request.version());
+        if self.body_sizes {
+            let size = request
+                .body()
+                .and_then(reqwest::Body::as_bytes)
+                .map(|b| b.len() as u64);
+            call.record_body_sizes(size);
+        }
         let result = InSpan {
             span: call.span(),
             inner: next.run(request, extensions),
@@ -152,6 +172,7 @@ where
         .await;
         match result {
             Ok(response) => {
+                call.set_protocol_version(response.version());
                 call.classify_response(
                     &self.classifier,
                     response.status(),
@@ -196,11 +217,11 @@ fn operation_from_header(call: &mut CallSpan, extensions: &Extensions, headers: 
 }
 
 pin_project! {
-    /// Polls the rest of the chain with the call's span entered, without cloning the span.
-    struct InSpan<'a, F> {
-        span: &'a Span,
+    /// Polls the rest of the chain with a span entered, without cloning the span.
+    pub(super) struct InSpan<'a, F> {
+        pub(super) span: &'a Span,
         #[pin]
-        inner: F,
+        pub(super) inner: F,
     }
 }
 

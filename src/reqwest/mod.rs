@@ -114,7 +114,6 @@ pub use retry::RetryMiddleware;
 #[cfg(feature = "reqwest-retry")]
 pub use retryable_strategy::ClassifierStrategy;
 
-
 use crate::Telemetry;
 
 /// The one-line default: [`builder`]`(product, telemetry).build()`.
@@ -139,7 +138,11 @@ pub fn builder(product: Product, telemetry: &Telemetry) -> ClientBuilder {
 
 /// [`TelemetryMiddleware`] and the default [`RetryMiddleware`] over your own `client` (its
 /// timeouts, proxies, TLS).
-pub fn builder_with(client: reqwest::Client, product: Product, telemetry: &Telemetry) -> ClientBuilder {
+pub fn builder_with(
+    client: reqwest::Client,
+    product: Product,
+    telemetry: &Telemetry,
+) -> ClientBuilder {
     ClientBuilder::new(client)
         .with(TelemetryMiddleware::new(product, telemetry.clone()))
         .with(RetryMiddleware::default())

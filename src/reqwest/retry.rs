@@ -7,6 +7,8 @@ use reqwest::{Request, Response};
 use reqwest_middleware::{Middleware, Next, Result};
 
 use super::error::classify_result;
+use super::middleware::InSpan;
+use crate::layer::attempt::{attempt_error, attempt_response, attempt_span};
 
 /// Retries calls that failed in a retryable way, by a [`RetryPolicy`] (the tower stack's):
 /// 3 retries by default, exponential backoff (100 ms base, 1 s cap, full jitter), and the
@@ -61,26 +63,37 @@ impl Middleware for RetryMiddleware {
     ) -> Result<Response> {
         let mut request = request;
         let mut attempts: u32 = 0;
+        let mut waited = None;
         loop {
             // A copy for the next attempt, taken before this one consumes the request. Buffered
             // bodies are reference-counted bytes: copying them copies no payload.
             let replay = request.try_clone();
+            // One `HTTP attempt` child span per attempt, as the tower stack's retry.
+            let span = attempt_span(attempts, waited);
             attempts = attempts.saturating_add(1);
-            let result = next.clone().run(request, extensions).await;
+            let result = InSpan {
+                span: &span,
+                inner: next.clone().run(request, extensions),
+            }
+            .await;
             if let Some(counter) = extensions.get::<AttemptCounter>() {
                 counter.set(attempts);
             }
-            let delay = match &replay {
-                Some(_) => self
-                    .policy
-                    .next_delay(attempts, &classify_result(&self.classifier, &result)),
-                None => None,
-            };
+            let outcome = classify_result(&self.classifier, &result);
+            match &result {
+                Ok(response) => attempt_response(&span, response.status()),
+                Err(_) => attempt_error(&span, outcome.error_type()),
+            }
+            drop(span);
+            let delay = replay
+                .as_ref()
+                .and_then(|_| self.policy.next_delay(attempts, &outcome));
             match (delay, replay) {
                 (Some(delay), Some(replay)) => {
                     // The failed response (and its connection) goes before we wait.
                     drop(result);
                     tokio::time::sleep(delay).await;
+                    waited = Some(delay);
                     request = replay;
                 }
                 _ => {

@@ -40,10 +40,7 @@ impl<C> ClassifierStrategy<C> {
 }
 
 impl<C: Classify> RetryableStrategy for ClassifierStrategy<C> {
-    fn handle(
-        &self,
-        result: &reqwest_middleware::Result<reqwest::Response>,
-    ) -> Option<Retryable> {
+    fn handle(&self, result: &reqwest_middleware::Result<reqwest::Response>) -> Option<Retryable> {
         match classify_result(&self.classifier, result) {
             Outcome::Success => None,
             Outcome::Retryable { .. } => Some(Retryable::Transient),

@@ -10,11 +10,11 @@ use std::future::Future;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
+use kasal_telemetry::Telemetry;
 use kasal_telemetry::classify::RetryPolicy;
 use kasal_telemetry::reqwest::{RetryMiddleware, TelemetryMiddleware, http_client};
 use kasal_telemetry::trace::{ExecutionContext, OperationId, Route};
 use kasal_telemetry::user_agent::Product;
-use kasal_telemetry::Telemetry;
 use reqwest_middleware::ClientWithMiddleware;
 use tower::{Layer, Service, ServiceExt};
 

@@ -215,6 +215,12 @@ fn classify_link(err: &(dyn Error + 'static)) -> Option<Outcome> {
     if let Some(io) = err.downcast_ref::<io::Error>() {
         return classify_io(io);
     }
+    #[cfg(feature = "reqwest")]
+    if let Some(error) = err.downcast_ref::<reqwest::Error>() {
+        if let Some(outcome) = crate::reqwest::classify_reqwest(error) {
+            return Some(outcome);
+        }
+    }
     if let Some(hyper) = err.downcast_ref::<hyper::Error>() {
         return classify_hyper(hyper);
     }
@@ -328,6 +334,13 @@ pub trait AsError {
 }
 
 macro_rules! as_error_for {
+    (@one $ty:ty) => {
+        impl AsError for $ty {
+            fn as_error(&self) -> &(dyn Error + 'static) {
+                self
+            }
+        }
+    };
     ($($ty:ty),* $(,)?) => {
         $(
             impl AsError for $ty {
@@ -370,6 +383,11 @@ as_error_for!(
     CircuitOpen,
     std::convert::Infallible,
 );
+
+#[cfg(feature = "axum")]
+as_error_for!(@one axum::Error);
+#[cfg(feature = "reqwest")]
+as_error_for!(@one reqwest::Error);
 
 impl AsError for tower::BoxError {
     fn as_error(&self) -> &(dyn Error + 'static) {
