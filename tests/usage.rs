@@ -559,3 +559,114 @@ fn usage_errors_do_not_reach_the_caller() {
         assert!(scan.usage.is_none() && scan.ignored.is_some(), "{body:?}");
     }
 }
+
+/// The same answers through the reqwest middleware (feature `reqwest`).
+#[cfg(feature = "reqwest")]
+mod via_reqwest {
+    use super::*;
+
+    async fn post(
+        client: &reqwest_middleware::ClientWithMiddleware,
+        url: &str,
+        ask: &Ask,
+    ) -> Vec<u8> {
+        let response = client
+            .post(url)
+            .header("content-type", "application/json")
+            .body(ask.to_json())
+            .send()
+            .await
+            .expect("response");
+        assert_eq!(response.status(), StatusCode::OK);
+        response.bytes().await.expect("body").to_vec()
+    }
+
+    #[tokio::test]
+    async fn chat_embedding_and_stream_through_reqwest() {
+        let server = ModelServer::start().await;
+        let (telemetry, exporter) = pipeline();
+        let llm = kasal_telemetry::reqwest::client(Product::Llm, &telemetry);
+        let embedding = kasal_telemetry::reqwest::client(Product::Embedding, &telemetry);
+        let plain = reqwest_middleware::ClientBuilder::new(
+            kasal_telemetry::reqwest::http_client().build().unwrap(),
+        )
+        .build();
+
+        let chat = Ask::chat(19, 10);
+        let embed = Ask::embedding(8).padded(200_000);
+        let stream = Ask::stream(11, 50).padded(MIB);
+        let chat_url = server.url("/serving-endpoints/chat-endpoint/invocations");
+        let embed_url = server.url("/serving-endpoints/gte-endpoint/invocations");
+        let stream_url = server.url("/serving-endpoints/chat/completions");
+        for (client, url, ask) in [
+            (&llm, &chat_url, &chat),
+            (&embedding, &embed_url, &embed),
+            (&llm, &stream_url, &stream),
+        ] {
+            let body = post(client, url, ask).await;
+            assert_eq!(body, body_of(ask));
+            assert_eq!(body, post(&plain, url, ask).await);
+        }
+        telemetry.flush().await;
+        let usage = usage_of(&exporter);
+        assert_eq!(usage.len(), 3, "{usage:#?}");
+        assert_eq!(
+            find(&usage, Product::Llm, "databricks-claude-sonnet").usage,
+            Usage::new(19, 10)
+        );
+        assert_eq!(
+            find(&usage, Product::Embedding, "gte-endpoint").usage,
+            Usage::new(8, 0)
+        );
+        assert_eq!(
+            find(&usage, Product::Llm, "databricks-llama-stream").usage,
+            Usage::new(11, 50)
+        );
+        assert_eq!(telemetry.stats().usage_read, 3);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn reqwest_calls_from_tasks_are_all_counted() {
+        let server = Arc::new(ModelServer::start().await);
+        let (telemetry, exporter) = pipeline();
+        let llm = kasal_telemetry::reqwest::client(Product::Agent, &telemetry);
+        let url = server.url("/serving-endpoints/agent-llm/invocations");
+        let tasks: Vec<_> = (0..8u64)
+            .map(|task| {
+                let (llm, url) = (llm.clone(), url.clone());
+                tokio::spawn(async move {
+                    for i in 0..5u64 {
+                        post(&llm, &url, &Ask::stream(task * 10 + i, i)).await;
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        telemetry.flush().await;
+        let (calls, input, output) = server.reported();
+        let total: Usage = exporter.usage().iter().map(|r| r.usage).sum();
+        assert_eq!(calls, 40);
+        assert_eq!((total.input_tokens, total.output_tokens), (input, output));
+    }
+
+    #[tokio::test]
+    async fn a_reqwest_middleware_without_usage_reading() {
+        let server = ModelServer::start().await;
+        let (telemetry, exporter) = pipeline();
+        let client = reqwest_middleware::ClientBuilder::new(
+            kasal_telemetry::reqwest::http_client().build().unwrap(),
+        )
+        .with(
+            kasal_telemetry::reqwest::TelemetryMiddleware::new(Product::Llm, telemetry.clone())
+                .usage(UsageReading::Never),
+        )
+        .build();
+        let url = server.url("/serving-endpoints/m/invocations");
+        post(&client, &url, &Ask::chat(1, 2)).await;
+        telemetry.flush().await;
+        assert!(exporter.usage().is_empty());
+        assert_eq!(exporter.total_calls(), 1);
+    }
+}
