@@ -292,6 +292,9 @@ fn scanner_alone(bodies: &[(&str, Bytes)]) {
     }
 }
 
+/// One round of calls on one client, timed.
+type Round = Box<dyn FnMut(&tokio::runtime::Runtime) -> Duration>;
+
 /// Alternating rounds of `CALLS` calls, usage on and off (who goes first alternates); the median
 /// and 10th-percentile on/off ratios.
 fn interleaved(rt: &tokio::runtime::Runtime, telemetry: &Telemetry, bodies: &[(&str, Bytes)]) {
@@ -301,7 +304,7 @@ fn interleaved(rt: &tokio::runtime::Runtime, telemetry: &Telemetry, bodies: &[(&
     for (name, body) in bodies {
         let addr = rt.block_on(serve(body.clone()));
         for transport in ["in_process", "loopback"] {
-            let mut clients: Vec<Box<dyn FnMut(&tokio::runtime::Runtime) -> Duration>> = Vec::new();
+            let mut clients: Vec<Round> = Vec::new();
             for on in [true, false] {
                 let url;
                 if transport == "in_process" {

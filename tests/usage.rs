@@ -593,8 +593,8 @@ mod via_reqwest {
         .build();
 
         let chat = Ask::chat(19, 10);
-        let embed = Ask::embedding(8).padded(200_000);
-        let stream = Ask::stream(11, 50).padded(MIB);
+        let embed = Ask::embedding(8).padded(5 * MIB);
+        let stream = Ask::stream(11, 50).padded(5 * MIB);
         let chat_url = server.url("/serving-endpoints/chat-endpoint/invocations");
         let embed_url = server.url("/serving-endpoints/gte-endpoint/invocations");
         let stream_url = server.url("/serving-endpoints/chat/completions");
