@@ -143,6 +143,11 @@
 //! its exporters are in [`export`] ([`DatabricksExporter`] for production, [`JsonLinesExporter`]
 //! and [`InMemoryExporter`] for development and tests), with [`credentials`] and the
 //! [`FeatureFlagCache`] that gates export.
+//!
+//! Model calls (products `llm`, `embedding`, `agent` to model-serving paths, by default) have
+//! their token usage read from the response as it streams past ([`usage`]): it lands on the
+//! [`CallRecord`], on the span (`gen_ai.*`), in per-(product, model, window) [`UsageRollup`]s
+//! and in the [`OperationSummary`] of an agent run.
 #![deny(unsafe_code)]
 #![deny(unreachable_pub)]
 #![warn(missing_docs, rust_2018_idioms)]
