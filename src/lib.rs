@@ -95,6 +95,15 @@
 //! # }
 //! ```
 //!
+//! # The reqwest and MCP recipes
+//!
+//! With feature `reqwest`, `kasal_telemetry::reqwest::client(Product::Genie, &telemetry)` is a
+//! reqwest-middleware client with the same User-Agent, spans, classification, retries and
+//! records as [`TelemetryLayer`]; `kasal_telemetry::reqwest::builder(..)` adds your own
+//! middleware. With feature `mcp`, `kasal_telemetry::mcp::McpClient::new(&telemetry)` is an rmcp
+//! `StreamableHttpClient` for `StreamableHttpClientTransport::with_client(..)`: every MCP session
+//! becomes one operation summary. The module docs hold the examples.
+//!
 //! # Layer order
 //!
 //! ```text
@@ -144,6 +153,11 @@
 //! its exporters are in [`export`] ([`DatabricksExporter`] for production, [`JsonLinesExporter`]
 //! and [`InMemoryExporter`] for development and tests), with [`credentials`] and the
 //! [`FeatureFlagCache`] that gates export.
+//!
+//! Model calls (products `llm`, `embedding`, `agent` to model-serving paths, by default) have
+//! their token usage read from the response as it streams past ([`usage`]): it lands on the
+//! [`CallRecord`], on the span (`gen_ai.*`), in per-(product, model, window) [`UsageRollup`]s
+//! and in the [`OperationSummary`] of an agent run.
 #![deny(unsafe_code)]
 #![deny(unreachable_pub)]
 #![warn(missing_docs, rust_2018_idioms)]
@@ -152,14 +166,19 @@ pub mod credentials;
 pub mod event;
 pub mod export;
 pub mod layer;
+#[cfg(feature = "mcp")]
+pub mod mcp;
 #[cfg(feature = "otel")]
 pub mod metrics;
 pub mod pipeline;
+#[cfg(feature = "reqwest")]
+pub mod reqwest;
 pub mod task;
+pub mod usage;
 
 pub use credentials::{Credentials, EnvToken, StaticToken};
 pub use event::{
-    Batch, CallRecord, ErrorEntry, OperationSummary, OutcomeCounts, Rollup, RollupKey,
+    Batch, CallRecord, ErrorEntry, OperationSummary, OutcomeCounts, Rollup, RollupKey, UsageRollup,
 };
 pub use export::databricks::FeatureFlagCache;
 pub use export::databricks::{DatabricksExporter, validate_host};

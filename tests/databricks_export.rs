@@ -1101,6 +1101,7 @@ mod truthful_export {
             let batch = Batch {
                 operations: kinds.clone(),
                 rollups: vec![rollup(), rollup()],
+                usage: Vec::new(),
             };
             let result = export(&exporter, batch).await;
             // The rollups are not sent: they have no place in the schema.

@@ -70,6 +70,7 @@
 //! # let _ = exporter; Ok(()) }
 //! ```
 
+mod beacon;
 mod builder;
 pub(crate) mod client;
 mod errors;

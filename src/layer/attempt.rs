@@ -10,7 +10,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use http::{Request, Response};
+use std::time::Duration;
+
+use http::{Request, Response, StatusCode};
 use kasal_classify::{AsError, AttemptCounter, Classify, DefaultClassifier};
 use pin_project_lite::pin_project;
 use tower_service::Service;
@@ -59,16 +61,7 @@ where
         let delay = counter
             .and_then(AttemptCounter::last_delay)
             .filter(|_| resends > 0);
-        let span = tracing::info_span!(
-            target: "kasal_trace",
-            "HTTP attempt",
-            kasal.attempt = i64::from(resends) + 1,
-            http.request.resend_count = (resends > 0).then(|| i64::from(resends)),
-            kasal.retry_delay_ms = delay.map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
-            http.response.status_code = Empty,
-            error.type = Empty,
-            otel.status_code = Empty,
-        );
+        let span = attempt_span(resends, delay);
         let inner = {
             let _entered = span.enter();
             self.inner.call(request)
@@ -79,6 +72,36 @@ where
             classifier: self.classifier.clone(),
         }
     }
+}
+
+/// Opens the `HTTP attempt` span of attempt `resends + 1`, a child of the current span, with
+/// the wait scheduled before it. Shared with the reqwest retry middleware.
+pub(crate) fn attempt_span(resends: u32, delay: Option<Duration>) -> Span {
+    tracing::info_span!(
+        target: "kasal_trace",
+        "HTTP attempt",
+        kasal.attempt = i64::from(resends) + 1,
+        http.request.resend_count = (resends > 0).then(|| i64::from(resends)),
+        kasal.retry_delay_ms = delay.map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+        http.response.status_code = Empty,
+        error.type = Empty,
+        otel.status_code = Empty,
+    )
+}
+
+/// Records an attempt's response status (client rules: a 4xx or 5xx attempt failed).
+pub(crate) fn attempt_response(span: &Span, status: StatusCode) {
+    span.record("http.response.status_code", i64::from(status.as_u16()));
+    if status.is_client_error() || status.is_server_error() {
+        span.record("error.type", status.as_str());
+        span.record("otel.status_code", "ERROR");
+    }
+}
+
+/// Records an attempt's failure without a response: its `error.type` (`_OTHER` if unnamed).
+pub(crate) fn attempt_error(span: &Span, error_type: Option<&str>) {
+    span.record("error.type", error_type.unwrap_or("_OTHER"));
+    span.record("otel.status_code", "ERROR");
 }
 
 pin_project! {
@@ -107,21 +130,10 @@ where
             ready!(this.inner.poll(cx))
         };
         match &result {
-            Ok(response) => {
-                let status = response.status();
-                this.span
-                    .record("http.response.status_code", i64::from(status.as_u16()));
-                // Client rules: a 4xx or 5xx attempt failed.
-                if status.is_client_error() || status.is_server_error() {
-                    this.span.record("error.type", status.as_str());
-                    this.span.record("otel.status_code", "ERROR");
-                }
-            }
+            Ok(response) => attempt_response(this.span, response.status()),
             Err(error) => {
                 let outcome = this.classifier.classify_error(error.as_error());
-                let error_type = outcome.error_type().unwrap_or("_OTHER");
-                this.span.record("error.type", error_type);
-                this.span.record("otel.status_code", "ERROR");
+                attempt_error(this.span, outcome.error_type());
             }
         }
         // The attempt is over: close its span now, not when the retry future is dropped.

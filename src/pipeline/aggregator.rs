@@ -29,6 +29,7 @@ use super::operations::{Folded, Limits, Operations};
 use super::outbox::{Outbox, Sealed};
 use super::rollup::RollupTable;
 use super::stats::{Counters, add};
+use super::usage::UsageTable;
 use crate::event::{Batch, OperationSummary};
 use crate::export::undelivered::{SkipReason, Undelivered};
 
@@ -36,6 +37,8 @@ use crate::export::undelivered::{SkipReason, Undelivered};
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) rollups: RollupTable,
+    /// Model token usage of the current window.
+    pub(crate) usage: UsageTable,
     pub(crate) counters: Counters,
     /// Woken by a plain terminal call: export the rollups now.
     pub(crate) urgent: Notify,
@@ -48,6 +51,7 @@ impl Shared {
         let (finished_tx, finished) = watch::channel(false);
         let shared = Shared {
             rollups: RollupTable::new(config.max_rollup_keys),
+            usage: UsageTable::default(),
             counters: Counters::default(),
             urgent: Notify::new(),
             finished,
@@ -249,8 +253,10 @@ impl Aggregator {
     fn close_window(&mut self) {
         let end = SystemTime::now();
         let rollups = self.shared.rollups.drain(self.window_start, end);
+        let usage = self.shared.usage.drain(self.window_start, end);
         self.window_start = end;
         self.outbox.push_rollups(rollups, &self.shared.counters);
+        self.outbox.push_usage(usage, &self.shared.counters);
     }
 
     /// Starts exports and answers flushes; handles terminal errors once the exporter is free

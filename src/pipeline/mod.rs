@@ -69,6 +69,7 @@ mod outbox;
 mod rollup;
 mod stats;
 mod telemetry;
+mod usage;
 
 pub use builder::{ConfigError, TelemetryBuilder};
 pub use config::{DISABLE_ENV_VARS, disabled_by_env};

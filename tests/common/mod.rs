@@ -6,6 +6,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod black_hole;
+pub mod raw_server;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

@@ -55,6 +55,7 @@ pub fn operation(id: &str, message: &str) -> OperationSummary {
         }],
         errors_dropped: 0,
         complete: true,
+        usage: Default::default(),
     }
 }
 
@@ -88,6 +89,7 @@ pub fn batch(id: &str) -> Batch {
     Batch {
         operations: vec![operation(id, "upstream said no")],
         rollups: Vec::new(),
+        usage: Vec::new(),
     }
 }
 
@@ -96,6 +98,7 @@ pub fn batch_with_rollup(id: &str) -> Batch {
     Batch {
         operations: vec![operation(id, "upstream said no")],
         rollups: vec![rollup()],
+        usage: Vec::new(),
     }
 }
 

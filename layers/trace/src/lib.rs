@@ -83,7 +83,8 @@
 //! | `kasal.operation_id` | from an [`OperationId`] request extension, else the context | same |
 //! | `execution.context`, `caller.id`, `execution.obo_dev_fallback` | from the [`ExecutionContext`] | same |
 //! | `kasal.body_cut_short` | `true` when the body was dropped before its end | same |
-//! | `gen_ai.request.model`, `gen_ai.response.model`, `gen_ai.usage.input_tokens`, `gen_ai.usage.output_tokens` | declared for a body hook to record (model calls) | same |
+//! | `gen_ai.request.model` | model calls: the serving endpoint of a `/serving-endpoints/{name}/invocations` request | same |
+//! | `gen_ai.response.model`, `gen_ai.usage.input_tokens`, `gen_ai.usage.output_tokens` (`i64`) | model calls: the model that answered and the tokens it reported ([`Usage`]), recorded by a body hook | same |
 //!
 //! A span holds at most 32 fields (`tracing`'s limit) and this one declares 32: a new field
 //! must replace one. The span's parent is the current span when `call` is made; the inner
@@ -152,6 +153,7 @@ mod record;
 mod redact;
 pub mod route;
 mod service;
+mod usage;
 
 pub use body::TracedBody;
 pub use call::CallSpan;
@@ -167,6 +169,7 @@ pub use on_body_chunk::OnBodyChunk;
 pub use record::{CallRecord, Direction, RecordCall};
 pub use redact::{MAX_CHAIN_DEPTH, MAX_REDACTED_LEN, redact, redact_error, redact_uri};
 pub use service::Traced;
+pub use usage::{MAX_MODEL_LEN, Usage, is_model_serving_path, serving_endpoint_model, valid_model};
 
 /// A boxed error, as tower's.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

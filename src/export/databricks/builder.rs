@@ -12,6 +12,7 @@ use http::Request;
 use http_body_util::Full;
 use kasal_classify::{CircuitBreaker, CircuitBreakerConfig, Jitter, RetryPolicy};
 
+use super::beacon::Beacon;
 use super::client::{self, HttpClient};
 use super::errors::{ExporterBuildError, TlsError};
 use super::exporter::{DatabricksExporter, Inner};
@@ -46,6 +47,7 @@ pub struct DatabricksExporterBuilder {
     retry: RetryPolicy,
     breaker: CircuitBreakerConfig,
     system: Option<SystemConfiguration>,
+    usage_beacon: bool,
 }
 
 impl fmt::Debug for DatabricksExporterBuilder {
@@ -76,6 +78,7 @@ impl DatabricksExporterBuilder {
             retry: Self::default_retry(),
             breaker: CircuitBreakerConfig::new(),
             system: None,
+            usage_beacon: false,
         }
     }
 
@@ -183,6 +186,16 @@ impl DatabricksExporterBuilder {
         self
     }
 
+    /// Kasal's compatibility beacon (off by default): for each window's model usage, one
+    /// `GET {host}/api/2.0/serving-endpoints` per (product, model) with the User-Agent
+    /// `kasal_telemetry/<version>/<product>/model=<model>/input_tokens=<n>/output_tokens=<n>`
+    /// (the window's sums), through this exporter's retry, with its credentials. Model usage is
+    /// otherwise not sent to Databricks: the drivers' log schema has no field for it.
+    pub fn usage_beacon(mut self, on: bool) -> Self {
+        self.usage_beacon = on;
+        self
+    }
+
     /// Overrides the detected `system_configuration`.
     pub fn system_configuration(mut self, system: SystemConfiguration) -> Self {
         self.system = Some(system);
@@ -216,6 +229,9 @@ impl DatabricksExporterBuilder {
             ),
         };
         let client = client::export_stack(transport, self.timeout, self.retry);
+        let beacon = self
+            .usage_beacon
+            .then(|| Beacon::new(host.uri("/api/2.0/serving-endpoints")));
         Ok(DatabricksExporter::from_inner(Inner {
             ext_uri: host.uri("/telemetry-ext"),
             unauth_uri: host.uri("/telemetry-unauth"),
@@ -231,6 +247,7 @@ impl DatabricksExporterBuilder {
             user_agent: client::user_agent_string(),
             system: Arc::new(self.system.unwrap_or_else(SystemConfiguration::detect)),
             report: Report::default(),
+            beacon,
         }))
     }
 }

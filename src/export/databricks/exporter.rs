@@ -16,6 +16,7 @@ use kasal_classify::{CircuitBreaker, Permit};
 use kasal_trace::redact_error;
 use tower::ServiceExt;
 
+use super::beacon::Beacon;
 use super::client::HttpClient;
 use super::errors::ExportError;
 use super::flags::{FeatureFlagCache, FlagValue};
@@ -50,6 +51,8 @@ pub(super) struct Inner {
     pub(super) user_agent: Arc<str>,
     pub(super) system: Arc<SystemConfiguration>,
     pub(super) report: Report,
+    /// The usage beacon, when on.
+    pub(super) beacon: Option<Beacon>,
 }
 
 impl fmt::Debug for DatabricksExporter {
@@ -81,7 +84,12 @@ impl DatabricksExporter {
 
     /// Counters so far.
     pub fn stats(&self) -> ExporterStats {
-        self.inner.report.snapshot()
+        let mut stats = self.inner.report.snapshot();
+        if let Some(beacon) = &self.inner.beacon {
+            stats.beacons_sent = beacon.sent.load(Ordering::Relaxed);
+            stats.beacons_failed = beacon.failed.load(Ordering::Relaxed);
+        }
+        stats
     }
 }
 
@@ -118,8 +126,11 @@ impl Drop for Upload<'_> {
 }
 
 impl Inner {
-    async fn export(&self, batch: Batch) -> Result<(), ExportError> {
-        if batch.is_empty() {
+    async fn export(&self, mut batch: Batch) -> Result<(), ExportError> {
+        // The drivers' schema has no field for model tokens: they leave by the beacon, if on.
+        let usage = std::mem::take(&mut batch.usage);
+        let beacon = self.beacon.as_ref().filter(|_| !usage.is_empty());
+        if batch.is_empty() && beacon.is_none() {
             return Ok(());
         }
         let rollups = batch.rollups.len() as u64;
@@ -127,6 +138,23 @@ impl Inner {
             return Err(self.skip(SkipReason::DisabledByEnv, &batch, variable, || {
                 format!("export is disabled by {variable}")
             }));
+        }
+        let mut authorization = None;
+        if let Some(beacon) = beacon {
+            let credentials = self.authorization().await;
+            beacon
+                .send(
+                    &self.client,
+                    &self.user_agent,
+                    &usage,
+                    credentials.as_ref(),
+                    self.deadline,
+                )
+                .await;
+            if batch.is_empty() {
+                return Ok(());
+            }
+            authorization = Some(credentials);
         }
         if batch.operations.is_empty() {
             // Only rollups: nothing this endpoint takes (see the payload module).
@@ -146,7 +174,10 @@ impl Inner {
                 return Err(self.skip_for_flag(flags, value, &batch));
             }
         }
-        let authorization = self.authorization().await;
+        let authorization = match authorization {
+            Some(known) => known,
+            None => self.authorization().await,
+        };
         let authenticated = authorization.is_some();
         let options = PayloadOptions {
             authenticated,

@@ -46,6 +46,11 @@ pub struct ExporterStats {
     pub skipped_disabled: u64,
     /// Rollups not sent: the endpoint's schema has no place for them.
     pub rollups_not_sent: u64,
+    /// Usage beacon requests answered 2xx (see
+    /// [`usage_beacon`](super::DatabricksExporterBuilder::usage_beacon)).
+    pub beacons_sent: u64,
+    /// Usage beacon requests that failed (after retries) or were not answered 2xx.
+    pub beacons_failed: u64,
 }
 
 /// The counters and the logging state behind [`ExporterStats`].
@@ -95,6 +100,8 @@ impl Report {
             skipped_flag_unavailable: skipped(SkipReason::FlagUnavailable),
             skipped_disabled: skipped(SkipReason::DisabledByEnv),
             rollups_not_sent: get(&self.rollups_not_sent),
+            beacons_sent: 0,
+            beacons_failed: 0,
         }
     }
 

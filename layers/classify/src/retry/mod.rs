@@ -97,7 +97,9 @@ impl AttemptCounter {
         }
     }
 
-    pub(crate) fn set(&self, attempts: u32) {
+    /// Reports `attempts` calls made so far: for retry adapters outside this crate (the
+    /// reqwest middleware), as [`Retry`] does through its policy.
+    pub fn set(&self, attempts: u32) {
         self.0
             .attempts
             .store(attempts, std::sync::atomic::Ordering::Relaxed);

@@ -1,0 +1,412 @@
+//! Token usage extraction: a 1 MB JSON chat completion and a 1 MB SSE stream through
+//! `TelemetryLayer` with usage reading on (`Product::Llm`, a `/serving-endpoints/{name}/invocations`
+//! path) vs off (`.usage(UsageReading::Never)`), side by side in one criterion group, two ways:
+//!
+//! - `in_process`: a `tower::service_fn` answering the body in 16 KiB `Bytes` frames (slices of
+//!   one buffer: no copy), read to its end with `BodyExt::collect`. The strictest floor: nothing
+//!   but the stack and the scanner.
+//! - `loopback`: hyper-util's client against a hyper server on 127.0.0.1 sending the same body.
+//!
+//! After the group, an interleaved check (short rounds alternating on and off, median ratio) is
+//! printed for each, since criterion measures the two apart and a shared machine drifts. Then a
+//! counting global allocator reports the peak bytes live during one in-process call, with usage
+//! reading on and off, for 64 KiB, 1 MiB and 5 MiB bodies: the scanner's share must not grow
+//! with the body.
+//!
+//! Run: `cargo bench --bench usage -- --warm-up-time 1 --measurement-time 3`
+// The one place `unsafe` is needed: a `GlobalAlloc` implementation that forwards to `System`.
+#![allow(unsafe_code)]
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use criterion::{Criterion, criterion_group, criterion_main};
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
+use hyper::body::Frame;
+use hyper_util::rt::TokioIo;
+use kasal_telemetry::usage::UsageReading;
+use kasal_telemetry::user_agent::Product;
+use kasal_telemetry::{BoxError, Telemetry, TelemetryLayer};
+use tower::{Layer, Service, ServiceExt};
+
+struct CountingAllocator;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+fn grew(bytes: usize) {
+    let live = LIVE.fetch_add(bytes, Relaxed) + bytes;
+    PEAK.fetch_max(live, Relaxed);
+}
+
+// SAFETY: every method forwards to `System` with the caller's arguments unchanged, so it upholds
+// `GlobalAlloc`'s contract exactly as `System` does; the counters are plain atomics.
+unsafe impl GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded unchanged.
+        let ptr = unsafe { System.alloc(layout) };
+        if !ptr.is_null() {
+            grew(layout.size());
+        }
+        ptr
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded unchanged.
+        let ptr = unsafe { System.alloc_zeroed(layout) };
+        if !ptr.is_null() {
+            grew(layout.size());
+        }
+        ptr
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded unchanged.
+        unsafe { System.dealloc(ptr, layout) };
+        LIVE.fetch_sub(layout.size(), Relaxed);
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: forwarded unchanged.
+        let new = unsafe { System.realloc(ptr, layout, new_size) };
+        if !new.is_null() {
+            LIVE.fetch_sub(layout.size(), Relaxed);
+            grew(new_size);
+        }
+        new
+    }
+}
+
+#[global_allocator]
+static GLOBAL: CountingAllocator = CountingAllocator;
+
+const MB: usize = 1_000_000;
+const FRAME: usize = 16 * 1024;
+const PATH: &str = "/serving-endpoints/databricks-claude-sonnet/invocations";
+
+const TEXT: &str = r#"Here is the plan: {"step": 1} \ "quoted" and a "usage" word. "#;
+
+/// A chat completion of about `size` bytes (the content is what grows), members in the order
+/// OpenAI-compatible servers send them.
+fn json_body(size: usize) -> Bytes {
+    let content: String = TEXT.chars().cycle().take(size).collect();
+    let content = serde_json::to_string(&content).unwrap();
+    let body = format!(
+        r#"{{"id":"chatcmpl-1","object":"chat.completion","created":1700000000,"model":"databricks-claude-sonnet","choices":[{{"index":0,"message":{{"role":"assistant","content":{content}}},"finish_reason":"stop"}}],"usage":{{"prompt_tokens":1200,"completion_tokens":250000,"total_tokens":251200,"prompt_tokens_details":{{"cached_tokens":0}},"completion_tokens_details":{{"reasoning_tokens":0}}}},"system_fingerprint":"fp_1"}}"#
+    );
+    Bytes::from(body)
+}
+
+/// An SSE stream of about `size` bytes: ~250-byte content events with `usage: null`, the usage
+/// event, `[DONE]`.
+fn sse_body(size: usize) -> Bytes {
+    let mut out = Vec::with_capacity(size + 1024);
+    let mut i = 0;
+    while out.len() < size {
+        let event = serde_json::json!({
+            "id": "chatcmpl-s", "object": "chat.completion.chunk", "created": 1, "model": "databricks-claude-sonnet",
+            "choices": [{"index": 0, "delta": {"content": format!("{i} {TEXT}")}, "finish_reason": null}],
+            "usage": null,
+        });
+        out.extend_from_slice(format!("data: {event}\n\n").as_bytes());
+        i += 1;
+    }
+    let last = serde_json::json!({
+        "id": "chatcmpl-s", "object": "chat.completion.chunk", "created": 1, "model": "databricks-claude-sonnet",
+        "choices": [], "usage": {"prompt_tokens": 1200, "completion_tokens": i, "total_tokens": 1200 + i},
+    });
+    out.extend_from_slice(format!("data: {last}\n\ndata: [DONE]\n\n").as_bytes());
+    Bytes::from(out)
+}
+
+type Body = BoxBody<Bytes, Infallible>;
+
+/// `body` in 16 KiB frames (slices, no copy).
+fn framed(body: &Bytes) -> Body {
+    let frames: Vec<_> = (0..body.len())
+        .step_by(FRAME)
+        .map(|at| Ok(Frame::data(body.slice(at..(at + FRAME).min(body.len())))))
+        .collect();
+    StreamBody::new(futures_util::stream::iter(frames)).boxed()
+}
+
+fn layer(telemetry: &Telemetry, on: bool) -> TelemetryLayer {
+    let layer = TelemetryLayer::new(Product::Llm, telemetry.clone());
+    if on {
+        layer
+    } else {
+        layer.usage(UsageReading::Never)
+    }
+}
+
+/// One call through `client`, reading the body to its end frame by frame (each frame dropped
+/// once read, as a streaming caller does).
+async fn call<S, B>(client: &mut S, url: &str) -> usize
+where
+    S: Service<Request<Full<Bytes>>, Response = Response<B>, Error = BoxError>,
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Debug,
+{
+    let request = Request::post(url).body(Full::default()).unwrap();
+    let response = client.ready().await.unwrap().call(request).await.unwrap();
+    let mut body = response.into_body();
+    let mut read = 0;
+    while let Some(frame) = body.frame().await {
+        if let Some(data) = frame.unwrap().data_ref() {
+            read += data.len();
+        }
+    }
+    read
+}
+
+async fn serve(body: Bytes) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let body = body.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |_request| {
+                    let body = body.clone();
+                    async move { Ok::<_, Infallible>(Response::new(framed(&body))) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn bench(c: &mut Criterion) {
+    let rt = runtime();
+    let telemetry = rt.block_on(async {
+        Telemetry::builder()
+            .exporter(tower::service_fn(|_batch: kasal_telemetry::Batch| async {
+                Ok::<_, Infallible>(())
+            }))
+            .ignore_env()
+            .build()
+    });
+    let bodies = [("json_1mb", json_body(MB)), ("sse_1mb", sse_body(MB))];
+    let mut group = c.benchmark_group("usage");
+    for (name, body) in &bodies {
+        // In process.
+        for on in [true, false] {
+            let served = body.clone();
+            let mut client = layer(&telemetry, on).layer(tower::service_fn(
+                move |_request: Request<Full<Bytes>>| {
+                    let body = framed(&served);
+                    async move { Ok::<_, Infallible>(Response::new(body)) }
+                },
+            ));
+            let url = format!("http://127.0.0.1{PATH}");
+            let id = format!(
+                "in_process/{name}/{}",
+                if on { "with_usage" } else { "without_usage" }
+            );
+            group.bench_function(id, |b| {
+                b.iter_custom(|iters| {
+                    rt.block_on(async {
+                        let start = Instant::now();
+                        for _ in 0..iters {
+                            std::hint::black_box(call(&mut client, &url).await);
+                        }
+                        start.elapsed()
+                    })
+                })
+            });
+        }
+        // Over loopback.
+        let addr = rt.block_on(serve(body.clone()));
+        for on in [true, false] {
+            let mut client = {
+                let _guard = rt.enter();
+                layer(&telemetry, on).layer(
+                    hyper_util::client::legacy::Client::builder(
+                        hyper_util::rt::TokioExecutor::new(),
+                    )
+                    .build_http::<Full<Bytes>>(),
+                )
+            };
+            let url = format!("http://{addr}{PATH}");
+            let id = format!(
+                "loopback/{name}/{}",
+                if on { "with_usage" } else { "without_usage" }
+            );
+            group.bench_function(id, |b| {
+                b.iter_custom(|iters| {
+                    rt.block_on(async {
+                        let start = Instant::now();
+                        for _ in 0..iters {
+                            std::hint::black_box(call(&mut client, &url).await);
+                        }
+                        start.elapsed()
+                    })
+                })
+            });
+        }
+    }
+    group.finish();
+    let stats = telemetry.stats();
+    assert_eq!(stats.usage_ignored, 0, "{stats:?}");
+
+    if std::env::args().any(|arg| arg == "--profile-time") {
+        return;
+    }
+    scanner_alone(&bodies);
+    interleaved(&rt, &telemetry, &bodies);
+    memory(&rt, &telemetry);
+}
+
+/// The scanner by itself, fed each body in 16 KiB frames.
+fn scanner_alone(bodies: &[(&str, Bytes)]) {
+    println!("\nscanner alone (UsageScanner::feed per 16 KiB frame, then finish)");
+    for (name, body) in bodies {
+        const N: u32 = 2_000;
+        let start = Instant::now();
+        for _ in 0..N {
+            let mut scanner = kasal_telemetry::usage::UsageScanner::new();
+            for frame in body.chunks(FRAME) {
+                scanner.feed(frame);
+            }
+            assert!(std::hint::black_box(scanner.finish()).usage.is_some());
+        }
+        println!("  {name:8}  {:>9.2?} per body", start.elapsed() / N);
+    }
+}
+
+/// One round of calls on one client, timed.
+type Round = Box<dyn FnMut(&tokio::runtime::Runtime) -> Duration>;
+
+/// Alternating rounds of `CALLS` calls, usage on and off (who goes first alternates); the median
+/// and 10th-percentile on/off ratios.
+fn interleaved(rt: &tokio::runtime::Runtime, telemetry: &Telemetry, bodies: &[(&str, Bytes)]) {
+    const ROUNDS: usize = 41;
+    const CALLS: usize = 20;
+    println!("\ninterleaved: {ROUNDS} rounds of {CALLS} calls, time with usage / without");
+    for (name, body) in bodies {
+        let addr = rt.block_on(serve(body.clone()));
+        for transport in ["in_process", "loopback"] {
+            let mut clients: Vec<Round> = Vec::new();
+            for on in [true, false] {
+                let url;
+                if transport == "in_process" {
+                    let served = body.clone();
+                    let mut client = layer(telemetry, on).layer(tower::service_fn(
+                        move |_request: Request<Full<Bytes>>| {
+                            let body = framed(&served);
+                            async move { Ok::<_, Infallible>(Response::new(body)) }
+                        },
+                    ));
+                    url = format!("http://127.0.0.1{PATH}");
+                    clients.push(Box::new(move |rt| {
+                        rt.block_on(async {
+                            let start = Instant::now();
+                            for _ in 0..CALLS {
+                                std::hint::black_box(call(&mut client, &url).await);
+                            }
+                            start.elapsed()
+                        })
+                    }));
+                } else {
+                    let mut client = {
+                        let _guard = rt.enter();
+                        layer(telemetry, on).layer(
+                            hyper_util::client::legacy::Client::builder(
+                                hyper_util::rt::TokioExecutor::new(),
+                            )
+                            .build_http::<Full<Bytes>>(),
+                        )
+                    };
+                    url = format!("http://{addr}{PATH}");
+                    clients.push(Box::new(move |rt| {
+                        rt.block_on(async {
+                            let start = Instant::now();
+                            for _ in 0..CALLS {
+                                std::hint::black_box(call(&mut client, &url).await);
+                            }
+                            start.elapsed()
+                        })
+                    }));
+                }
+            }
+            let mut ratios = Vec::with_capacity(ROUNDS);
+            let (mut on_total, mut off_total) = (Duration::ZERO, Duration::ZERO);
+            for round in 0..ROUNDS {
+                let (on, off) = if round % 2 == 0 {
+                    let on = clients[0](rt);
+                    (on, clients[1](rt))
+                } else {
+                    let off = clients[1](rt);
+                    (clients[0](rt), off)
+                };
+                on_total += on;
+                off_total += off;
+                ratios.push(on.as_secs_f64() / off.as_secs_f64());
+            }
+            ratios.sort_by(f64::total_cmp);
+            let per_call = |total: Duration| total / (ROUNDS * CALLS) as u32;
+            println!(
+                "  {transport:10} {name:8}  with {:>9.1?}/call  without {:>9.1?}/call  ratio median {:.3}  p10 {:.3}",
+                per_call(on_total),
+                per_call(off_total),
+                ratios[ROUNDS / 2],
+                ratios[ROUNDS / 10],
+            );
+        }
+    }
+}
+
+/// Peak bytes live (above the level just before) during one in-process call.
+fn memory(rt: &tokio::runtime::Runtime, telemetry: &Telemetry) {
+    println!("\npeak bytes allocated during one call (body buffers excluded: allocated before)");
+    for (name, make) in [("json", json_body as fn(usize) -> Bytes), ("sse", sse_body)] {
+        for size in [64 * 1024, MB, 5 * MB] {
+            let body = make(size);
+            let mut peaks = Vec::new();
+            for on in [true, false] {
+                let served = body.clone();
+                let mut client = layer(telemetry, on).layer(tower::service_fn(
+                    move |_request: Request<Full<Bytes>>| {
+                        let body = framed(&served);
+                        async move { Ok::<_, Infallible>(Response::new(body)) }
+                    },
+                ));
+                let url = format!("http://127.0.0.1{PATH}");
+                // Warm up (first-call allocations: the rollup key, the thread's shard).
+                rt.block_on(call(&mut client, &url));
+                let before = LIVE.load(Relaxed);
+                PEAK.store(before, Relaxed);
+                rt.block_on(call(&mut client, &url));
+                peaks.push(PEAK.load(Relaxed) - before);
+            }
+            println!(
+                "  {name:4} {:>8} bytes: with usage {:>8} B, without {:>8} B, scanner share {:>6} B",
+                body.len(),
+                peaks[0],
+                peaks[1],
+                peaks[0].saturating_sub(peaks[1]),
+            );
+        }
+    }
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
