@@ -25,11 +25,16 @@ use crate::{CallRecord, ClientAddress, Direction, ExecutionContext, OperationId}
 
 /// One call in flight: its span and the [`CallRecord`] being filled in.
 ///
-/// Lifecycle: [`start`](Self::start) from the request head, then [`on_response`](Self::on_response)
-/// or [`on_error`](Self::on_error) (also for an error while reading the body),
-/// [`on_body_bytes`](Self::on_body_bytes) per data frame, and [`finish`](Self::finish) once, which
-/// returns the record. The span closes when the `CallSpan` (and every clone of its span) is
-/// dropped.
+/// Lifecycle: [`start`](Self::start) from the request head (then, optionally,
+/// [`set_protocol_version`](Self::set_protocol_version) and
+/// [`record_body_sizes`](Self::record_body_sizes)); then
+/// [`classify_response`](Self::classify_response) (or [`on_response`](Self::on_response) with an
+/// outcome of your own) or [`classify_error`](Self::classify_error) /
+/// [`on_error`](Self::on_error) (also for an error while reading the body);
+/// [`on_body_bytes`](Self::on_body_bytes) per data frame; and [`finish`](Self::finish) once, which
+/// returns the record ([`fail`](Self::fail) = classify an error, then finish). The
+/// [`TracedBody`](crate::TracedBody) does the body part. The span closes when the `CallSpan`
+/// (and every clone of its span) is dropped.
 #[derive(Debug)]
 pub struct CallSpan {
     span: Span,

@@ -293,3 +293,13 @@ async fn span_layer_keeps_an_infallible_service_infallible() {
     let collected: Result<_, Infallible> = response.into_body().collect().await;
     assert_eq!(&collected.unwrap().to_bytes()[..], b"ok");
 }
+
+/// Compile-level: what adapters need to hand the body on (`reqwest::Body::wrap` wants
+/// `Send + Sync + 'static`; axum wants `Send`).
+#[test]
+fn traced_body_is_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync + 'static>() {}
+    assert_send_sync::<TracedBody<Full<Bytes>, ()>>();
+    assert_send_sync::<TracedBody<Full<Bytes>, (), DefaultClassifier, Finishes>>();
+    assert_send_sync::<CallSpan>();
+}
