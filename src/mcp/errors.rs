@@ -20,7 +20,8 @@ const MAX_MESSAGE: usize = 64 * 1024;
 /// `"isError": true`. This hook reads the JSON-RPC messages of a `POST`'s response (a JSON body,
 /// or the events of an SSE body) as they pass, each up to 64 KiB, and at the end of the body
 /// records the first failure on the call: outcome terminal, `error.type` the JSON-RPC error code
-/// (`"-32602"`) or `"tool_error"`, as the OpenTelemetry MCP conventions name them. The error
+/// (`"-32602"`; `"_OTHER"` outside the JSON-RPC and MCP codes) or `"tool_error"`, as the
+/// OpenTelemetry MCP conventions name them. The error
 /// message kept is the JSON-RPC error's message (redacted like every error), never tool output.
 ///
 /// A call whose HTTP status already failed keeps that failure.
@@ -128,8 +129,12 @@ impl OnBodyChunk<Bytes> for JsonRpcErrors {
         if !call.record().outcome.is_success() {
             return;
         }
-        let reason = Reason::Application(found.error_type());
-        call.on_error(&found, Outcome::Terminal { reason });
+        call.on_error(
+            &found,
+            Outcome::Terminal {
+                reason: found.reason(),
+            },
+        );
     }
 }
 
@@ -165,10 +170,10 @@ enum Failure {
 }
 
 impl Failure {
-    fn error_type(&self) -> std::borrow::Cow<'static, str> {
+    fn reason(&self) -> Reason {
         match self {
-            Failure::Rpc { code, .. } => code.to_string().into(),
-            Failure::Tool => "tool_error".into(),
+            Failure::Rpc { code, .. } => Reason::JsonRpc(i32::try_from(*code).unwrap_or(i32::MIN)),
+            Failure::Tool => Reason::ToolError,
         }
     }
 }
@@ -226,6 +231,11 @@ mod tests {
             failure(br#"{"jsonrpc":"2.0","id":3,"result":{"text":"\"isError\":true"}}"#).is_none()
         );
         assert!(failure(b"not json").is_none());
-        assert_eq!(Failure::Tool.error_type(), "tool_error");
+        assert_eq!(Failure::Tool.reason().as_str(), "tool_error");
+        let rpc = Failure::Rpc {
+            code: -32602,
+            message: String::new(),
+        };
+        assert_eq!(rpc.reason().as_str(), "-32602");
     }
 }

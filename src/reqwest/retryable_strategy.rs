@@ -27,9 +27,16 @@ use super::error::classify_result;
 /// );
 /// # let _ = retry;
 /// ```
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct ClassifierStrategy<C = DefaultClassifier> {
     classifier: C,
+}
+
+impl Default for ClassifierStrategy {
+    /// Over the [`DefaultClassifier`].
+    fn default() -> Self {
+        ClassifierStrategy::new(DefaultClassifier::new())
+    }
 }
 
 impl<C> ClassifierStrategy<C> {
@@ -45,6 +52,30 @@ impl<C: Classify> RetryableStrategy for ClassifierStrategy<C> {
             Outcome::Success => None,
             Outcome::Retryable { .. } => Some(Retryable::Transient),
             Outcome::Terminal { .. } => Some(Retryable::Fatal),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(status: u16) -> reqwest_middleware::Result<reqwest::Response> {
+        let response = http::Response::builder().status(status).body("").unwrap();
+        Ok(reqwest::Response::from(response))
+    }
+
+    #[test]
+    fn follows_the_default_classifier() {
+        let strategy = ClassifierStrategy::default();
+        let verdict = |status| strategy.handle(&answer(status));
+        assert!(verdict(200).is_none());
+        assert!(verdict(302).is_none());
+        for status in [408, 429, 500, 502, 503, 504] {
+            assert!(verdict(status) == Some(Retryable::Transient), "{status}");
+        }
+        for status in [400, 401, 403, 404, 501, 505] {
+            assert!(verdict(status) == Some(Retryable::Fatal), "{status}");
         }
     }
 }

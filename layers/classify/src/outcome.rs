@@ -110,10 +110,12 @@ pub enum Reason {
     CircuitOpen,
     /// Too many redirects, or a redirect loop: `"redirect"`.
     Redirect,
-    /// The server answered, but the protocol carried over HTTP reports a failure, named by it:
-    /// an MCP tool result with `isError` (`"tool_error"`), a JSON-RPC error (its code,
-    /// `"-32602"`), as the OpenTelemetry MCP conventions name them.
-    Application(std::borrow::Cow<'static, str>),
+    /// The server answered, but the MCP tool reported a failure (`isError: true`):
+    /// `"tool_error"`, as the OpenTelemetry MCP conventions name it.
+    ToolError,
+    /// The server answered with a JSON-RPC error: its code as text (`"-32602"`) for the
+    /// JSON-RPC and MCP codes, else `"_OTHER"`, as the OpenTelemetry MCP conventions name it.
+    JsonRpc(i32),
     /// Anything else: `"other"`.
     Other,
 }
@@ -133,9 +135,27 @@ impl Reason {
             Reason::Body => "body",
             Reason::CircuitOpen => "circuit_open",
             Reason::Redirect => "redirect",
-            Reason::Application(name) => name,
+            Reason::ToolError => "tool_error",
+            Reason::JsonRpc(code) => json_rpc_code(*code),
             Reason::Other => "other",
         }
+    }
+}
+
+/// The text of a JSON-RPC error code: the standard codes and MCP's, else `_OTHER` (no
+/// allocation: `error.type` is read on the recording path).
+fn json_rpc_code(code: i32) -> &'static str {
+    match code {
+        -32700 => "-32700",
+        -32600 => "-32600",
+        -32601 => "-32601",
+        -32602 => "-32602",
+        -32603 => "-32603",
+        -32000 => "-32000",
+        -32001 => "-32001",
+        -32002 => "-32002",
+        -32042 => "-32042",
+        _ => "_OTHER",
     }
 }
 
