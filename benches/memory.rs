@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 use http::uri::Authority;
 use http::{Method, StatusCode};
 use kasal_telemetry::classify::{Outcome, Reason};
-use kasal_telemetry::trace::{CallRecord, Direction, ExecutionMode, OperationId};
+use kasal_telemetry::trace::{CallRecord, Direction, OperationId};
 use kasal_telemetry::user_agent::Product;
 use kasal_telemetry::{InMemoryExporter, Telemetry};
 
@@ -98,33 +98,28 @@ fn failing_call(i: usize, filler: &str) -> CallRecord {
         .chain(filler.chars())
         .take(MESSAGE_BYTES)
         .collect();
-    CallRecord {
-        direction: Direction::Client,
-        product: Product::Jobs,
-        method: Method::POST,
-        host: Some(Authority::from_static("adb-1.azuredatabricks.net")),
-        route: None,
-        status: Some(status),
-        outcome: if terminal {
-            Outcome::Terminal {
-                reason: Reason::Status(status),
-            }
-        } else {
-            Outcome::Retryable {
-                reason: Reason::Status(status),
-                retry_after: None,
-            }
-        },
-        started_at: SystemTime::now(),
-        latency: Duration::from_millis(30),
-        attempts: 1,
-        response_bytes: 0,
-        mode: ExecutionMode::Service,
-        caller_id: None,
-        obo_dev_fallback: false,
-        operation_id: Some(OperationId::new(format!("op-{op}"))),
-        error: Some(Arc::from(message)),
-    }
+    let mut record = CallRecord::new(
+        Direction::Client,
+        Product::Jobs,
+        Method::POST,
+        SystemTime::now(),
+    );
+    record.host = Some(Authority::from_static("adb-1.azuredatabricks.net"));
+    record.status = Some(status);
+    record.outcome = if terminal {
+        Outcome::Terminal {
+            reason: Reason::Status(status),
+        }
+    } else {
+        Outcome::Retryable {
+            reason: Reason::Status(status),
+            retry_after: None,
+        }
+    };
+    record.latency = Duration::from_millis(30);
+    record.operation_id = Some(OperationId::new(format!("op-{op}")));
+    record.error = Some(Arc::from(message));
+    record
 }
 
 /// One run at default settings; returns the peak bytes above the baseline.

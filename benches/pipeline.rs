@@ -17,8 +17,7 @@ use std::time::{Duration, Instant, SystemTime};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use http::uri::Authority;
 use http::{Method, StatusCode};
-use kasal_telemetry::classify::Outcome;
-use kasal_telemetry::trace::{CallRecord, Direction, ExecutionMode};
+use kasal_telemetry::trace::{CallRecord, Direction};
 use kasal_telemetry::user_agent::Product;
 use kasal_telemetry::{Batch, Telemetry};
 use opentelemetry::logs::{AnyValue, LogRecord as _, Logger as _, LoggerProvider as _, Severity};
@@ -53,23 +52,20 @@ impl Run {
 fn templates(latency_ms: u64) -> Vec<CallRecord> {
     ROUTES
         .iter()
-        .map(|route| CallRecord {
-            direction: Direction::Client,
-            product: Product::VectorSearch,
-            method: Method::POST,
-            host: Some(Authority::from_static(HOST)),
-            route: Some(Arc::from(*route)),
-            status: Some(StatusCode::OK),
-            outcome: Outcome::Success,
-            started_at: SystemTime::now(),
-            latency: Duration::from_millis(latency_ms),
-            attempts: 1,
-            response_bytes: 2_048,
-            mode: ExecutionMode::Service,
-            caller_id: Some(Arc::from("service-principal-1")),
-            obo_dev_fallback: false,
-            operation_id: None,
-            error: None,
+        .map(|route| {
+            let mut record = CallRecord::new(
+                Direction::Client,
+                Product::VectorSearch,
+                Method::POST,
+                SystemTime::now(),
+            );
+            record.host = Some(Authority::from_static(HOST));
+            record.route = Some(Arc::from(*route));
+            record.status = Some(StatusCode::OK);
+            record.latency = Duration::from_millis(latency_ms);
+            record.response_bytes = 2_048;
+            record.caller_id = Some(Arc::from("service-principal-1"));
+            record
         })
         .collect()
 }

@@ -29,32 +29,28 @@ fn call(route: &str, status: u16, latency_ms: u64) -> CallRecord {
             reason: Reason::Status(status),
         },
     };
-    CallRecord {
-        direction: Direction::Client,
-        product: Product::VectorSearch,
-        method: Method::POST,
-        host: Some(Authority::from_static("adb-1.azuredatabricks.net")),
-        route: Some(Arc::from(route)),
-        status: Some(status),
-        outcome,
-        started_at: SystemTime::now(),
-        latency: Duration::from_millis(latency_ms),
-        attempts: 1,
-        response_bytes: 10,
-        mode: ExecutionMode::User,
-        caller_id: Some(Arc::from("alice@example.com")),
-        obo_dev_fallback: false,
-        operation_id: None,
-        error: None,
-    }
+    let mut record = CallRecord::new(
+        Direction::Client,
+        Product::VectorSearch,
+        Method::POST,
+        SystemTime::now(),
+    );
+    record.host = Some(Authority::from_static("adb-1.azuredatabricks.net"));
+    record.route = Some(Arc::from(route));
+    record.status = Some(status);
+    record.outcome = outcome;
+    record.latency = Duration::from_millis(latency_ms);
+    record.response_bytes = 10;
+    record.mode = ExecutionMode::User;
+    record.caller_id = Some(Arc::from("alice@example.com"));
+    record
 }
 
 fn op_call(op: &str, status: u16, error: Option<&str>) -> CallRecord {
-    CallRecord {
-        operation_id: Some(OperationId::new(op)),
-        error: error.map(Arc::from),
-        ..call("/api/2.0/sql/statements", status, 20)
-    }
+    let mut record = call("/api/2.0/sql/statements", status, 20);
+    record.operation_id = Some(OperationId::new(op));
+    record.error = error.map(Arc::from);
+    record
 }
 
 #[tokio::test]

@@ -15,13 +15,15 @@ use bytes::Bytes;
 use common::{Reply, ReplyBody, TestServer};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
 use kasal_telemetry::classify::{
     CircuitBreaker, CircuitBreakerConfig, CircuitOpen, Jitter, RetryPolicy,
 };
 use kasal_telemetry::trace::{ExecutionContext, OperationId, Route, SecretToken};
 use kasal_telemetry::user_agent::{Product, UserAgent};
 use kasal_telemetry::{
-    BoxError, InMemoryExporter, ServiceBuilderExt, Telemetry, TelemetryBuilder, TelemetryLayer,
+    BoxError, InMemoryExporter, ServiceBuilderExt, Telemetry, TelemetryBody, TelemetryBuilder,
+    TelemetryLayer,
 };
 use spans::{Captured, SpanCapture, SpanData};
 use tokio::time::{Instant, timeout};
@@ -49,17 +51,19 @@ fn pipeline() -> (Telemetry, InMemoryExporter) {
     (pipeline_builder(&exporter).build(), exporter)
 }
 
-/// A hyper-util client behind `layer`.
-fn client(
-    layer: TelemetryLayer,
-) -> impl Service<
-    Request<Body>,
-    Response = Response<impl http_body::Body<Data = Bytes, Error = BoxError>>,
-    Error = BoxError,
-    Future = impl Send,
-> + Clone
-+ Send
-+ 'static {
+type HyperClient =
+    hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, Body>;
+
+/// A hyper-util client behind `layer` (a `TelemetryLayer`, with or without retry).
+fn client<L>(layer: L) -> L::Service
+where
+    L: Layer<HyperClient>,
+    L::Service: Service<Request<Body>, Response = Response<TelemetryBody<Incoming>>, Error = BoxError>
+        + Clone
+        + Send
+        + 'static,
+    <L::Service as Service<Request<Body>>>::Future: Send,
+{
     layer.layer(common::client::<Body>())
 }
 
@@ -71,11 +75,17 @@ fn get(url: &str) -> Request<Body> {
 async fn send<S, B>(client: &S, request: Request<Body>) -> Result<(StatusCode, Bytes), BoxError>
 where
     S: Service<Request<Body>, Response = Response<B>, Error = BoxError> + Clone,
-    B: http_body::Body<Data = Bytes, Error = BoxError>,
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
 {
     let response = client.clone().oneshot(request).await?;
     let status = response.status();
-    let body = response.into_body().collect().await?.to_bytes();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(Into::into)?
+        .to_bytes();
     Ok((status, body))
 }
 
@@ -221,6 +231,25 @@ async fn custom_user_agent_and_service_builder_ext() {
     assert_eq!(products, ["mcp", "vectorsearch"]);
     telemetry.flush().await;
     assert_eq!(exporter.total_calls(), 2);
+}
+
+/// Without `.retry()` the request body need not implement `TryCloneBody`: `Limited` does not.
+#[tokio::test]
+async fn without_retry_any_request_body_is_accepted() {
+    type Unclonable = http_body_util::Limited<Body>;
+    let server = TestServer::always(200).await;
+    let (telemetry, exporter) = pipeline();
+    let client = TelemetryLayer::new(Product::Jobs, telemetry.clone())
+        .layer(common::client::<Unclonable>());
+    let request = Request::post(server.url("/upload"))
+        .body(http_body_util::Limited::new(Full::new(Bytes::from("abc")), 1024))
+        .unwrap();
+    let response = client.oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    response.into_body().collect().await.unwrap();
+    telemetry.flush().await;
+    assert_eq!(exporter.total_calls(), 1);
+    assert_eq!(server.hits(), 1);
 }
 
 #[tokio::test]
@@ -401,7 +430,7 @@ fn logging_client(
     layer: TelemetryLayer,
 ) -> impl Service<
     Request<Body>,
-    Response = Response<impl http_body::Body<Data = Bytes, Error = BoxError> + Unpin>,
+    Response = Response<impl http_body::Body<Data = Bytes, Error = hyper::Error> + Unpin>,
     Error = BoxError,
 > + Clone {
     let inner = ServiceBuilder::new()

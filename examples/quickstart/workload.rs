@@ -168,7 +168,7 @@ impl Summary {
 }
 
 type Http = Client<HttpConnector, Full<Bytes>>;
-type Stack = TelemetryService<Http>;
+type Stack = TelemetryService<Http, RetryPolicy>;
 
 struct Clients {
     vector_search: Stack,

@@ -32,10 +32,10 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed {
     ) -> ServiceBuilder<Stack<TelemetryLayer, L>>;
 
     /// Adds a configured [`TelemetryLayer`] (retry, circuit breaker, custom User-Agent).
-    fn kasal_telemetry_layer(
+    fn kasal_telemetry_layer<R>(
         self,
-        layer: TelemetryLayer,
-    ) -> ServiceBuilder<Stack<TelemetryLayer, L>>;
+        layer: TelemetryLayer<R>,
+    ) -> ServiceBuilder<Stack<TelemetryLayer<R>, L>>;
 }
 
 impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
@@ -47,10 +47,10 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
         self.layer(TelemetryLayer::new(product, telemetry))
     }
 
-    fn kasal_telemetry_layer(
+    fn kasal_telemetry_layer<R>(
         self,
-        layer: TelemetryLayer,
-    ) -> ServiceBuilder<Stack<TelemetryLayer, L>> {
+        layer: TelemetryLayer<R>,
+    ) -> ServiceBuilder<Stack<TelemetryLayer<R>, L>> {
         self.layer(layer)
     }
 }

@@ -1,12 +1,13 @@
 //! [`TelemetryLayer`]: the client stack in one layer.
 
-use kasal_classify::{CircuitBreaker, CircuitBreakerService, Retry, RetryPolicy};
+use kasal_classify::{CircuitBreaker, CircuitBreakerService, RetryPolicy};
 use kasal_trace::SpanLayer;
 use kasal_user_agent::{Product, SetUserAgent, UserAgent};
 use tower::util::Either;
 use tower_layer::Layer;
 
 use super::box_error::BoxErrors;
+use super::retry_mode::RetryMode;
 use super::service::TelemetryService;
 use crate::Telemetry;
 
@@ -24,11 +25,15 @@ use crate::Telemetry;
 ///
 /// then the client. Everything is configured here, at build time: the service it builds never
 /// panics and never fails because of telemetry. See the [crate docs](crate) for an example.
+///
+/// `R` says whether it retries: `()` (the default: request bodies of any type) or, after
+/// [`retry`](Self::retry), [`RetryPolicy`] (request bodies must implement
+/// [`TryCloneBody`](kasal_classify::TryCloneBody)).
 #[derive(Clone, Debug)]
-pub struct TelemetryLayer {
+pub struct TelemetryLayer<R = ()> {
     user_agent: UserAgent,
     telemetry: Telemetry,
-    retry: Option<RetryPolicy>,
+    retry: R,
     circuit_breaker: Option<CircuitBreaker>,
 }
 
@@ -39,11 +44,13 @@ impl TelemetryLayer {
         TelemetryLayer {
             user_agent: UserAgent::new(product),
             telemetry,
-            retry: None,
+            retry: (),
             circuit_breaker: None,
         }
     }
+}
 
+impl<R> TelemetryLayer<R> {
     /// Sends `user_agent` (a custom version or extras) instead of the default one. Spans and
     /// records are attributed to its product.
     pub fn user_agent(mut self, user_agent: UserAgent) -> Self {
@@ -54,9 +61,13 @@ impl TelemetryLayer {
     /// Retries retryable failures by `policy`, inside the span: one span and one record per
     /// logical call, with the attempts made. The request body must implement
     /// [`TryCloneBody`](kasal_classify::TryCloneBody) (streaming bodies are sent once).
-    pub fn retry(mut self, policy: RetryPolicy) -> Self {
-        self.retry = Some(policy);
-        self
+    pub fn retry(self, policy: RetryPolicy) -> TelemetryLayer<RetryPolicy> {
+        TelemetryLayer {
+            user_agent: self.user_agent,
+            telemetry: self.telemetry,
+            retry: policy,
+            circuit_breaker: self.circuit_breaker,
+        }
     }
 
     /// Guards every attempt with `breaker` (per host; clones share state, so one breaker can
@@ -68,8 +79,8 @@ impl TelemetryLayer {
     }
 }
 
-impl<S> Layer<S> for TelemetryLayer {
-    type Service = TelemetryService<S>;
+impl<S, R: RetryMode> Layer<S> for TelemetryLayer<R> {
+    type Service = TelemetryService<S, R>;
 
     fn layer(&self, client: S) -> Self::Service {
         let client = BoxErrors::new(client);
@@ -77,16 +88,10 @@ impl<S> Layer<S> for TelemetryLayer {
             Some(breaker) => Either::Left(CircuitBreakerService::new(client, breaker.clone())),
             None => Either::Right(client),
         };
-        let attempted = match &self.retry {
-            Some(policy) => Either::Left(Retry::new(guarded, policy.clone())),
-            None => Either::Right(guarded),
-        };
+        let attempted = self.retry.wrap(guarded);
         let traced = SpanLayer::new(self.user_agent.product().clone())
             .recorder(self.telemetry.clone())
             .layer(attempted);
-        TelemetryService::new(
-            SetUserAgent::new(traced, self.user_agent.clone()),
-            self.retry.is_some(),
-        )
+        TelemetryService::new(SetUserAgent::new(traced, self.user_agent.clone()))
     }
 }

@@ -11,6 +11,7 @@ mod ext;
 // One file per role, as in tower-http: `layer.rs` holds the `Layer`.
 #[allow(clippy::module_inception)]
 mod layer;
+mod retry_mode;
 mod service;
 
 pub use ext::ServiceBuilderExt;

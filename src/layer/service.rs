@@ -1,11 +1,12 @@
 //! [`TelemetryService`]: the service [`TelemetryLayer`](super::TelemetryLayer) builds.
 
+use std::fmt;
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
 use http_body::Body;
 use kasal_classify::{
-    AttemptCounter, CircuitBreakerService, DefaultClassifier, Retry, TryCloneBody,
+    AttemptCounter, CircuitBreakerService, DefaultClassifier, RetryPolicy, TryCloneBody,
 };
 use kasal_trace::{Traced, TracedBody};
 use kasal_user_agent::SetUserAgent;
@@ -14,22 +15,28 @@ use tower::util::Either;
 use tower_service::Service;
 
 use super::box_error::BoxErrors;
+use super::retry_mode::RetryMode;
 use crate::Telemetry;
 
 /// The response body of a [`TelemetryService`]: the client's body, keeping the call's span open
-/// until it ends (or is dropped) and recording the call then. Its error is a [`BoxError`].
+/// until it ends (or is dropped) and recording the call then. Its error is the client body's,
+/// unchanged (`hyper::Error` for hyper-util's client).
 pub type TelemetryBody<B> = TracedBody<B, Telemetry, DefaultClassifier>;
 
 /// The client, its errors boxed, optionally behind a circuit breaker.
 type Guarded<S> = Either<CircuitBreakerService<BoxErrors<S>>, BoxErrors<S>>;
-/// ...optionally retried.
-type Attempted<S> = Either<Retry<Guarded<S>>, Guarded<S>>;
-/// ...inside one span per logical call, with our User-Agent.
-type Stack<S> = SetUserAgent<Traced<Attempted<S>, DefaultClassifier, Telemetry>>;
+/// ...inside one span per logical call (around every attempt), with our User-Agent.
+type Stack<A> = SetUserAgent<Traced<A, DefaultClassifier, Telemetry>>;
+/// The whole stack for client `S` in retry mode `R`.
+type Inner<S, R> = Stack<<R as RetryMode>::Service<Guarded<S>>>;
 
 /// An HTTP client wrapped by [`TelemetryLayer`](super::TelemetryLayer): User-Agent, one span
 /// and one [`CallRecord`](crate::CallRecord) per logical call, optional retry and circuit
 /// breaker.
+///
+/// `R` is `()` without retry (any request body) or
+/// [`RetryPolicy`] after [`TelemetryLayer::retry`](super::TelemetryLayer::retry) (the request
+/// body must implement [`TryCloneBody`]; the client must be `Clone`).
 ///
 /// Errors are [`BoxError`]s holding the client's error (or a
 /// [`CircuitOpen`](kasal_classify::CircuitOpen)) unchanged: downcast them. The response body
@@ -38,24 +45,62 @@ type Stack<S> = SetUserAgent<Traced<Attempted<S>, DefaultClassifier, Telemetry>>
 /// The [`ExecutionContext`](crate::trace::ExecutionContext) is read when `call` is made: call
 /// inside the scope (`ctx.scope(async { svc.call(req).await })`), not
 /// `ctx.scope(svc.call(req))`.
-#[derive(Clone, Debug)]
-pub struct TelemetryService<S> {
-    inner: Stack<S>,
-    /// With retry: give each request an [`AttemptCounter`], so a call that ends in an error
-    /// still reports its attempts (no response carries them then).
-    count_attempts: bool,
+pub struct TelemetryService<S, R: RetryMode = ()> {
+    inner: Inner<S, R>,
 }
 
-impl<S> TelemetryService<S> {
-    pub(super) fn new(inner: Stack<S>, count_attempts: bool) -> Self {
+impl<S, R: RetryMode> TelemetryService<S, R> {
+    pub(super) fn new(inner: Inner<S, R>) -> Self {
+        TelemetryService { inner }
+    }
+}
+
+impl<S, R: RetryMode> Clone for TelemetryService<S, R>
+where
+    Inner<S, R>: Clone,
+{
+    fn clone(&self) -> Self {
         TelemetryService {
-            inner,
-            count_attempts,
+            inner: self.inner.clone(),
         }
     }
 }
 
+impl<S, R: RetryMode> fmt::Debug for TelemetryService<S, R>
+where
+    Inner<S, R>: fmt::Debug,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TelemetryService")
+            .field("inner", &self.inner)
+            .finish()
+    }
+}
+
+/// Without retry: any request body.
 impl<S, B, ResBody> Service<Request<B>> for TelemetryService<S>
+where
+    S: Service<Request<B>, Response = Response<ResBody>>,
+    S::Error: Into<BoxError>,
+    ResBody: Body,
+{
+    type Response = Response<TelemetryBody<ResBody>>;
+    type Error = BoxError;
+    type Future = <Inner<S, ()> as Service<Request<B>>>::Future;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    #[inline]
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        self.inner.call(request)
+    }
+}
+
+/// With retry: the body must be replayable (or say it is not, and be sent once).
+impl<S, B, ResBody> Service<Request<B>> for TelemetryService<S, RetryPolicy>
 where
     S: Service<Request<B>, Response = Response<ResBody>> + Clone,
     S::Error: Into<BoxError>,
@@ -64,7 +109,7 @@ where
 {
     type Response = Response<TelemetryBody<ResBody>>;
     type Error = BoxError;
-    type Future = <Stack<S> as Service<Request<B>>>::Future;
+    type Future = <Inner<S, RetryPolicy> as Service<Request<B>>>::Future;
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
@@ -73,7 +118,9 @@ where
 
     #[inline]
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        if self.count_attempts && request.extensions().get::<AttemptCounter>().is_none() {
+        // A call that fails after retries has no response to carry `Attempts`: the retry
+        // policy counts them here instead.
+        if request.extensions().get::<AttemptCounter>().is_none() {
             request.extensions_mut().insert(AttemptCounter::new());
         }
         self.inner.call(request)

@@ -303,24 +303,20 @@ mod tests {
     }
 
     fn call(op: &str, outcome: Outcome, error: Option<&str>) -> CallRecord {
-        CallRecord {
-            direction: Direction::Client,
-            product: Product::Mcp,
-            method: Method::POST,
-            host: None,
-            route: None,
-            status: None,
-            outcome,
-            started_at: SystemTime::UNIX_EPOCH,
-            latency: Duration::from_millis(10),
-            attempts: 1,
-            response_bytes: 100,
-            mode: ExecutionMode::User,
-            caller_id: Some(Arc::from("alice@example.com")),
-            obo_dev_fallback: false,
-            operation_id: Some(OperationId::new(op)),
-            error: error.map(Arc::from),
-        }
+        let mut record = CallRecord::new(
+            Direction::Client,
+            Product::Mcp,
+            Method::POST,
+            SystemTime::UNIX_EPOCH,
+        );
+        record.outcome = outcome;
+        record.latency = Duration::from_millis(10);
+        record.response_bytes = 100;
+        record.mode = ExecutionMode::User;
+        record.caller_id = Some(Arc::from("alice@example.com"));
+        record.operation_id = Some(OperationId::new(op));
+        record.error = error.map(Arc::from);
+        record
     }
 
     fn retryable() -> Outcome {

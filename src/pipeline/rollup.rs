@@ -453,35 +453,29 @@ mod tests {
     use super::*;
     use http::{Method, StatusCode};
     use kasal_classify::{Outcome, Reason};
-    use kasal_trace::{Direction, ExecutionMode};
+    use kasal_trace::Direction;
     use kasal_user_agent::Product;
 
     fn call(route: &str, latency_ms: u64, status: u16) -> CallRecord {
         let status = StatusCode::from_u16(status).unwrap();
-        CallRecord {
-            direction: Direction::Client,
-            product: Product::Genie,
-            method: Method::GET,
-            host: Some(Authority::from_static("example.cloud.databricks.com")),
-            route: Some(Arc::from(route)),
-            status: Some(status),
-            outcome: if status.is_success() {
-                Outcome::Success
-            } else {
-                Outcome::Terminal {
-                    reason: Reason::Status(status),
-                }
-            },
-            started_at: SystemTime::now(),
-            latency: Duration::from_millis(latency_ms),
-            attempts: 1,
-            response_bytes: 0,
-            mode: ExecutionMode::Service,
-            caller_id: None,
-            obo_dev_fallback: false,
-            operation_id: None,
-            error: None,
-        }
+        let mut record = CallRecord::new(
+            Direction::Client,
+            Product::Genie,
+            Method::GET,
+            SystemTime::now(),
+        );
+        record.host = Some(Authority::from_static("example.cloud.databricks.com"));
+        record.route = Some(Arc::from(route));
+        record.status = Some(status);
+        record.outcome = if status.is_success() {
+            Outcome::Success
+        } else {
+            Outcome::Terminal {
+                reason: Reason::Status(status),
+            }
+        };
+        record.latency = Duration::from_millis(latency_ms);
+        record
     }
 
     fn drain(table: &RollupTable) -> Vec<Rollup> {

@@ -25,8 +25,7 @@ use crate::event::CallRecord;
 /// ```
 /// use std::time::{Duration, SystemTime};
 /// use http::Method;
-/// use kasal_telemetry::classify::Outcome;
-/// use kasal_telemetry::trace::{CallRecord, Direction, ExecutionMode};
+/// use kasal_telemetry::trace::{CallRecord, Direction};
 /// use kasal_telemetry::user_agent::Product;
 /// use kasal_telemetry::{InMemoryExporter, Telemetry};
 ///
@@ -34,24 +33,11 @@ use crate::event::CallRecord;
 /// # async fn main() {
 /// let exporter = InMemoryExporter::new();
 /// let telemetry = Telemetry::builder().exporter(exporter.clone()).ignore_env().build();
-/// telemetry.record(CallRecord {
-///     direction: Direction::Client,
-///     product: Product::Genie,
-///     method: Method::GET,
-///     host: None,
-///     route: None,
-///     status: Some(http::StatusCode::OK),
-///     outcome: Outcome::Success,
-///     started_at: SystemTime::now(),
-///     latency: Duration::from_millis(12),
-///     attempts: 1,
-///     response_bytes: 512,
-///     mode: ExecutionMode::Service,
-///     caller_id: None,
-///     obo_dev_fallback: false,
-///     operation_id: None,
-///     error: None,
-/// });
+/// let mut record = CallRecord::new(Direction::Client, Product::Genie, Method::GET, SystemTime::now());
+/// record.status = Some(http::StatusCode::OK);
+/// record.latency = Duration::from_millis(12);
+/// record.response_bytes = 512;
+/// telemetry.record(record);
 /// telemetry.flush().await;
 /// assert_eq!(exporter.total_calls(), 1);
 /// # }

@@ -328,6 +328,13 @@ pub trait AsError {
 }
 
 macro_rules! as_error_for {
+    (@one $ty:ty) => {
+        impl AsError for $ty {
+            fn as_error(&self) -> &(dyn Error + 'static) {
+                self
+            }
+        }
+    };
     ($($ty:ty),* $(,)?) => {
         $(
             impl AsError for $ty {
@@ -370,6 +377,11 @@ as_error_for!(
     CircuitOpen,
     std::convert::Infallible,
 );
+
+#[cfg(feature = "axum")]
+as_error_for!(@one axum::Error);
+#[cfg(feature = "reqwest")]
+as_error_for!(@one reqwest::Error);
 
 impl AsError for tower::BoxError {
     fn as_error(&self) -> &(dyn Error + 'static) {

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use http::uri::{Authority, Scheme};
 use http::{Extensions, HeaderMap, Method, StatusCode, Uri};
-use kasal_classify::{AttemptCounter, Attempts, Outcome};
+use kasal_classify::{AttemptCounter, Attempts, Classify, Outcome};
 use kasal_user_agent::Product;
 use tracing::Span;
 use tracing::field::{Empty, Field, FieldSet, Value};
@@ -109,34 +109,67 @@ impl CallSpan {
             execution.obo_dev_fallback = obo_dev_fallback,
         );
 
+        let mut record = CallRecord::new(direction, product.clone(), method.clone(), started_at);
+        record.host = host;
+        record.route = route;
+        record.mode = mode;
+        record.caller_id = caller_id;
+        record.obo_dev_fallback = obo_dev_fallback;
+        record.operation_id = operation_id;
         CallSpan {
             span,
             start,
             attempt_counter: extensions.get::<AttemptCounter>().cloned(),
-            record: CallRecord {
-                direction,
-                product: product.clone(),
-                method: method.clone(),
-                host,
-                route,
-                status: None,
-                outcome: Outcome::Success,
-                started_at,
-                latency: Default::default(),
-                attempts: 1,
-                response_bytes: 0,
-                mode,
-                caller_id,
-                obo_dev_fallback,
-                operation_id,
-                error: None,
-            },
+            record,
         }
     }
 
     /// The call's span: enter it while doing the call's work.
     pub fn span(&self) -> &Span {
         &self.span
+    }
+
+    /// The record filled in so far (handed out by [`finish`](Self::finish)).
+    pub fn record(&self) -> &CallRecord {
+        &self.record
+    }
+
+    /// The record filled in so far, to add what an adapter or a body hook learns (a model name,
+    /// token usage). Never put a token or an unredacted message into it.
+    pub fn record_mut(&mut self) -> &mut CallRecord {
+        &mut self.record
+    }
+
+    /// Classifies the response head with `classifier` and records it with
+    /// [`on_response`](Self::on_response). What every adapter does when the head arrives
+    /// (tower's [`Traced`](crate::Traced), the reqwest middleware, the server layer).
+    pub fn classify_response<C: Classify>(
+        &mut self,
+        classifier: &C,
+        status: StatusCode,
+        headers: &HeaderMap,
+        extensions: &Extensions,
+    ) {
+        let outcome = classifier.classify_response(status, headers);
+        self.on_response(status, extensions, outcome);
+    }
+
+    /// Classifies `error` with `classifier` and records it with [`on_error`](Self::on_error):
+    /// an error from the inner service (no response) or while reading the body.
+    pub fn classify_error<C: Classify>(&mut self, classifier: &C, error: &(dyn Error + 'static)) {
+        let outcome = classifier.classify_error(error);
+        self.on_error(error, outcome);
+    }
+
+    /// A call that failed without a response: classifies and records `error`, then
+    /// [`finish`](Self::finish)es. Hand the record to a [`RecordCall`](crate::RecordCall).
+    pub fn fail<C: Classify>(
+        mut self,
+        classifier: &C,
+        error: &(dyn Error + 'static),
+    ) -> CallRecord {
+        self.classify_error(classifier, error);
+        self.finish()
     }
 
     /// Records the response head: status, attempts (from an [`Attempts`] response extension,

@@ -7,79 +7,75 @@ use std::task::{Context, Poll, ready};
 
 use http::Response;
 use http_body::Body;
-use kasal_classify::Classify;
+use kasal_classify::{AsError, Classify};
 use pin_project_lite::pin_project;
 
-use crate::service::Hooks;
-use crate::{BoxError, CallSpan, RecordCall, TracedBody};
+use crate::service::{Hooks, InFlight};
+use crate::{CallSpan, OnBodyChunk, RecordCall, TracedBody};
 
 pin_project! {
     /// Response future of [`Traced`](crate::Traced).
     ///
     /// Polls the inner future with the call's span entered. On a response, records the status,
     /// attempts and outcome on the span and hands the call to the [`TracedBody`]; on an error,
-    /// classifies it, records the call at once and returns the error (boxed, otherwise unchanged).
+    /// classifies it, records the call at once and returns the error unchanged.
     /// Dropped before it completes (cancelled), it records nothing and the span closes.
-    pub struct ResponseFuture<F, C, R> {
+    pub struct ResponseFuture<F, C, R, H = ()> {
         #[pin]
         inner: F,
         // Boxed: the call state is ~300 bytes, and this future and the response are moved
         // several times on their way to the caller; a box keeps those moves small.
-        call: Option<(Box<CallSpan>, Arc<Hooks<C, R>>)>,
+        call: Option<InFlight<C, R, H>>,
     }
 }
 
-impl<F, C, R> ResponseFuture<F, C, R> {
-    pub(crate) fn new(inner: F, call: CallSpan, hooks: Arc<Hooks<C, R>>) -> Self {
+impl<F, C, R, H> ResponseFuture<F, C, R, H> {
+    pub(crate) fn new(inner: F, call: CallSpan, hooks: Arc<Hooks<C, R>>, on_body_chunk: H) -> Self {
         ResponseFuture {
             inner,
-            call: Some((Box::new(call), hooks)),
+            call: Some((Box::new(call), hooks, on_body_chunk)),
         }
     }
 }
 
-impl<F, C, R, ResBody, E> Future for ResponseFuture<F, C, R>
+impl<F, C, R, H, ResBody, E> Future for ResponseFuture<F, C, R, H>
 where
     F: Future<Output = Result<Response<ResBody>, E>>,
-    E: Into<BoxError>,
+    E: AsError,
     ResBody: Body,
     C: Classify,
     R: RecordCall,
+    H: OnBodyChunk<ResBody::Data>,
 {
-    type Output = Result<Response<TracedBody<ResBody, R, C>>, BoxError>;
+    type Output = Result<Response<TracedBody<ResBody, R, C, H>>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let result = match this.call.as_ref() {
-            Some((call, _)) => {
-                let _entered = call.span().enter();
-                ready!(this.inner.poll(cx))
-            }
-            None => return Poll::Ready(Err(polled_after_completion())),
+        let result = {
+            let _entered = this.call.as_ref().map(|(call, _, _)| call.span().enter());
+            ready!(this.inner.poll(cx))
         };
-        let Some((mut call, hooks)) = this.call.take() else {
-            return Poll::Ready(Err(polled_after_completion()));
+        // Polled again after completion (a contract violation): pass the inner result through
+        // untraced rather than panic.
+        let Some((mut call, hooks, on_body_chunk)) = this.call.take() else {
+            return Poll::Ready(result.map(|response| response.map(TracedBody::untraced)));
         };
         Poll::Ready(match result {
             Ok(response) => {
-                let outcome = hooks
-                    .classifier
-                    .classify_response(response.status(), response.headers());
-                call.on_response(response.status(), response.extensions(), outcome);
-                Ok(response.map(|body| TracedBody::new(body, call, hooks)))
+                call.classify_response(
+                    &hooks.classifier,
+                    response.status(),
+                    response.headers(),
+                    response.extensions(),
+                );
+                Ok(response.map(|body| TracedBody::from_shared(body, call, hooks, on_body_chunk)))
             }
             Err(error) => {
-                let error: BoxError = error.into();
-                let outcome = hooks.classifier.classify_error(&*error);
-                call.on_error(&*error, outcome);
-                hooks.recorder.record_call(call.finish());
+                hooks
+                    .recorder
+                    .record_call(call.fail(&hooks.classifier, error.as_error()));
                 Err(error)
             }
         })
     }
-}
-
-/// Polling a finished future is a contract violation: answer with an error, never panic.
-fn polled_after_completion() -> BoxError {
-    "kasal_trace::ResponseFuture polled after completion".into()
 }

@@ -12,14 +12,16 @@ use crate::{Direction, RecordCall, Traced};
 
 /// Layer that opens one span per HTTP call and records each call. See the [crate docs](crate).
 ///
-/// `SpanLayer::new(product)` traces outgoing calls with the [`DefaultClassifier`] and records
-/// nowhere (`()`); set a pipeline with [`recorder`](Self::recorder).
+/// `SpanLayer::new(product)` traces outgoing calls with the [`DefaultClassifier`], records
+/// nowhere (`()`) and observes no body chunks (`()`); set a pipeline with
+/// [`recorder`](Self::recorder) and a body hook with [`on_body_chunk`](Self::on_body_chunk).
 #[derive(Clone)]
-pub struct SpanLayer<C = DefaultClassifier, R = ()> {
+pub struct SpanLayer<C = DefaultClassifier, R = (), H = ()> {
     product: Product,
     direction: Direction,
     classifier: C,
     recorder: R,
+    on_body_chunk: H,
 }
 
 impl SpanLayer {
@@ -30,28 +32,44 @@ impl SpanLayer {
             direction: Direction::Client,
             classifier: DefaultClassifier::default(),
             recorder: (),
+            on_body_chunk: (),
         }
     }
 }
 
-impl<C, R> SpanLayer<C, R> {
+impl<C, R, H> SpanLayer<C, R, H> {
     /// Classifies responses and errors with `classifier`.
-    pub fn classifier<C2: Classify>(self, classifier: C2) -> SpanLayer<C2, R> {
+    pub fn classifier<C2: Classify>(self, classifier: C2) -> SpanLayer<C2, R, H> {
         SpanLayer {
             product: self.product,
             direction: self.direction,
             classifier,
             recorder: self.recorder,
+            on_body_chunk: self.on_body_chunk,
         }
     }
 
     /// Sends every finished call to `recorder` (the telemetry pipeline, or a closure).
-    pub fn recorder<R2: RecordCall>(self, recorder: R2) -> SpanLayer<C, R2> {
+    pub fn recorder<R2: RecordCall>(self, recorder: R2) -> SpanLayer<C, R2, H> {
         SpanLayer {
             product: self.product,
             direction: self.direction,
             classifier: self.classifier,
             recorder,
+            on_body_chunk: self.on_body_chunk,
+        }
+    }
+
+    /// Shows every data chunk of every response body to a clone of `hook` (one per call),
+    /// an [`OnBodyChunk`](crate::OnBodyChunk): a closure `FnMut(&Bytes, &mut CallSpan)` or a
+    /// type with per-call state. `H2: Clone`; the clone is made when the call starts.
+    pub fn on_body_chunk<H2: Clone + Send + 'static>(self, hook: H2) -> SpanLayer<C, R, H2> {
+        SpanLayer {
+            product: self.product,
+            direction: self.direction,
+            classifier: self.classifier,
+            recorder: self.recorder,
+            on_body_chunk: hook,
         }
     }
 
@@ -62,8 +80,8 @@ impl<C, R> SpanLayer<C, R> {
     }
 }
 
-impl<S, C: Clone, R: Clone> Layer<S> for SpanLayer<C, R> {
-    type Service = Traced<S, C, R>;
+impl<S, C: Clone, R: Clone, H: Clone> Layer<S> for SpanLayer<C, R, H> {
+    type Service = Traced<S, C, R, H>;
 
     fn layer(&self, inner: S) -> Self::Service {
         Traced {
@@ -74,11 +92,12 @@ impl<S, C: Clone, R: Clone> Layer<S> for SpanLayer<C, R> {
                 classifier: self.classifier.clone(),
                 recorder: self.recorder.clone(),
             }),
+            on_body_chunk: self.on_body_chunk.clone(),
         }
     }
 }
 
-impl<C: fmt::Debug, R> fmt::Debug for SpanLayer<C, R> {
+impl<C: fmt::Debug, R, H> fmt::Debug for SpanLayer<C, R, H> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SpanLayer")
             .field("product", &self.product)

@@ -102,10 +102,23 @@
 //!
 //! # Errors
 //!
-//! The service and the body return [`BoxError`]: the inner error, boxed and otherwise unchanged
-//! (downcast it to `hyper_util::client::legacy::Error`). Classifying an error needs it as
-//! `&(dyn Error + 'static)`, and no single bound yields that for both concrete error types and
-//! `BoxError` (which does not implement `Error`), so the layer boxes, like tower's own `Timeout`.
+//! Nothing here adds an error: [`Traced`] returns its inner service's error and [`TracedBody`]
+//! its inner body's, unchanged, as tower-http's `Trace` does. So the layer fits wherever the
+//! inner service fits: on an axum `Router` (`Error = Infallible`) as on hyper-util's client.
+//! Classifying an error needs it as `&(dyn Error + 'static)`: the error type implements
+//! [`AsError`](kasal_classify::AsError) (done for `Infallible`, `BoxError`, hyper's, hyper-util's,
+//! `io::Error`, and, behind features of kasal-classify, axum's and reqwest's; one line for your
+//! own).
+//!
+//! # Other adapters
+//!
+//! The tower service is a thin adapter over the sans-IO [`CallSpan`] and the [`TracedBody`];
+//! another client or server drives the same two, so its spans and records follow the same rules:
+//! [`CallSpan::start`] from the request head, the inner call polled inside
+//! [`CallSpan::span`], then [`CallSpan::classify_response`] and
+//! [`TracedBody::new`] (or [`TracedBody::with_on_body_chunk`]) around the response body, or
+//! [`CallSpan::fail`] for an error without a response, its record handed to
+//! [`RecordCall::record_call`]. An [`OnBodyChunk`] hook sees each data chunk as it passes.
 //!
 //! # Execution context
 //!
@@ -119,21 +132,25 @@
 
 mod body;
 mod call;
+mod client_address;
 mod context;
 mod future;
 mod layer;
+mod on_body_chunk;
 mod record;
 mod redact;
 mod service;
 
 pub use body::TracedBody;
 pub use call::CallSpan;
+pub use client_address::ClientAddress;
 pub use context::{ExecutionContext, ExecutionMode, OperationId, Route, SecretToken};
 pub use future::ResponseFuture;
 pub use layer::SpanLayer;
+pub use on_body_chunk::OnBodyChunk;
 pub use record::{CallRecord, Direction, RecordCall};
 pub use redact::{MAX_CHAIN_DEPTH, MAX_REDACTED_LEN, redact, redact_error, redact_uri};
 pub use service::Traced;
 
-/// The error type of [`Traced`] and [`TracedBody`]: the inner error, boxed.
+/// A boxed error, as tower's.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -32,7 +32,22 @@ impl Direction {
 /// One finished logical call (all its attempts), as recorded into the telemetry pipeline.
 ///
 /// Holds no secrets: the execution context's token is never copied here, and `error` is redacted.
+///
+/// `#[non_exhaustive]`: fields will be added (token usage, model) without a breaking change.
+/// Outside this crate, build one with [`CallRecord::new`] and set the public fields:
+///
+/// ```
+/// use std::time::{Duration, SystemTime};
+/// use kasal_trace::{CallRecord, Direction};
+/// use kasal_user_agent::Product;
+///
+/// let mut record = CallRecord::new(Direction::Client, Product::Genie, http::Method::GET, SystemTime::now());
+/// record.status = Some(http::StatusCode::OK);
+/// record.latency = Duration::from_millis(12);
+/// assert_eq!(record.attempts, 1);
+/// ```
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct CallRecord {
     /// Client or server.
     pub direction: Direction,
@@ -66,6 +81,37 @@ pub struct CallRecord {
     pub operation_id: Option<OperationId>,
     /// The redacted error message, for failed calls.
     pub error: Option<Arc<str>>,
+}
+
+impl CallRecord {
+    /// A call started at `started_at`, with nothing else known yet: no host, route, status or
+    /// error, outcome `Success`, zero latency and bytes, one attempt, `Service` mode, no caller,
+    /// no operation.
+    pub fn new(
+        direction: Direction,
+        product: Product,
+        method: Method,
+        started_at: SystemTime,
+    ) -> Self {
+        CallRecord {
+            direction,
+            product,
+            method,
+            host: None,
+            route: None,
+            status: None,
+            outcome: Outcome::Success,
+            started_at,
+            latency: Duration::ZERO,
+            attempts: 1,
+            response_bytes: 0,
+            mode: ExecutionMode::Service,
+            caller_id: None,
+            obo_dev_fallback: false,
+            operation_id: None,
+            error: None,
+        }
+    }
 }
 
 /// Receives every finished call. Implemented by the telemetry pipeline's handle; `()` drops them.

@@ -6,20 +6,25 @@ use std::task::{Context, Poll};
 
 use http::{Request, Response};
 use http_body::Body;
-use kasal_classify::{Classify, DefaultClassifier};
+use kasal_classify::{AsError, Classify, DefaultClassifier};
 use kasal_user_agent::Product;
 use tower_service::Service;
 
-use crate::{BoxError, CallSpan, Direction, RecordCall, ResponseFuture, TracedBody};
+use crate::{CallSpan, Direction, OnBodyChunk, RecordCall, ResponseFuture, TracedBody};
 
 /// Middleware that opens one span per HTTP call and records a [`CallRecord`](crate::CallRecord)
 /// when the call ends. Built by [`SpanLayer`](crate::SpanLayer); see the [crate docs](crate).
+///
+/// Its error is the inner service's, unchanged (nothing here adds an error), so it fits where
+/// the inner service fits (axum's `Router::layer` asks for `Error: Into<Infallible>`).
 #[derive(Clone)]
-pub struct Traced<S, C = DefaultClassifier, R = ()> {
+pub struct Traced<S, C = DefaultClassifier, R = (), H = ()> {
     pub(crate) inner: S,
     pub(crate) product: Product,
     pub(crate) direction: Direction,
     pub(crate) hooks: Arc<Hooks<C, R>>,
+    /// Cloned into each call's response body.
+    pub(crate) on_body_chunk: H,
 }
 
 /// What a call needs once its response arrives: the classifier and the recorder, behind one
@@ -30,7 +35,11 @@ pub(crate) struct Hooks<C, R> {
     pub(crate) recorder: R,
 }
 
-impl<S, C, R> Traced<S, C, R> {
+/// A call in flight between the response future and the body: the call (boxed: ~300 bytes, moved
+/// several times on its way to the caller), the shared hooks, and this call's body hook.
+pub(crate) type InFlight<C, R, H> = (Box<CallSpan>, Arc<Hooks<C, R>>, H);
+
+impl<S, C, R, H> Traced<S, C, R, H> {
     /// The wrapped service.
     pub fn get_ref(&self) -> &S {
         &self.inner
@@ -47,20 +56,22 @@ impl<S, C, R> Traced<S, C, R> {
     }
 }
 
-impl<S, C, R, ReqBody, ResBody> Service<Request<ReqBody>> for Traced<S, C, R>
+impl<S, C, R, H, ReqBody, ResBody> Service<Request<ReqBody>> for Traced<S, C, R, H>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
-    S::Error: Into<BoxError>,
+    S::Error: AsError,
     ResBody: Body,
     C: Classify,
     R: RecordCall,
+    H: OnBodyChunk<ResBody::Data> + Clone,
 {
-    type Response = Response<TracedBody<ResBody, R, C>>;
-    type Error = BoxError;
-    type Future = ResponseFuture<S::Future, C, R>;
+    type Response = Response<TracedBody<ResBody, R, C, H>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future, C, R, H>;
 
+    #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
+        self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
@@ -76,11 +87,11 @@ where
             let _entered = call.span().enter();
             self.inner.call(request)
         };
-        ResponseFuture::new(inner, call, self.hooks.clone())
+        ResponseFuture::new(inner, call, self.hooks.clone(), self.on_body_chunk.clone())
     }
 }
 
-impl<S: fmt::Debug, C: fmt::Debug, R> fmt::Debug for Traced<S, C, R> {
+impl<S: fmt::Debug, C: fmt::Debug, R, H> fmt::Debug for Traced<S, C, R, H> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Traced")
             .field("inner", &self.inner)

@@ -31,6 +31,29 @@ impl TryCloneBody for String {
     }
 }
 
+impl TryCloneBody for Vec<u8> {
+    fn try_clone_body(&self) -> Option<Self> {
+        Some(self.clone())
+    }
+}
+
+/// A stream: axum's body cannot be replayed, so a request with it is sent once.
+#[cfg(feature = "axum")]
+impl TryCloneBody for axum::body::Body {
+    fn try_clone_body(&self) -> Option<Self> {
+        None
+    }
+}
+
+/// A buffered reqwest body (from bytes, a `String`, a `Vec`) is copied; a streaming one is not.
+#[cfg(feature = "reqwest")]
+impl TryCloneBody for reqwest::Body {
+    fn try_clone_body(&self) -> Option<Self> {
+        self.as_bytes()
+            .map(|bytes| reqwest::Body::from(Bytes::copy_from_slice(bytes)))
+    }
+}
+
 impl TryCloneBody for Bytes {
     fn try_clone_body(&self) -> Option<Self> {
         Some(self.clone())
@@ -137,6 +160,7 @@ mod tests {
         assert!(Empty::<Bytes>::new().try_clone_body().is_some());
         assert!(String::from("x").try_clone_body().is_some());
         assert!(Bytes::new().try_clone_body().is_some());
+        assert_eq!(vec![1u8, 2].try_clone_body(), Some(vec![1u8, 2]));
         assert!(().try_clone_body().is_some());
         let left: Either<Full<Bytes>, BoxBody<Bytes, Infallible>> = Either::Left(Full::default());
         assert!(left.try_clone_body().is_some());
@@ -155,5 +179,30 @@ mod tests {
         assert!(stream.try_clone_body().is_none());
         let req = Request::new(Full::new(Bytes::new()).boxed());
         assert!(clone_request(&req).is_none());
+    }
+
+    #[cfg(feature = "axum")]
+    #[test]
+    fn axum_bodies_are_sent_once() {
+        assert!(axum::body::Body::from("x").try_clone_body().is_none());
+        assert!(axum::body::Body::empty().try_clone_body().is_none());
+        let req = Request::new(axum::body::Body::from("payload"));
+        assert!(clone_request(&req).is_none());
+    }
+
+    #[cfg(feature = "reqwest")]
+    #[test]
+    fn buffered_reqwest_bodies_clone_streaming_ones_do_not() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let body = reqwest::Body::from("payload");
+        let copy = body.try_clone_body().expect("buffered");
+        assert_eq!(copy.as_bytes(), Some(&b"payload"[..]));
+        let bytes = rt.block_on(copy.collect()).unwrap().to_bytes();
+        assert_eq!(&bytes[..], b"payload");
+        // Any other body is a stream to reqwest, even a buffered one wrapped.
+        let wrapped = reqwest::Body::wrap(Full::new(Bytes::from("x")));
+        assert!(wrapped.try_clone_body().is_none());
     }
 }
