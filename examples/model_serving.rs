@@ -18,9 +18,11 @@ use kasal_dev_workspace::Workspace;
 use kasal_telemetry::classify::RetryPolicy;
 use kasal_telemetry::trace::Route;
 use kasal_telemetry::user_agent::Product;
-use kasal_telemetry::{BoxError, DatabricksExporter, StaticToken, Telemetry, TelemetryLayer};
+use kasal_telemetry::{
+    Batch, BoxError, DatabricksExporter, InMemoryExporter, StaticToken, Telemetry, TelemetryLayer,
+};
 use serde_json::{Value, json};
-use tower::{ServiceBuilder, ServiceExt};
+use tower::{Service, ServiceBuilder, ServiceExt};
 
 const ROUTE: &str = "/serving-endpoints/{name}/invocations";
 
@@ -54,10 +56,22 @@ async fn main() -> Result<(), BoxError> {
     let embedding_endpoint =
         std::env::var("EMBEDDING_ENDPOINT").unwrap_or_else(|_| "databricks-gte-large-en".into());
 
-    let exporter = DatabricksExporter::builder(host.as_str())
+    let databricks = DatabricksExporter::builder(host.as_str())
         .credentials(StaticToken::new(&token)?)
         .allow_private_hosts(local.is_some())
         .build()?;
+    // Every batch goes to the workspace and, to print what the stack recorded, into memory.
+    let memory = InMemoryExporter::new();
+    let exporter = {
+        let memory = memory.clone();
+        tower::service_fn(move |batch: Batch| {
+            let (mut memory, databricks) = (memory.clone(), databricks.clone());
+            async move {
+                memory.call(batch.clone()).await?;
+                databricks.oneshot(batch).await.map_err(BoxError::from)
+            }
+        })
+    };
     let telemetry = Telemetry::builder().exporter(exporter).build();
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
         .with_webpki_roots()
@@ -163,6 +177,18 @@ async fn main() -> Result<(), BoxError> {
         "telemetry: {} calls recorded, {} dropped, {} items exported in {} batches",
         stats.accepted, stats.dropped, stats.exported, stats.batches
     );
+    // The usage the stack read from the answers (JSON and SSE bodies), per model.
+    for rollup in memory.usage() {
+        println!(
+            "recorded {} ({}): {} calls, {} in + {} out = {} tokens",
+            rollup.model,
+            rollup.product.as_str(),
+            rollup.calls,
+            rollup.usage.input_tokens,
+            rollup.usage.output_tokens,
+            rollup.usage.total_tokens
+        );
+    }
     if let Some(workspace) = local {
         for (model, usage) in workspace.usage_served() {
             println!(

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use http::{Method, StatusCode, uri::Authority};
-use kasal_trace::{Direction, ExecutionMode, OperationId};
+use kasal_trace::{Direction, ExecutionMode, OperationId, Usage};
 use kasal_user_agent::Product;
 
 pub use kasal_trace::CallRecord;
@@ -69,6 +69,9 @@ pub struct OperationSummary {
     /// False when emitted because of eviction or TTL rather than `complete_operation` or a
     /// terminal error.
     pub complete: bool,
+    /// Model tokens across the operation's calls (an agent run's total), zero when none
+    /// reported usage.
+    pub usage: Usage,
 }
 
 /// What a `Rollup` aggregates over: calls that share all of these.
@@ -162,6 +165,24 @@ impl Rollup {
     }
 }
 
+/// Model token usage per (product, model) over one time window: every call that reported
+/// usage (with or without an operation id) and every `Telemetry::record_usage`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UsageRollup {
+    /// The product the calls were made for.
+    pub product: Product,
+    /// The model (the response's, else the serving endpoint's; `unknown` when neither).
+    pub model: Arc<str>,
+    /// Window start (wall clock).
+    pub window_start: SystemTime,
+    /// Window end (wall clock).
+    pub window_end: SystemTime,
+    /// Calls (or `record_usage` reports) summed.
+    pub calls: u64,
+    /// Their tokens, summed.
+    pub usage: Usage,
+}
+
 /// What the aggregator hands the exporter in one go.
 #[derive(Clone, Debug, Default)]
 pub struct Batch {
@@ -169,17 +190,25 @@ pub struct Batch {
     pub operations: Vec<OperationSummary>,
     /// Per-window rollups of calls without an operation.
     pub rollups: Vec<Rollup>,
+    /// Per-window model token usage, per (product, model). These calls are also counted in
+    /// `operations` or `rollups`: not added to [`calls`](Batch::calls).
+    pub usage: Vec<UsageRollup>,
 }
 
 impl Batch {
     /// True when there is nothing to export.
     pub fn is_empty(&self) -> bool {
-        self.operations.is_empty() && self.rollups.is_empty()
+        self.operations.is_empty() && self.rollups.is_empty() && self.usage.is_empty()
     }
 
-    /// Items in the batch (operations + rollups).
+    /// Items in the batch (operations + rollups + usage rollups).
     pub fn len(&self) -> usize {
-        self.operations.len() + self.rollups.len()
+        self.operations.len() + self.rollups.len() + self.usage.len()
+    }
+
+    /// Tokens the batch's usage rollups account for.
+    pub fn usage_total(&self) -> Usage {
+        self.usage.iter().map(|rollup| rollup.usage).sum()
     }
 
     /// Calls the batch accounts for: the operations' calls plus the rollups' counts.

@@ -144,10 +144,11 @@ pub mod export;
 pub mod flags;
 pub mod layer;
 pub mod pipeline;
+pub mod usage;
 
 pub use credentials::{Credentials, EnvToken, StaticToken};
 pub use event::{
-    Batch, CallRecord, ErrorEntry, OperationSummary, OutcomeCounts, Rollup, RollupKey,
+    Batch, CallRecord, ErrorEntry, OperationSummary, OutcomeCounts, Rollup, RollupKey, UsageRollup,
 };
 pub use export::databricks::{DatabricksExporter, validate_host};
 pub use export::{InMemoryExporter, JsonLinesExporter};

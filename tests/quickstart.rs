@@ -58,6 +58,19 @@ async fn quickstart_summary_matches_what_the_workspace_saw() {
     for (model, line) in &summary.tokens {
         assert!(line.served_total > 0, "{model}");
         assert_eq!(line.input + line.output, line.served_total, "{model}");
+        assert_eq!(
+            line.pipeline.0, line.input,
+            "{model}: pipeline input tokens"
+        );
+        assert_eq!(
+            line.pipeline.1, line.output,
+            "{model}: pipeline output tokens"
+        );
+        assert_eq!(
+            line.pipeline.2, line.served_total,
+            "{model}: pipeline total"
+        );
+        assert!(line.pipeline_calls > 0, "{model}");
     }
 
     // Telemetry reached the workspace; nothing was dropped.

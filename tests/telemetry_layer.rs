@@ -239,10 +239,13 @@ async fn without_retry_any_request_body_is_accepted() {
     type Unclonable = http_body_util::Limited<Body>;
     let server = TestServer::always(200).await;
     let (telemetry, exporter) = pipeline();
-    let client = TelemetryLayer::new(Product::Jobs, telemetry.clone())
-        .layer(common::client::<Unclonable>());
+    let client =
+        TelemetryLayer::new(Product::Jobs, telemetry.clone()).layer(common::client::<Unclonable>());
     let request = Request::post(server.url("/upload"))
-        .body(http_body_util::Limited::new(Full::new(Bytes::from("abc")), 1024))
+        .body(http_body_util::Limited::new(
+            Full::new(Bytes::from("abc")),
+            1024,
+        ))
         .unwrap();
     let response = client.oneshot(request).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);

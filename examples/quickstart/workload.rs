@@ -100,6 +100,10 @@ pub struct ModelTokens {
     pub output: u64,
     /// Total tokens the workspace's serving endpoint answered.
     pub served_total: u64,
+    /// Tokens the pipeline read from the answers' bodies and exported (input, output, total).
+    pub pipeline: (u64, u64, u64),
+    /// Calls the pipeline's usage rollups account for.
+    pub pipeline_calls: u64,
 }
 
 /// One user's line: what they sent, what the workspace attributed to them, what the pipeline
@@ -610,6 +614,14 @@ fn summarise(run: &Run, exported: &[Batch], stats: Stats, elapsed: Duration) -> 
         line.served_total = served.get(model).map_or(0, |u| u.total_tokens);
     }
 
+    for usage in exported.iter().flat_map(|b| &b.usage) {
+        let line = summary.tokens.entry(usage.model.to_string()).or_default();
+        line.pipeline.0 += usage.usage.input_tokens;
+        line.pipeline.1 += usage.usage.output_tokens;
+        line.pipeline.2 += usage.usage.total_tokens;
+        line.pipeline_calls += usage.calls;
+    }
+
     // Telemetry the workspace received.
     let batches = run.workspace.telemetry_batches();
     summary.batches_received = batches.len();
@@ -675,9 +687,14 @@ fn summarise(run: &Run, exported: &[Batch], stats: Stats, elapsed: Duration) -> 
     }
     for (model, line) in summary.tokens.clone() {
         summary.check(
-            format!("{model}: tokens read = tokens served"),
-            line.input + line.output == line.served_total && line.served_total > 0,
-            format!("{} + {} vs {}", line.input, line.output, line.served_total),
+            format!("{model}: tokens served = read by the app = recorded by the pipeline"),
+            line.served_total > 0
+                && line.input + line.output == line.served_total
+                && line.pipeline == (line.input, line.output, line.served_total),
+            format!(
+                "{} vs {} + {} vs {}",
+                line.served_total, line.input, line.output, line.pipeline.2
+            ),
         );
     }
     summary.check(
@@ -789,16 +806,18 @@ impl fmt::Display for Summary {
         }
         writeln!(
             f,
-            "Token usage per model (read from the answers | served by the endpoint):"
+            "Token usage per model (the pipeline recorded | the endpoint served | the app read):"
         )?;
         for (model, line) in &self.tokens {
             writeln!(
                 f,
-                "  {model:<40} in {:>5}  out {:>5}  total {:>5} | served {:>5}",
-                line.input,
-                line.output,
+                "  {model:<40} {:>3} calls  in {:>5}  out {:>5}  total {:>5} | {:>5} | {:>5}",
+                line.pipeline_calls,
+                line.pipeline.0,
+                line.pipeline.1,
+                line.pipeline.2,
+                line.served_total,
                 line.input + line.output,
-                line.served_total
             )?;
         }
         writeln!(

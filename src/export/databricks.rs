@@ -41,6 +41,7 @@
 //! # let _ = exporter; Ok(()) }
 //! ```
 
+mod beacon;
 pub(crate) mod client;
 mod host;
 pub mod payload;
@@ -133,6 +134,11 @@ pub struct ExporterStats {
     pub skipped_flag_off: u64,
     /// Batches skipped because of `DATABRICKS_TELEMETRY_DISABLED` / `KASAL_TELEMETRY_DISABLED`.
     pub skipped_disabled: u64,
+    /// Usage beacon requests answered 2xx (see
+    /// [`usage_beacon`](DatabricksExporterBuilder::usage_beacon)).
+    pub beacons_sent: u64,
+    /// Usage beacon requests that failed (after retries) or were not answered 2xx.
+    pub beacons_failed: u64,
 }
 
 #[derive(Default)]
@@ -181,6 +187,8 @@ struct Inner {
     user_agent: Arc<str>,
     system: Arc<SystemConfiguration>,
     counters: Counters,
+    /// The usage beacon, when on.
+    beacon: Option<beacon::Beacon>,
 }
 
 impl fmt::Debug for DatabricksExporter {
@@ -218,13 +226,18 @@ impl DatabricksExporter {
             dropped_circuit_open: get(&c.dropped_circuit_open),
             skipped_flag_off: get(&c.skipped_flag_off),
             skipped_disabled: get(&c.skipped_disabled),
+            beacons_sent: self.inner.beacon.as_ref().map_or(0, |b| get(&b.sent)),
+            beacons_failed: self.inner.beacon.as_ref().map_or(0, |b| get(&b.failed)),
         }
     }
 }
 
 impl Inner {
-    async fn export(&self, batch: Batch) -> Result<(), ExportError> {
-        if batch.is_empty() {
+    async fn export(&self, mut batch: Batch) -> Result<(), ExportError> {
+        // The drivers' schema has no field for model tokens: they leave by the beacon, if on.
+        let usage = std::mem::take(&mut batch.usage);
+        let beacon = self.beacon.as_ref().filter(|_| !usage.is_empty());
+        if batch.is_empty() && beacon.is_none() {
             return Ok(());
         }
         if flags::disabled_by_env() {
@@ -247,6 +260,21 @@ impl Inner {
         }
 
         let authorization = self.authorization().await;
+        if let Some(beacon) = beacon {
+            let (client, prefix) = (&self.client, &self.user_agent);
+            beacon
+                .send(
+                    client,
+                    prefix,
+                    &usage,
+                    authorization.as_ref(),
+                    self.deadline,
+                )
+                .await;
+            if batch.is_empty() {
+                return Ok(());
+            }
+        }
         let authenticated = authorization.is_some();
         let options = PayloadOptions {
             authenticated,
@@ -438,6 +466,7 @@ pub struct DatabricksExporterBuilder {
     max_retries: u32,
     breaker: BreakerSettings,
     system: Option<SystemConfiguration>,
+    usage_beacon: bool,
 }
 
 impl fmt::Debug for DatabricksExporterBuilder {
@@ -470,7 +499,19 @@ impl DatabricksExporterBuilder {
                 successes: 2,
             },
             system: None,
+            usage_beacon: false,
         }
+    }
+
+    /// Kasal's compatibility beacon (off by default): for each window's model usage, one
+    /// `GET {host}/api/2.0/serving-endpoints` per (product, model) with the User-Agent
+    /// `kasal_telemetry/<version>/<product>/model=<model>/input_tokens=<n>/output_tokens=<n>`
+    /// (the window's sums), through this exporter's retry and circuit breaker, with its
+    /// credentials. Model usage is otherwise not sent to Databricks: the drivers' log schema has
+    /// no field for it.
+    pub fn usage_beacon(mut self, on: bool) -> Self {
+        self.usage_beacon = on;
+        self
     }
 
     /// Where the `Authorization` header comes from. Without credentials every upload goes to
@@ -609,6 +650,9 @@ impl DatabricksExporterBuilder {
                 breaker: self.breaker,
             },
         );
+        let beacon = self
+            .usage_beacon
+            .then(|| beacon::Beacon::new(host.uri("/api/2.0/serving-endpoints")));
         Ok(DatabricksExporter {
             inner: Arc::new(Inner {
                 ext_uri: host.uri("/telemetry-ext"),
@@ -624,6 +668,7 @@ impl DatabricksExporterBuilder {
                 user_agent: client::user_agent_string(),
                 system: Arc::new(self.system.unwrap_or_else(SystemConfiguration::detect)),
                 counters: Counters::default(),
+                beacon,
             }),
         })
     }

@@ -1,7 +1,9 @@
 //! `JsonLinesExporter`: one JSON object per line for each operation summary and rollup.
 //!
 //! Field names are stable (snake_case, durations in milliseconds as numbers, times in Unix
-//! milliseconds); each line has `"kind": "operation"` or `"kind": "rollup"`.
+//! milliseconds); each line has `"kind": "operation"`, `"kind": "rollup"` or `"kind": "usage"`
+//! (model tokens per product, model and window). Operation lines carry the operation's tokens
+//! in `usage` when any call reported some.
 //!
 //! Must never block the runtime: lines are serialized on the aggregator task and written on
 //! tokio's blocking pool. Write errors are returned to the pipeline, which counts them.
@@ -20,7 +22,8 @@ use serde::Serialize;
 use tower::Service;
 
 use super::unix_millis;
-use crate::event::{Batch, ErrorEntry, OperationSummary, OutcomeCounts, Rollup};
+use crate::event::{Batch, ErrorEntry, OperationSummary, OutcomeCounts, Rollup, UsageRollup};
+use kasal_trace::Usage;
 
 /// Writes each batch as JSON lines to stdout, a file, or any `Write`.
 ///
@@ -75,6 +78,9 @@ pub(crate) fn to_lines(batch: &Batch) -> Vec<u8> {
     }
     for rollup in &batch.rollups {
         write_line(&mut lines, &RollupLine::from(rollup));
+    }
+    for usage in &batch.usage {
+        write_line(&mut lines, &UsageLine::from(usage));
     }
     lines
 }
@@ -143,6 +149,55 @@ struct OperationLine<'a> {
     outcomes: OutcomesLine,
     errors: Vec<ErrorLine<'a>>,
     errors_dropped: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<TokensLine>,
+}
+
+#[derive(Serialize)]
+struct TokensLine {
+    input_tokens: u64,
+    output_tokens: u64,
+    total_tokens: u64,
+    cached_input_tokens: u64,
+    reasoning_tokens: u64,
+}
+
+impl From<Usage> for TokensLine {
+    fn from(usage: Usage) -> Self {
+        TokensLine {
+            input_tokens: usage.input_tokens,
+            output_tokens: usage.output_tokens,
+            total_tokens: usage.total_tokens,
+            cached_input_tokens: usage.cached_input_tokens,
+            reasoning_tokens: usage.reasoning_tokens,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct UsageLine<'a> {
+    kind: &'static str,
+    product: &'a str,
+    model: &'a str,
+    window_start_ms: u64,
+    window_end_ms: u64,
+    calls: u64,
+    #[serde(flatten)]
+    tokens: TokensLine,
+}
+
+impl<'a> From<&'a UsageRollup> for UsageLine<'a> {
+    fn from(rollup: &'a UsageRollup) -> Self {
+        UsageLine {
+            kind: "usage",
+            product: rollup.product.as_str(),
+            model: &rollup.model,
+            window_start_ms: unix_millis(rollup.window_start),
+            window_end_ms: unix_millis(rollup.window_end),
+            calls: rollup.calls,
+            tokens: rollup.usage.into(),
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -207,6 +262,7 @@ impl<'a> From<&'a OperationSummary> for OperationLine<'a> {
             },
             errors: operation.errors.iter().map(ErrorLine::from).collect(),
             errors_dropped: operation.errors_dropped,
+            usage: (!operation.usage.is_zero()).then(|| operation.usage.into()),
         }
     }
 }

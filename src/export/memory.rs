@@ -13,7 +13,7 @@ use std::task::{Context, Poll};
 use tokio::sync::watch;
 use tower::Service;
 
-use crate::event::{Batch, OperationSummary, Rollup};
+use crate::event::{Batch, OperationSummary, Rollup, UsageRollup};
 
 /// An exporter that keeps what it receives. Clones share the same storage.
 ///
@@ -82,6 +82,14 @@ impl InMemoryExporter {
         self.lock()
             .iter()
             .flat_map(|batch| batch.rollups.iter().cloned())
+            .collect()
+    }
+
+    /// Every usage rollup received so far, in order.
+    pub fn usage(&self) -> Vec<UsageRollup> {
+        self.lock()
+            .iter()
+            .flat_map(|batch| batch.usage.iter().cloned())
             .collect()
     }
 

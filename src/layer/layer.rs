@@ -10,6 +10,7 @@ use super::box_error::BoxErrors;
 use super::retry_mode::RetryMode;
 use super::service::TelemetryService;
 use crate::Telemetry;
+use crate::usage::{ReadUsage, UsageReading};
 
 /// Turns an HTTP client into an attributed, traced, classified and recorded client.
 ///
@@ -35,6 +36,7 @@ pub struct TelemetryLayer<R = ()> {
     telemetry: Telemetry,
     retry: R,
     circuit_breaker: Option<CircuitBreaker>,
+    usage: UsageReading,
 }
 
 impl TelemetryLayer {
@@ -46,6 +48,7 @@ impl TelemetryLayer {
             telemetry,
             retry: (),
             circuit_breaker: None,
+            usage: UsageReading::Auto,
         }
     }
 }
@@ -67,6 +70,7 @@ impl<R> TelemetryLayer<R> {
             telemetry: self.telemetry,
             retry: policy,
             circuit_breaker: self.circuit_breaker,
+            usage: self.usage,
         }
     }
 
@@ -75,6 +79,14 @@ impl<R> TelemetryLayer<R> {
     /// [`CircuitOpen`](kasal_classify::CircuitOpen), without a request.
     pub fn circuit_breaker(mut self, breaker: CircuitBreaker) -> Self {
         self.circuit_breaker = Some(breaker);
+        self
+    }
+
+    /// Which calls have their token usage read from the response body
+    /// ([`UsageReading::Auto`] by default: calls of the `llm`, `embedding` and `agent` products
+    /// to model-serving paths). The body reaches the caller unchanged either way.
+    pub fn usage(mut self, reading: UsageReading) -> Self {
+        self.usage = reading;
         self
     }
 }
@@ -91,6 +103,11 @@ impl<S, R: RetryMode> Layer<S> for TelemetryLayer<R> {
         let attempted = self.retry.wrap(guarded);
         let traced = SpanLayer::new(self.user_agent.product().clone())
             .recorder(self.telemetry.clone())
+            .on_body_chunk(ReadUsage::new(
+                self.user_agent.product(),
+                self.usage,
+                &self.telemetry,
+            ))
             .layer(attempted);
         TelemetryService::new(SetUserAgent::new(traced, self.user_agent.clone()))
     }

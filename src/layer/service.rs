@@ -17,16 +17,19 @@ use tower_service::Service;
 use super::box_error::BoxErrors;
 use super::retry_mode::RetryMode;
 use crate::Telemetry;
+use crate::usage::ReadUsage;
 
 /// The response body of a [`TelemetryService`]: the client's body, keeping the call's span open
 /// until it ends (or is dropped) and recording the call then. Its error is the client body's,
 /// unchanged (`hyper::Error` for hyper-util's client).
-pub type TelemetryBody<B> = TracedBody<B, Telemetry, DefaultClassifier>;
+///
+/// For model calls it also reads the token usage as the body passes ([`ReadUsage`]).
+pub type TelemetryBody<B> = TracedBody<B, Telemetry, DefaultClassifier, ReadUsage>;
 
 /// The client, its errors boxed, optionally behind a circuit breaker.
 type Guarded<S> = Either<CircuitBreakerService<BoxErrors<S>>, BoxErrors<S>>;
 /// ...inside one span per logical call (around every attempt), with our User-Agent.
-type Stack<A> = SetUserAgent<Traced<A, DefaultClassifier, Telemetry>>;
+type Stack<A> = SetUserAgent<Traced<A, DefaultClassifier, Telemetry, ReadUsage>>;
 /// The whole stack for client `S` in retry mode `R`.
 type Inner<S, R> = Stack<<R as RetryMode>::Service<Guarded<S>>>;
 

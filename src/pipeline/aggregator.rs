@@ -28,11 +28,15 @@ use super::operations::{Folded, Limits, Operations};
 use super::outbox::{Outbox, Sealed};
 use super::rollup::RollupTable;
 use super::stats::{Counters, add};
+use super::usage::UsageTable;
 use crate::event::{Batch, CallRecord, OperationSummary};
 use kasal_trace::OperationId;
 
 /// What goes through the queue: everything that needs ordering.
 #[derive(Debug)]
+// Calls are nearly every message, so boxing them to shrink the rare control messages would
+// only add an allocation per call.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Message {
     /// A call with an operation id.
     Call(CallRecord),
@@ -51,6 +55,8 @@ pub(crate) enum Message {
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) rollups: RollupTable,
+    /// Model token usage of the current window.
+    pub(crate) usage: UsageTable,
     pub(crate) counters: Counters,
     /// Woken by a plain terminal call: export the rollups now.
     pub(crate) urgent: Notify,
@@ -63,6 +69,7 @@ impl Shared {
         let (finished_tx, finished) = watch::channel(false);
         let shared = Shared {
             rollups: RollupTable::new(config.max_rollup_keys),
+            usage: UsageTable::default(),
             counters: Counters::default(),
             urgent: Notify::new(),
             finished,
@@ -219,8 +226,10 @@ impl Aggregator {
     fn close_window(&mut self) {
         let end = SystemTime::now();
         let rollups = self.shared.rollups.drain(self.window_start, end);
+        let usage = self.shared.usage.drain(self.window_start, end);
         self.window_start = end;
         self.outbox.push_rollups(rollups, &self.shared.counters);
+        self.outbox.push_usage(usage, &self.shared.counters);
     }
 
     /// Starts exports and answers flushes; handles terminal errors once the exporter is free

@@ -38,6 +38,7 @@ mod outbox;
 mod rollup;
 mod stats;
 mod telemetry;
+mod usage;
 
 pub use builder::{ConfigError, DISABLE_ENV_VARS, TelemetryBuilder};
 pub(crate) use builder::{MAX_DURATION, disabled_by};

@@ -145,6 +145,9 @@ impl Operations {
         summary.latency_sum = summary.latency_sum.saturating_add(record.latency);
         summary.latency_max = summary.latency_max.max(record.latency);
         summary.bytes = summary.bytes.saturating_add(record.response_bytes);
+        if let Some(usage) = record.usage {
+            summary.usage += usage;
+        }
         summary.obo_dev_fallback |= record.obo_dev_fallback;
         match record.outcome {
             Outcome::Success => summary.outcomes.success += 1,
@@ -260,6 +263,7 @@ fn empty_summary(record: &CallRecord, operation_id: OperationId) -> OperationSum
         errors: Vec::new(),
         errors_dropped: 0,
         complete: false,
+        usage: Default::default(),
     }
 }
 

@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 use std::mem::size_of;
 
 use super::stats::{Counters, add};
-use crate::event::{Batch, ErrorEntry, OperationSummary, Rollup};
+use crate::event::{Batch, ErrorEntry, OperationSummary, Rollup, UsageRollup};
 
 /// A batch ready for the exporter, numbered in sealing order (from 1).
 #[derive(Debug)]
@@ -73,6 +73,19 @@ impl Outbox {
         }
     }
 
+    /// Adds a window's usage rollups; seals like `push_operations`.
+    pub(crate) fn push_usage(
+        &mut self,
+        usage: impl IntoIterator<Item = UsageRollup>,
+        counters: &Counters,
+    ) {
+        for rollup in usage {
+            self.ready_bytes += size_of::<UsageRollup>() + rollup.model.len();
+            self.ready.usage.push(rollup);
+            self.after_push(counters);
+        }
+    }
+
     fn after_push(&mut self, counters: &Counters) {
         // A quarter of the bound per batch: big items (error text) are exported sooner rather
         // than dropped while a healthy exporter waits for the batch to fill.
@@ -111,6 +124,10 @@ impl Outbox {
             } else if !self.ready.rollups.is_empty() {
                 let rollup = self.ready.rollups.remove(0);
                 self.ready_bytes -= rollup_bytes(&rollup);
+                add(&counters.export_dropped, 1);
+            } else if !self.ready.usage.is_empty() {
+                let rollup = self.ready.usage.remove(0);
+                self.ready_bytes -= size_of::<UsageRollup>() + rollup.model.len();
                 add(&counters.export_dropped, 1);
             } else {
                 break;
@@ -221,6 +238,7 @@ mod tests {
             }],
             errors_dropped: 0,
             complete: true,
+            usage: Default::default(),
         }
     }
 

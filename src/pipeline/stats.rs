@@ -37,6 +37,11 @@ pub struct Stats {
     pub completions_dropped: u64,
     /// Plain calls whose rollup key did not fit in the key table (also counted in `dropped`).
     pub rollup_overflow: u64,
+    /// Model calls whose token usage was read from the response body.
+    pub usage_read: u64,
+    /// Model calls whose response was scanned for usage but gave none that could be trusted
+    /// (none reported, malformed, cut off, out of range): ignored, the response unchanged.
+    pub usage_ignored: u64,
 }
 
 /// The aggregator's counters (one writer, any number of readers).
@@ -50,6 +55,8 @@ pub(crate) struct Counters {
     pub(crate) operations_expired: AtomicU64,
     pub(crate) errors_dropped: AtomicU64,
     pub(crate) completions_dropped: AtomicU64,
+    pub(crate) usage_read: AtomicU64,
+    pub(crate) usage_ignored: AtomicU64,
 }
 
 /// Adds `n` to a counter.
@@ -69,5 +76,7 @@ impl Counters {
         stats.operations_expired = get(&self.operations_expired);
         stats.errors_dropped = get(&self.errors_dropped);
         stats.completions_dropped = get(&self.completions_dropped);
+        stats.usage_read = get(&self.usage_read);
+        stats.usage_ignored = get(&self.usage_ignored);
     }
 }

@@ -8,7 +8,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use kasal_classify::Outcome;
-use kasal_trace::{OperationId, RecordCall};
+use kasal_trace::{OperationId, RecordCall, Usage};
+use kasal_user_agent::Product;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
@@ -16,6 +17,7 @@ use super::aggregator::{self, Message, Shared};
 use super::builder::{BoxExporter, Config, TelemetryBuilder};
 use super::stats::{Stats, add};
 use crate::event::CallRecord;
+use crate::usage::valid_model;
 
 /// The handle to a telemetry pipeline: record calls, complete operations, flush, shut down.
 ///
@@ -117,6 +119,54 @@ impl Telemetry {
         }
     }
 
+    /// Adds model token usage that the caller counted itself (a model called outside an
+    /// instrumented client, or through an SDK that reports usage) to the current window's
+    /// per-(product, model) sums. Never blocks, fails or panics.
+    ///
+    /// Calls made through `TelemetryLayer` or the reqwest middleware are counted already:
+    /// reporting them here too would count them twice.
+    ///
+    /// ```
+    /// use kasal_telemetry::trace::Usage;
+    /// use kasal_telemetry::user_agent::Product;
+    /// use kasal_telemetry::{InMemoryExporter, Telemetry};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let exporter = InMemoryExporter::new();
+    /// let telemetry = Telemetry::builder().exporter(exporter.clone()).ignore_env().build();
+    /// telemetry.record_usage(Product::Llm, "databricks-claude-sonnet", Usage::new(1200, 300));
+    /// telemetry.flush().await;
+    /// let usage = exporter.usage();
+    /// assert_eq!(usage[0].usage.total_tokens, 1500);
+    /// # }
+    /// ```
+    pub fn record_usage(&self, product: Product, model: &str, usage: Usage) {
+        let Some(inner) = &self.inner else {
+            return;
+        };
+        if inner.shared.rollups.is_closed() {
+            return;
+        }
+        let model = valid_model(model).map(Arc::from);
+        inner.shared.usage.fold(&product, model.as_ref(), usage);
+    }
+
+    /// Counts a response scanned for usage: read (`true`) or ignored (`false`).
+    pub(crate) fn count_usage_scan(&self, read: bool) {
+        if let Some(inner) = &self.inner {
+            let counters = &inner.shared.counters;
+            add(
+                if read {
+                    &counters.usage_read
+                } else {
+                    &counters.usage_ignored
+                },
+                1,
+            );
+        }
+    }
+
     /// Marks an operation complete: its summary is emitted and exported with the next batch.
     /// Never blocks; if the queue is full the completion is lost (and counted), and the
     /// operation is emitted incomplete later.
@@ -187,6 +237,13 @@ impl Inner {
     #[inline]
     fn record(&self, record: CallRecord) {
         let shared = &*self.shared;
+        if let Some(usage) = record.usage {
+            if !shared.rollups.is_closed() {
+                shared
+                    .usage
+                    .fold(&record.product, record.model.as_ref(), usage);
+            }
+        }
         if record.operation_id.is_none() {
             let terminal = matches!(record.outcome, Outcome::Terminal { .. });
             if shared.rollups.fold(&record) && terminal {

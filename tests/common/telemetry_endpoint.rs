@@ -54,6 +54,7 @@ pub fn operation(id: &str, message: &str) -> OperationSummary {
         }],
         errors_dropped: 0,
         complete: true,
+        usage: Default::default(),
     }
 }
 
@@ -85,6 +86,7 @@ pub fn batch(id: &str) -> Batch {
     Batch {
         operations: vec![operation(id, "upstream said no")],
         rollups: vec![rollup()],
+        usage: Vec::new(),
     }
 }
 

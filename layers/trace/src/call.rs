@@ -21,7 +21,7 @@ use tracing::field::{Empty, Field, FieldSet, Value};
 
 use crate::context::Route;
 use crate::redact::{RedactedUri, host_and_port, redact_error, url_authority};
-use crate::{CallRecord, Direction, ExecutionContext, OperationId};
+use crate::{CallRecord, Direction, ExecutionContext, OperationId, Usage};
 
 /// One call in flight: its span and the [`CallRecord`] being filled in.
 ///
@@ -37,6 +37,8 @@ pub struct CallSpan {
     start: Instant,
     /// Set when a retry layer reports attempts through the request (see `on_error`).
     attempt_counter: Option<AttemptCounter>,
+    /// The path is a model-serving one ([`is_model_serving_path`](crate::is_model_serving_path)).
+    model_call: bool,
 }
 
 impl CallSpan {
@@ -85,6 +87,11 @@ impl CallSpan {
             None => (None, None),
         };
 
+        let model_call = crate::usage::is_model_serving_path(uri.path());
+        let endpoint = model_call
+            .then(|| crate::usage::serving_endpoint_model(uri.path()))
+            .flatten();
+
         let span = tracing::info_span!(
             target: "kasal_trace",
             "HTTP",
@@ -107,6 +114,10 @@ impl CallSpan {
             execution.context = mode.as_str(),
             caller.id = caller_id.as_deref(),
             execution.obo_dev_fallback = obo_dev_fallback,
+            gen_ai.request.model = endpoint,
+            gen_ai.response.model = Empty,
+            gen_ai.usage.input_tokens = Empty,
+            gen_ai.usage.output_tokens = Empty,
         );
 
         let mut record = CallRecord::new(direction, product.clone(), method.clone(), started_at);
@@ -116,11 +127,13 @@ impl CallSpan {
         record.caller_id = caller_id;
         record.obo_dev_fallback = obo_dev_fallback;
         record.operation_id = operation_id;
+        record.model = endpoint.map(Arc::from);
         CallSpan {
             span,
             start,
             attempt_counter: extensions.get::<AttemptCounter>().cloned(),
             record,
+            model_call,
         }
     }
 
@@ -247,6 +260,45 @@ impl CallSpan {
     /// Counts response body bytes.
     pub fn on_body_bytes(&mut self, bytes: u64) {
         self.record.response_bytes += bytes;
+    }
+
+    /// Records the model the call asked for (`gen_ai.request.model`), e.g. the serving endpoint's
+    /// name. It is the record's model unless the response names one.
+    pub fn set_request_model(&mut self, model: Arc<str>) {
+        self.span.record("gen_ai.request.model", &*model);
+        if self.record.model.is_none() {
+            self.record.model = Some(model);
+        }
+    }
+
+    /// Records the model that answered (`gen_ai.response.model`); it becomes the record's model.
+    pub fn set_response_model(&mut self, model: Arc<str>) {
+        self.span.record("gen_ai.response.model", &*model);
+        self.record.model = Some(model);
+    }
+
+    /// Records the tokens the call consumed on the record and as `gen_ai.usage.input_tokens` and
+    /// `gen_ai.usage.output_tokens` (as `i64`, saturating).
+    pub fn set_usage(&mut self, usage: Usage) {
+        let as_i64 = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        self.span
+            .record("gen_ai.usage.input_tokens", as_i64(usage.input_tokens));
+        self.span
+            .record("gen_ai.usage.output_tokens", as_i64(usage.output_tokens));
+        self.record.usage = Some(usage);
+    }
+
+    /// Whether the request went to a model-serving path (`…/serving-endpoints/{name}/invocations`,
+    /// `…/chat/completions`, `…/completions`, `…/embeddings`, `…/responses`). For such a call
+    /// to a serving endpoint, the endpoint's name is recorded at the start as
+    /// `gen_ai.request.model` and as the record's model.
+    pub fn is_model_call(&self) -> bool {
+        self.model_call
+    }
+
+    /// The model recorded so far, if any.
+    pub fn model(&self) -> Option<&Arc<str>> {
+        self.record.model.as_ref()
     }
 
     /// Notes that the response body was dropped before its end (`kasal.body_cut_short = true`).

@@ -73,6 +73,8 @@
 //! | `kasal.operation_id` | from an [`OperationId`] request extension, else the context |
 //! | `execution.context`, `caller.id`, `execution.obo_dev_fallback` | from the [`ExecutionContext`] |
 //! | `kasal.body_cut_short` | `true` when the body was dropped before its end |
+//! | `gen_ai.request.model`, `gen_ai.response.model` | model calls: the model asked for (the serving endpoint) and the one that answered |
+//! | `gen_ai.usage.input_tokens`, `gen_ai.usage.output_tokens` | model calls: the tokens the response reported ([`Usage`]) |
 //!
 //! A failure is any outcome other than success on a client span; on a server span, only 5xx
 //! answers and errors (a 4xx is the client's fault, per the conventions). The span's parent is
@@ -140,6 +142,7 @@ mod on_body_chunk;
 mod record;
 mod redact;
 mod service;
+mod usage;
 
 pub use body::TracedBody;
 pub use call::CallSpan;
@@ -151,6 +154,7 @@ pub use on_body_chunk::OnBodyChunk;
 pub use record::{CallRecord, Direction, RecordCall};
 pub use redact::{MAX_CHAIN_DEPTH, MAX_REDACTED_LEN, redact, redact_error, redact_uri};
 pub use service::Traced;
+pub use usage::{MAX_MODEL_LEN, Usage, is_model_serving_path, serving_endpoint_model, valid_model};
 
 /// A boxed error, as tower's.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

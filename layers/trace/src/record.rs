@@ -8,7 +8,7 @@ use http::{Method, StatusCode, uri::Authority};
 use kasal_classify::Outcome;
 use kasal_user_agent::Product;
 
-use crate::{ExecutionMode, OperationId};
+use crate::{ExecutionMode, OperationId, Usage};
 
 /// Whether we made the call (client) or answered it (server).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -81,6 +81,10 @@ pub struct CallRecord {
     pub operation_id: Option<OperationId>,
     /// The redacted error message, for failed calls.
     pub error: Option<Arc<str>>,
+    /// Tokens the call consumed, for model calls whose response reported them.
+    pub usage: Option<Usage>,
+    /// The model: the one the response named, else the one requested (the serving endpoint).
+    pub model: Option<Arc<str>>,
 }
 
 impl CallRecord {
@@ -110,6 +114,8 @@ impl CallRecord {
             obo_dev_fallback: false,
             operation_id: None,
             error: None,
+            usage: None,
+            model: None,
         }
     }
 }

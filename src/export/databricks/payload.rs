@@ -407,6 +407,7 @@ pub(crate) mod tests {
             }],
             errors_dropped: 0,
             complete: true,
+            usage: Default::default(),
         }
     }
 
@@ -456,6 +457,7 @@ pub(crate) mod tests {
         let batch = Batch {
             operations: vec![operation("sess-1/stmt-9", "upstream unavailable")],
             rollups: vec![rollup()],
+            usage: Vec::new(),
         };
         let now = UNIX_EPOCH + Duration::from_millis(1_700_000_009_000);
         let body = encode_upload(&batch, &options(true), now);
@@ -529,6 +531,7 @@ pub(crate) mod tests {
         let batch = Batch {
             operations: vec![operation("sess-1/stmt-9", "boom")],
             rollups: vec![rollup()],
+            usage: Vec::new(),
         };
         let body = encode_upload(&batch, &options(false), SystemTime::now());
         let (_, logs) = logs(&body);
@@ -560,6 +563,7 @@ pub(crate) mod tests {
                 .map(|i| operation(&format!("op-{i}"), "x"))
                 .collect(),
             rollups: vec![rollup(); 50],
+            usage: Vec::new(),
         };
         let (_, logs) = logs(&encode_upload(&batch, &options(true), SystemTime::now()));
         let ids: std::collections::HashSet<_> = logs

@@ -1,0 +1,148 @@
+//! Model token usage summed per (product, model) over the current window, on the caller's side.
+//!
+//! Model calls are slow (hundreds of milliseconds each) and few, so one short-held mutex is
+//! enough; nothing is queued for them. The aggregator drains the table when it closes a window,
+//! so each report lands in exactly one `UsageRollup`. Must never: hold the lock across anything
+//! but a hash-map update, or grow without bound (past `MAX_MODELS` keys, new models fold into
+//! the product's [`OTHER_MODEL`] key).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::SystemTime;
+
+use kasal_trace::Usage;
+use kasal_user_agent::Product;
+
+use crate::event::UsageRollup;
+
+/// Distinct (product, model) keys per window.
+pub(crate) const MAX_MODELS: usize = 512;
+
+/// The model of usage reported without one.
+pub(crate) const UNKNOWN_MODEL: &str = "unknown";
+
+/// The model of usage whose key did not fit in the table.
+pub(crate) const OTHER_MODEL: &str = "other";
+
+#[derive(Debug, Default)]
+pub(crate) struct UsageTable {
+    sums: Mutex<Sums>,
+}
+
+/// Per product, per model: (calls, tokens). Nested so a known key is found by reference,
+/// without allocating.
+#[derive(Debug, Default)]
+struct Sums {
+    by_product: HashMap<Product, HashMap<Arc<str>, (u64, Usage)>>,
+    keys: usize,
+}
+
+impl UsageTable {
+    /// Adds one call's usage.
+    pub(crate) fn fold(&self, product: &Product, model: Option<&Arc<str>>, usage: Usage) {
+        let model = model.map_or(UNKNOWN_MODEL, |model| &**model);
+        let mut guard = self.sums.lock().unwrap_or_else(PoisonError::into_inner);
+        let sums = &mut *guard;
+        if !sums.by_product.contains_key(product) {
+            sums.by_product.insert(product.clone(), HashMap::new());
+        }
+        let Some(models) = sums.by_product.get_mut(product) else {
+            return;
+        };
+        let sum = match models.get_mut(model) {
+            Some(sum) => sum,
+            None => {
+                let model = if sums.keys < MAX_MODELS {
+                    model
+                } else {
+                    OTHER_MODEL
+                };
+                if !models.contains_key(model) {
+                    sums.keys += 1;
+                }
+                models.entry(Arc::from(model)).or_default()
+            }
+        };
+        sum.0 += 1;
+        sum.1 += usage;
+    }
+
+    /// Takes the window's sums.
+    pub(crate) fn drain(
+        &self,
+        window_start: SystemTime,
+        window_end: SystemTime,
+    ) -> Vec<UsageRollup> {
+        let sums = std::mem::take(&mut *self.sums.lock().unwrap_or_else(PoisonError::into_inner));
+        sums.by_product
+            .into_iter()
+            .flat_map(|(product, models)| {
+                models
+                    .into_iter()
+                    .map(move |(model, (calls, usage))| UsageRollup {
+                        product: product.clone(),
+                        model,
+                        window_start,
+                        window_end,
+                        calls,
+                        usage,
+                    })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sums_per_product_and_model_and_bounds_keys() {
+        let table = UsageTable::default();
+        let m: Arc<str> = Arc::from("m");
+        table.fold(&Product::Llm, Some(&m), Usage::new(1, 2));
+        table.fold(&Product::Llm, Some(&m), Usage::new(3, 4));
+        table.fold(&Product::Agent, Some(&m), Usage::new(5, 6));
+        table.fold(&Product::Llm, None, Usage::new(7, 8));
+        let now = SystemTime::now();
+        let mut rollups = table.drain(now, now);
+        rollups.sort_by(|a, b| (a.product.as_str(), &a.model).cmp(&(b.product.as_str(), &b.model)));
+        let got: Vec<_> = rollups
+            .iter()
+            .map(|r| {
+                (
+                    r.product.as_str(),
+                    &*r.model,
+                    r.calls,
+                    r.usage.input_tokens,
+                    r.usage.output_tokens,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("agent", "m", 1, 5, 6),
+                ("llm", "m", 2, 4, 6),
+                ("llm", "unknown", 1, 7, 8)
+            ]
+        );
+        assert!(table.drain(now, now).is_empty());
+
+        for i in 0..MAX_MODELS + 10 {
+            table.fold(
+                &Product::Llm,
+                Some(&Arc::from(format!("m{i}"))),
+                Usage::new(1, 0),
+            );
+        }
+        let rollups = table.drain(now, now);
+        assert_eq!(rollups.len(), MAX_MODELS + 1);
+        let other = rollups.iter().find(|r| &*r.model == OTHER_MODEL).unwrap();
+        assert_eq!(other.calls, 10);
+        assert_eq!(
+            rollups.iter().map(|r| r.calls).sum::<u64>(),
+            (MAX_MODELS + 10) as u64
+        );
+    }
+}

@@ -1,0 +1,165 @@
+//! [`ReadUsage`]: the body hook that runs a [`UsageScanner`] over a model call's response and
+//! puts what it finds on the call (`gen_ai.*` span fields, `CallRecord::usage` and `model`).
+
+use std::fmt;
+use std::io::IoSlice;
+
+use bytes::Buf;
+use kasal_trace::{CallSpan, OnBodyChunk};
+use kasal_user_agent::Product;
+
+use super::{UsageScanner, reads_usage_by_default};
+use crate::Telemetry;
+
+/// Which calls a layer reads token usage from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum UsageReading {
+    /// Calls of the `llm`, `embedding` and `agent` products to a model-serving path
+    /// (`…/serving-endpoints/{name}/invocations`, `…/chat/completions`, `…/completions`,
+    /// `…/embeddings`, `…/responses`). The default.
+    #[default]
+    Auto,
+    /// Every call with a successful response, whatever its product and path.
+    Always,
+    /// None.
+    Never,
+}
+
+impl UsageReading {
+    /// Whether a layer for `product` reads any call's usage.
+    pub(crate) fn reads(self, product: &Product) -> bool {
+        match self {
+            UsageReading::Auto => reads_usage_by_default(product),
+            UsageReading::Always => true,
+            UsageReading::Never => false,
+        }
+    }
+}
+
+/// The [`OnBodyChunk`] hook of the telemetry layers: each response body of a model call is fed
+/// through a fresh [`UsageScanner`] as it passes (borrowed, never changed or held back); when the
+/// body ends (or is dropped or fails) the usage and model go on the call, and the scan is
+/// counted in [`Stats::usage_read`](crate::Stats::usage_read) or
+/// [`Stats::usage_ignored`](crate::Stats::usage_ignored). Responses that are not 2xx are not
+/// counted.
+///
+/// Cloned for each call: off, it is a `None` and costs nothing; on, a clone is a fresh scanner
+/// (no allocation until a body arrives) and a [`Telemetry`] handle.
+#[derive(Default)]
+pub struct ReadUsage {
+    state: Option<Box<State>>,
+}
+
+struct State {
+    telemetry: Telemetry,
+    /// Every path (`UsageReading::Always`), not only model-serving ones.
+    all_paths: bool,
+    scanner: UsageScanner,
+    /// Decided on the first chunk: the call is one to read.
+    active: Option<bool>,
+}
+
+impl ReadUsage {
+    /// A hook for a layer of `product` recording into `telemetry`: on or off per `reading`.
+    pub fn new(product: &Product, reading: UsageReading, telemetry: &Telemetry) -> ReadUsage {
+        if !reading.reads(product) || !telemetry.is_enabled() {
+            return ReadUsage::default();
+        }
+        ReadUsage {
+            state: Some(Box::new(State {
+                telemetry: telemetry.clone(),
+                all_paths: reading == UsageReading::Always,
+                scanner: UsageScanner::new(),
+                active: None,
+            })),
+        }
+    }
+
+    /// Whether the hook reads anything.
+    pub fn is_on(&self) -> bool {
+        self.state.is_some()
+    }
+}
+
+impl Clone for ReadUsage {
+    fn clone(&self) -> Self {
+        ReadUsage {
+            state: self.state.as_ref().map(|state| {
+                Box::new(State {
+                    telemetry: state.telemetry.clone(),
+                    all_paths: state.all_paths,
+                    scanner: UsageScanner::new(),
+                    active: None,
+                })
+            }),
+        }
+    }
+}
+
+impl fmt::Debug for ReadUsage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReadUsage")
+            .field("on", &self.is_on())
+            .finish_non_exhaustive()
+    }
+}
+
+impl State {
+    fn active(&mut self, call: &CallSpan) -> bool {
+        *self
+            .active
+            .get_or_insert_with(|| self.all_paths || call.is_model_call())
+    }
+}
+
+impl<D: Buf> OnBodyChunk<D> for ReadUsage {
+    #[inline]
+    fn on_body_chunk(&mut self, chunk: &D, call: &mut CallSpan) {
+        let Some(state) = self.state.as_deref_mut() else {
+            return;
+        };
+        if !state.active(call) {
+            self.state = None;
+            return;
+        }
+        let first = chunk.chunk();
+        if first.len() == chunk.remaining() {
+            state.scanner.feed(first);
+        } else {
+            // A buffer made of several slices (not `Bytes`): read them all, in order.
+            let mut slices = [IoSlice::new(&[]); 16];
+            let n = chunk.chunks_vectored(&mut slices);
+            for slice in &slices[..n] {
+                state.scanner.feed(slice);
+            }
+        }
+    }
+
+    fn on_finish(&mut self, call: &mut CallSpan) {
+        let Some(mut state) = self.state.take() else {
+            return;
+        };
+        if !state.active(call) || !call.record().status.is_some_and(|s| s.is_success()) {
+            return;
+        }
+        let scan = state.scanner.finish();
+        if let Some(model) = scan.model {
+            call.set_response_model(model);
+        }
+        match scan.usage {
+            Some(usage) => {
+                call.set_usage(usage);
+                state.telemetry.count_usage_scan(true);
+            }
+            None => {
+                state.telemetry.count_usage_scan(false);
+                if let Some(reason) = scan.ignored {
+                    tracing::debug!(
+                        reason = reason.as_str(),
+                        "no token usage read from the response"
+                    );
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! [`UsageScanner`]: the sans-IO entry point. Sniffs the body (JSON object or event stream) from
+//! its first byte and hands every chunk to the matching scanner.
+
+use std::sync::Arc;
+
+use kasal_trace::Usage;
+
+use super::Ignored;
+use super::json::JsonScan;
+use super::sse::SseScan;
+
+/// Reads the token usage and the model from a model-serving response body, chunk by chunk,
+/// keeping a few KiB at most whatever the body's size.
+///
+/// Feed it every data chunk in order with [`feed`](Self::feed), then call
+/// [`finish`](Self::finish) once. It never fails and never panics: what it cannot read is
+/// reported as [`Ignored`]. It only reads: the chunks are borrowed, never changed.
+///
+/// ```
+/// use kasal_telemetry::trace::Usage;
+/// use kasal_telemetry::usage::UsageScanner;
+///
+/// let mut scanner = UsageScanner::new();
+/// scanner.feed(br#"{"model":"databricks-claude","choices":[],"usage":{"prompt_tokens":12,"#);
+/// scanner.feed(br#""completion_tokens":30,"total_tokens":42}}"#);
+/// let scan = scanner.finish();
+/// assert_eq!(scan.usage, Some(Usage::new(12, 30)));
+/// assert_eq!(scan.model.as_deref(), Some("databricks-claude"));
+/// ```
+#[derive(Debug, Default)]
+pub struct UsageScanner {
+    state: State,
+}
+
+#[derive(Debug, Default)]
+enum State {
+    /// Nothing but whitespace so far.
+    #[default]
+    Sniffing,
+    Json(JsonScan),
+    Sse(Box<SseScan>),
+    /// Neither a JSON object nor an event stream: ignored.
+    Other,
+}
+
+/// What a scan found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct UsageScan {
+    /// The usage, when the body reported a valid one.
+    pub usage: Option<Usage>,
+    /// The model the body named, if any.
+    pub model: Option<Arc<str>>,
+    /// Why there is no usage, when there is none.
+    pub ignored: Option<Ignored>,
+}
+
+impl UsageScanner {
+    /// A scanner for one body.
+    pub fn new() -> UsageScanner {
+        UsageScanner::default()
+    }
+
+    /// Reads the next chunk of the body.
+    pub fn feed(&mut self, chunk: &[u8]) {
+        match &mut self.state {
+            State::Sniffing => {
+                let Some(first) = chunk.iter().position(|b| !b.is_ascii_whitespace()) else {
+                    return;
+                };
+                let rest = &chunk[first..];
+                self.state = match rest[0] {
+                    b'{' | b'[' => State::Json(JsonScan::default()),
+                    // An event stream starts with a field name or a comment.
+                    b'd' | b'e' | b'i' | b'r' | b':' => State::Sse(Box::default()),
+                    _ => State::Other,
+                };
+                self.feed(rest);
+            }
+            State::Json(scan) => scan.feed(chunk),
+            State::Sse(scan) => scan.feed(chunk),
+            State::Other => {}
+        }
+    }
+
+    /// The bytes the scanner holds on to (its buffers' capacity): bounded by a few times
+    /// [`WINDOW`](super::WINDOW) or [`EVENT_WINDOW`](super::EVENT_WINDOW), whatever was fed.
+    pub fn retained_bytes(&self) -> usize {
+        match &self.state {
+            State::Json(scan) => scan.retained_bytes(),
+            State::Sse(scan) => scan.retained_bytes(),
+            State::Sniffing | State::Other => 0,
+        }
+    }
+
+    /// The result, once the body has ended (or was cut off).
+    pub fn finish(&mut self) -> UsageScan {
+        let (usage, model) = match &mut self.state {
+            State::Sniffing => (Err(Ignored::NoUsage), None),
+            State::Other => (Err(Ignored::Malformed), None),
+            State::Json(scan) => scan.finish(),
+            State::Sse(scan) => scan.finish(),
+        };
+        self.state = State::Other;
+        match usage {
+            Ok(usage) => UsageScan {
+                usage: Some(usage),
+                model,
+                ignored: None,
+            },
+            Err(ignored) => UsageScan {
+                usage: None,
+                model,
+                ignored: Some(ignored),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Feeds `body` split at the given cut points (positions, any order, any range).
+    fn scan_split(body: &[u8], cuts: &[usize]) -> UsageScan {
+        let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (body.len() + 1)).collect();
+        cuts.sort_unstable();
+        let mut scanner = UsageScanner::new();
+        let mut at = 0;
+        for cut in cuts.into_iter().chain([body.len()]) {
+            scanner.feed(&body[at..cut]);
+            at = cut;
+            assert!(scanner.retained_bytes() <= 3 * super::super::EVENT_WINDOW);
+        }
+        scanner.finish()
+    }
+
+    /// Bytes that look like responses often enough to reach the deep states.
+    fn bodyish() -> impl Strategy<Value = Vec<u8>> {
+        let token = prop_oneof![
+            Just(b"{".to_vec()),
+            Just(b"}".to_vec()),
+            Just(b"[".to_vec()),
+            Just(b"]".to_vec()),
+            Just(b"\"".to_vec()),
+            Just(b"\\".to_vec()),
+            Just(b":".to_vec()),
+            Just(b",".to_vec()),
+            Just(b"\n".to_vec()),
+            Just(b"\r\n".to_vec()),
+            Just(b"\n\n".to_vec()),
+            Just(b"data: ".to_vec()),
+            Just(b"[DONE]".to_vec()),
+            Just(b"\"usage\"".to_vec()),
+            Just(b"\"model\"".to_vec()),
+            Just(b"null".to_vec()),
+            Just(br#"{"prompt_tokens":3,"completion_tokens":4}"#.to_vec()),
+            Just(b"-7".to_vec()),
+            Just(b"1000000001".to_vec()),
+            proptest::collection::vec(any::<u8>(), 0..8),
+            proptest::collection::vec(b'a'..=b'z', 0..600),
+        ];
+        proptest::collection::vec(token, 0..120).prop_map(|tokens| tokens.concat())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn any_bytes_any_chunking_same_result(
+            body in prop_oneof![proptest::collection::vec(any::<u8>(), 0..2000), bodyish()],
+            cuts in proptest::collection::vec(any::<usize>(), 0..12),
+        ) {
+            let whole = scan_split(&body, &[]);
+            let split = scan_split(&body, &cuts);
+            prop_assert_eq!(&whole, &split);
+            prop_assert!(whole.usage.is_some() != whole.ignored.is_some());
+        }
+
+        #[test]
+        fn generated_responses_give_their_usage(
+            input in 0u64..=500_000_000,
+            output in 0u64..=500_000_000,
+            cached in 0u64..1000,
+            filler in "[ -~]{0,3000}",
+            sse in any::<bool>(),
+            cuts in proptest::collection::vec(any::<usize>(), 0..12),
+        ) {
+            let filler = serde_json::to_string(&filler).unwrap();
+            let usage = format!(
+                r#"{{"prompt_tokens":{input},"completion_tokens":{output},"total_tokens":{},"prompt_tokens_details":{{"cached_tokens":{cached}}}}}"#,
+                input + output
+            );
+            let body = if sse {
+                format!(
+                    "data: {{\"model\":\"m\",\"choices\":[{{\"delta\":{{\"content\":{filler}}}}}],\"usage\":null}}\n\n\
+                     data: {{\"model\":\"m\",\"choices\":[],\"usage\":{usage}}}\n\ndata: [DONE]\n\n"
+                )
+            } else {
+                format!(r#"{{"id":"x","model":"m","choices":[{{"message":{{"content":{filler}}}}}],"usage":{usage}}}"#)
+            };
+            let scan = scan_split(body.as_bytes(), &cuts);
+            let mut expected = Usage::new(input, output);
+            expected.cached_input_tokens = cached;
+            prop_assert_eq!(scan.usage, Some(expected));
+            prop_assert_eq!(scan.model.as_deref(), Some("m"));
+        }
+    }
+}
