@@ -144,6 +144,7 @@ pub mod export;
 pub mod flags;
 pub mod layer;
 pub mod pipeline;
+pub mod task;
 pub mod usage;
 
 pub use credentials::{Credentials, EnvToken, StaticToken};
@@ -156,8 +157,13 @@ pub use flags::FeatureFlagCache;
 pub use kasal_classify as classify;
 pub use kasal_trace as trace;
 pub use kasal_user_agent as user_agent;
+#[cfg(feature = "axum")]
+pub use layer::server::{
+    HeaderRejections, ServerTelemetryBody, ServerTelemetryLayer, ServerTelemetryService,
+};
 pub use layer::{ServiceBuilderExt, TelemetryBody, TelemetryLayer, TelemetryService};
 pub use pipeline::{ConfigError, Stats, Telemetry, TelemetryBuilder};
+pub use task::{ContextFutureExt, InContext, spawn, spawn_blocking};
 pub use tower::BoxError;
 
 /// The README's examples, compiled as doctests so the README stays honest.

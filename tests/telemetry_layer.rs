@@ -154,13 +154,12 @@ async fn success_200_has_every_field_one_user_agent_and_a_rollup() {
             ("otel.kind", "client"),
             ("otel.name", "GET /api/2.0/genie/spaces/{id}"),
             ("http.request.method", "GET"),
-            ("http.route", "/api/2.0/genie/spaces/{id}"),
+            ("url.template", "/api/2.0/genie/spaces/{id}"),
             ("url.full", &url),
             ("server.address", "127.0.0.1"),
             ("server.port", &port),
             ("http.response.status_code", "200"),
-            ("http.request.resend_count", "0"),
-            ("http.response.body.size", "5"),
+            ("network.protocol.version", "1.1"),
             ("kasal.product", "genie"),
             ("kasal.outcome", "success"),
             ("execution.context", "service"),
@@ -174,6 +173,9 @@ async fn success_200_has_every_field_one_user_agent_and_a_rollup() {
             "otel.status_code",
             "caller.id",
             "kasal.operation_id",
+            "http.route",
+            "http.request.resend_count",
+            "http.response.body.size",
         ],
     );
     assert!(span.closed);
@@ -287,7 +289,6 @@ async fn retry_429_then_200_is_one_span_with_resend_count_1() {
             ("http.request.resend_count", "1"),
             ("kasal.outcome", "success"),
             ("kasal.operation_id", "op-retry"),
-            ("http.response.body.size", "2"),
         ],
     );
     assert_unset(&span, &["error.type", "otel.status_code"]);
@@ -362,7 +363,6 @@ async fn forbidden_403_is_terminal_and_not_retried() {
         &span,
         &[
             ("http.response.status_code", "403"),
-            ("http.request.resend_count", "0"),
             ("error.type", "403"),
             ("otel.status_code", "ERROR"),
             ("kasal.outcome", "terminal"),
@@ -407,14 +407,17 @@ async fn connection_refused_is_retryable_connect_error() {
             ("error.type", "connect"),
             ("otel.status_code", "ERROR"),
             ("kasal.outcome", "retryable"),
-            ("http.request.resend_count", "0"),
             ("kasal.product", "lakebase"),
             ("execution.context", "service"),
         ],
     );
     assert_unset(
         &span,
-        &["http.response.status_code", "http.response.body.size"],
+        &[
+            "http.response.status_code",
+            "http.response.body.size",
+            "http.request.resend_count",
+        ],
     );
     assert!(span.closed, "an error ends the call at once");
 
@@ -496,7 +499,6 @@ async fn streamed_body_keeps_the_span_open_and_its_polls_are_children() {
 
     let span = call_span(&captured);
     assert!(span.closed, "closed once the body ended");
-    assert_eq!(span.field("http.response.body.size").as_deref(), Some("7"));
     let produced = captured.events_with_message("frame produced");
     assert!(produced.len() >= 2, "{produced:#?}");
     assert!(
@@ -538,7 +540,6 @@ async fn dropping_the_body_early_closes_the_span_and_records_once() {
         &[
             ("kasal.body_cut_short", "true"),
             ("kasal.outcome", "success"),
-            ("http.response.body.size", "3"),
         ],
     );
     drop(chunks);
@@ -898,10 +899,12 @@ async fn open_circuit_fails_at_once_without_a_request() {
             ("kasal.outcome", "terminal"),
             ("error.type", "circuit_open"),
             ("otel.status_code", "ERROR"),
-            ("http.request.resend_count", "0"),
         ],
     );
-    assert_unset(&spans[5], &["http.response.status_code"]);
+    assert_unset(
+        &spans[5],
+        &["http.response.status_code", "http.request.resend_count"],
+    );
     assert!(
         spans[..5]
             .iter()

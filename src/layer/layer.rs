@@ -7,6 +7,7 @@ use tower::util::Either;
 use tower_layer::Layer;
 
 use super::box_error::BoxErrors;
+use super::propagation::propagate;
 use super::retry_mode::RetryMode;
 use super::service::TelemetryService;
 use crate::Telemetry;
@@ -108,7 +109,7 @@ impl<S, R: RetryMode> Layer<S> for TelemetryLayer<R> {
                 self.usage,
                 &self.telemetry,
             ))
-            .layer(attempted);
+            .layer(propagate(attempted));
         TelemetryService::new(SetUserAgent::new(traced, self.user_agent.clone()))
     }
 }

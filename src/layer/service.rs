@@ -15,6 +15,7 @@ use tower::util::Either;
 use tower_service::Service;
 
 use super::box_error::BoxErrors;
+use super::propagation::Propagate;
 use super::retry_mode::RetryMode;
 use crate::Telemetry;
 use crate::usage::ReadUsage;
@@ -29,7 +30,7 @@ pub type TelemetryBody<B> = TracedBody<B, Telemetry, DefaultClassifier, ReadUsag
 /// The client, its errors boxed, optionally behind a circuit breaker.
 type Guarded<S> = Either<CircuitBreakerService<BoxErrors<S>>, BoxErrors<S>>;
 /// ...inside one span per logical call (around every attempt), with our User-Agent.
-type Stack<A> = SetUserAgent<Traced<A, DefaultClassifier, Telemetry, ReadUsage>>;
+type Stack<A> = SetUserAgent<Traced<Propagate<A>, DefaultClassifier, Telemetry, ReadUsage>>;
 /// The whole stack for client `S` in retry mode `R`.
 type Inner<S, R> = Stack<<R as RetryMode>::Service<Guarded<S>>>;
 

@@ -13,15 +13,15 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use http::uri::{Authority, Scheme};
-use http::{Extensions, HeaderMap, Method, StatusCode, Uri};
+use http::{Extensions, HeaderMap, Method, StatusCode, Uri, Version};
 use kasal_classify::{AttemptCounter, Attempts, Classify, Outcome};
 use kasal_user_agent::Product;
 use tracing::Span;
-use tracing::field::{Empty, Field, FieldSet, Value};
+use tracing::field::{Empty, Field, FieldSet, Value, display};
 
 use crate::context::Route;
-use crate::redact::{RedactedUri, host_and_port, redact_error, url_authority};
-use crate::{CallRecord, Direction, ExecutionContext, OperationId, Usage};
+use crate::redact::{RedactedUri, host_and_port, redact, redact_error, url_authority};
+use crate::{CallRecord, ClientAddress, Direction, ExecutionContext, OperationId, Usage};
 
 /// One call in flight: its span and the [`CallRecord`] being filled in.
 ///
@@ -39,6 +39,10 @@ pub struct CallSpan {
     attempt_counter: Option<AttemptCounter>,
     /// The path is a model-serving one ([`is_model_serving_path`](crate::is_model_serving_path)).
     model_call: bool,
+    /// `network.protocol.version` to record with the response head (or the error).
+    protocol_version: Option<&'static str>,
+    /// Opt-in: record `http.response.body.size` at the end (see `record_body_sizes`).
+    body_sizes: bool,
 }
 
 impl CallSpan {
@@ -58,6 +62,9 @@ impl CallSpan {
     ) -> Self {
         let start = Instant::now();
         let started_at = wall_clock(start);
+        // The one place the template is chosen: a `Route` extension (the server adapter sets it
+        // from the router's matched path), else none. Client-side inference from the path goes
+        // here, as a fallback after the extension.
         let route = extensions.get::<Route>().map(|route| route.0.clone());
         let (mode, caller_id, obo_dev_fallback, context_operation) =
             ExecutionContext::read_for_request(extensions, |ctx| {
@@ -86,6 +93,25 @@ impl CallSpan {
             }
             None => (None, None),
         };
+        let known_method = is_known_method(method);
+        let is_server = direction == Direction::Server;
+        // Client: `url.full` and `url.template`. Server: `url.path`, `url.scheme`, `http.route`,
+        // `user_agent.original`, `client.address`.
+        let url_full = (!is_server).then(|| display(RedactedUri::with_authority(uri, authority)));
+        let url_path = is_server.then(|| redact(uri.path()));
+        let user_agent = match is_server {
+            true => headers
+                .get(http::header::USER_AGENT)
+                .and_then(|value| value.to_str().ok())
+                .map(redact),
+            false => None,
+        };
+        let client_address = match is_server {
+            true => extensions
+                .get::<ClientAddress>()
+                .map(|address| display(address.ip())),
+            false => None,
+        };
 
         let model_call = crate::usage::is_model_serving_path(uri.path());
         let endpoint = model_call
@@ -96,13 +122,22 @@ impl CallSpan {
             target: "kasal_trace",
             "HTTP",
             otel.kind = direction.as_str(),
-            otel.name = %OtelName { method, route: route.as_deref() },
+            otel.name = %OtelName { method, known_method, route: route.as_deref() },
             otel.status_code = Empty,
-            http.request.method = method.as_str(),
-            http.route = route.as_deref(),
-            url.full = %RedactedUri::with_authority(uri, authority),
+            otel.status_description = Empty,
+            http.request.method = if known_method { method.as_str() } else { OTHER },
+            http.request.method_original = (!known_method).then(|| method.as_str()),
+            http.route = route.as_deref().filter(|_| is_server),
+            url.template = route.as_deref().filter(|_| !is_server),
+            url.full = url_full,
+            url.path = url_path.as_deref(),
+            url.scheme = is_server.then(|| uri.scheme_str().unwrap_or("http")),
             server.address = address,
-            server.port = port,
+            server.port = port.map(i64::from),
+            client.address = client_address,
+            user_agent.original = user_agent.as_deref(),
+            network.protocol.version = Empty,
+            http.request.body.size = Empty,
             http.response.status_code = Empty,
             http.request.resend_count = Empty,
             http.response.body.size = Empty,
@@ -132,6 +167,8 @@ impl CallSpan {
             span,
             start,
             attempt_counter: extensions.get::<AttemptCounter>().cloned(),
+            protocol_version: None,
+            body_sizes: false,
             record,
             model_call,
         }
@@ -151,6 +188,26 @@ impl CallSpan {
     /// token usage). Never put a token or an unredacted message into it.
     pub fn record_mut(&mut self) -> &mut CallRecord {
         &mut self.record
+    }
+
+    /// The HTTP version the call used, recorded as `network.protocol.version` (`"1.1"`, `"2"`)
+    /// with the response head, or with the error if none arrives. Set it from the request when
+    /// the call starts and again from the response (which tells what was negotiated). Costs
+    /// no dispatch of its own.
+    pub fn set_protocol_version(&mut self, version: Version) {
+        self.protocol_version = protocol_version(version);
+    }
+
+    /// Opts in to the body sizes (off by default: the conventions make them opt-in, and they cost
+    /// a dispatch per call): records `http.request.body.size` now, when the caller knows it
+    /// (the tower layer reads `Content-Length`), and `http.response.body.size` when the call
+    /// ends.
+    pub fn record_body_sizes(&mut self, request_body_size: Option<u64>) {
+        self.body_sizes = true;
+        if let Some(size) = request_body_size {
+            self.span
+                .record("http.request.body.size", saturating_i64(size));
+        }
     }
 
     /// Classifies the response head with `classifier` and records it with
@@ -187,34 +244,46 @@ impl CallSpan {
 
     /// Records the response head: status, attempts (from an [`Attempts`] response extension,
     /// else 1) and the classified outcome.
+    ///
+    /// The span status is ERROR, with `error.type` the status code, for a 4xx or 5xx on a client
+    /// span and a 5xx on a server span, as the HTTP conventions ask, whatever the outcome says;
+    /// `http.request.resend_count` is recorded only when the call was resent.
     pub fn on_response(&mut self, status: StatusCode, extensions: &Extensions, outcome: Outcome) {
         let attempts = extensions.get::<Attempts>().map_or(1, |a| a.0.max(1));
         self.record.status = Some(status);
         self.record.attempts = attempts;
-        let is_error = match self.record.direction {
-            // OTel HTTP conventions: a server span is an error only for 5xx.
-            Direction::Server => status.is_server_error(),
-            Direction::Client => !matches!(outcome, Outcome::Success),
-        };
         self.record.outcome = outcome;
+        let is_error = match self.record.direction {
+            Direction::Server => status.is_server_error(),
+            Direction::Client => status.is_client_error() || status.is_server_error(),
+        };
         let Some(fields) = LateFields::of(&self.span) else {
             return; // the span is disabled: nothing to record on it
         };
-        let error_type = is_error.then(|| self.error_type());
+        let status_code = i64::from(status.as_u16());
+        let resend_count = i64::from(attempts - 1);
+        let error_type = status.as_str();
         let values = [
-            (&fields.status_code, Some(&status.as_u16() as &dyn Value)),
-            (&fields.resend_count, Some(&(attempts - 1) as &dyn Value)),
+            (&fields.status_code, Some(&status_code as &dyn Value)),
+            (
+                &fields.resend_count,
+                (attempts > 1).then_some(&resend_count as &dyn Value),
+            ),
             (
                 &fields.outcome,
                 Some(&self.record.outcome.as_str() as &dyn Value),
             ),
             (
                 &fields.error_type,
-                error_type.as_ref().map(|t| t as &dyn Value),
+                is_error.then_some(&error_type as &dyn Value),
             ),
             (
                 &fields.otel_status_code,
                 is_error.then_some(&"ERROR" as &dyn Value),
+            ),
+            (
+                &fields.protocol_version,
+                self.protocol_version.as_ref().map(|v| v as &dyn Value),
             ),
         ];
         // One dispatch for the whole response head.
@@ -240,19 +309,30 @@ impl CallSpan {
             return;
         };
         // A failure is an error whatever the direction or the status.
-        let error_type = self.error_type();
-        let resend_count = self.record.attempts - 1;
+        let error_type = self.record.outcome.error_type().unwrap_or(OTHER);
+        let resend_count = i64::from(self.record.attempts - 1);
+        let description = self.record.error.as_deref().unwrap_or_default();
         let values = [
             (
                 &fields.resend_count,
-                no_response.then_some(&resend_count as &dyn Value),
+                (no_response && self.record.attempts > 1).then_some(&resend_count as &dyn Value),
             ),
             (
                 &fields.outcome,
                 Some(&self.record.outcome.as_str() as &dyn Value),
             ),
             (&fields.error_type, Some(&error_type as &dyn Value)),
+            // The code before the description: tracing-opentelemetry reads the code "ERROR" as
+            // an error without description, then the description as an error with it.
             (&fields.otel_status_code, Some(&"ERROR" as &dyn Value)),
+            (&fields.status_description, Some(&description as &dyn Value)),
+            (
+                &fields.protocol_version,
+                self.protocol_version
+                    .as_ref()
+                    .filter(|_| no_response)
+                    .map(|v| v as &dyn Value),
+            ),
         ];
         self.span.record_all(&fields.set.value_set(&values));
     }
@@ -310,28 +390,11 @@ impl CallSpan {
     /// when the returned `CallSpan` is gone, i.e. now, unless someone holds a clone of it.
     pub fn finish(mut self) -> CallRecord {
         self.record.latency = self.start.elapsed();
-        if self.record.status.is_some() {
-            if let Some(fields) = LateFields::of(&self.span) {
-                let values = [(
-                    &fields.body_size,
-                    Some(&self.record.response_bytes as &dyn Value),
-                )];
-                self.span.record_all(&fields.set.value_set(&values));
-            }
+        if self.body_sizes && self.record.status.is_some() {
+            let size = saturating_i64(self.record.response_bytes);
+            self.span.record("http.response.body.size", size);
         }
         self.record
-    }
-
-    /// `error.type`: the outcome's reason, else the status, else `other`.
-    fn error_type(&self) -> &str {
-        match self.record.outcome.error_type() {
-            Some(error_type) => error_type,
-            None => self
-                .record
-                .status
-                .as_ref()
-                .map_or("other", StatusCode::as_str),
-        }
     }
 }
 
@@ -342,9 +405,10 @@ struct LateFields {
     set: &'static FieldSet,
     status_code: Field,
     resend_count: Field,
-    body_size: Field,
     error_type: Field,
     otel_status_code: Field,
+    status_description: Field,
+    protocol_version: Field,
     outcome: Field,
 }
 
@@ -360,9 +424,10 @@ impl LateFields {
                     set,
                     status_code: set.field("http.response.status_code")?,
                     resend_count: set.field("http.request.resend_count")?,
-                    body_size: set.field("http.response.body.size")?,
                     error_type: set.field("error.type")?,
                     otel_status_code: set.field("otel.status_code")?,
+                    status_description: set.field("otel.status_description")?,
+                    protocol_version: set.field("network.protocol.version")?,
                     outcome: set.field("kasal.outcome")?,
                 })
             })
@@ -435,19 +500,61 @@ fn server_authority(uri: &Uri, authority: Option<&str>, headers: &HeaderMap) -> 
     }
 }
 
-/// `otel.name`: `"{METHOD}"` or `"{METHOD} {route}"`, formatted only by subscribers that want it.
+/// `otel.name`: `"{METHOD}"` or `"{METHOD} {template}"` (`HTTP` for a method the conventions do
+/// not know), formatted only by subscribers that want it.
 struct OtelName<'a> {
     method: &'a Method,
+    known_method: bool,
     route: Option<&'a str>,
 }
 
 impl fmt::Display for OtelName<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let method = match self.known_method {
+            true => self.method.as_str(),
+            false => "HTTP",
+        };
         match self.route {
-            Some(route) => write!(f, "{} {route}", self.method),
-            None => f.write_str(self.method.as_str()),
+            Some(route) => write!(f, "{method} {route}"),
+            None => f.write_str(method),
         }
     }
+}
+
+/// `_OTHER`: the conventions' value for an unknown method and an unknown error type.
+const OTHER: &str = "_OTHER";
+
+/// The methods the HTTP conventions know (RFC 9110 and PATCH); any other is `_OTHER`.
+fn is_known_method(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET
+            | Method::HEAD
+            | Method::POST
+            | Method::PUT
+            | Method::DELETE
+            | Method::CONNECT
+            | Method::OPTIONS
+            | Method::TRACE
+            | Method::PATCH
+    )
+}
+
+/// `network.protocol.version` for `version`.
+fn protocol_version(version: Version) -> Option<&'static str> {
+    match version {
+        Version::HTTP_09 => Some("0.9"),
+        Version::HTTP_10 => Some("1.0"),
+        Version::HTTP_11 => Some("1.1"),
+        Version::HTTP_2 => Some("2"),
+        Version::HTTP_3 => Some("3"),
+        _ => None,
+    }
+}
+
+/// OpenTelemetry has no unsigned integers (tracing-opentelemetry exports a `u64` as a string).
+fn saturating_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]

@@ -62,6 +62,7 @@ where
         };
         Poll::Ready(match result {
             Ok(response) => {
+                call.set_protocol_version(response.version());
                 call.classify_response(
                     &hooks.classifier,
                     response.status(),

@@ -22,6 +22,7 @@ pub struct SpanLayer<C = DefaultClassifier, R = (), H = ()> {
     classifier: C,
     recorder: R,
     on_body_chunk: H,
+    body_sizes: bool,
 }
 
 impl SpanLayer {
@@ -33,6 +34,7 @@ impl SpanLayer {
             classifier: DefaultClassifier::default(),
             recorder: (),
             on_body_chunk: (),
+            body_sizes: false,
         }
     }
 }
@@ -46,6 +48,7 @@ impl<C, R, H> SpanLayer<C, R, H> {
             classifier,
             recorder: self.recorder,
             on_body_chunk: self.on_body_chunk,
+            body_sizes: self.body_sizes,
         }
     }
 
@@ -57,6 +60,7 @@ impl<C, R, H> SpanLayer<C, R, H> {
             classifier: self.classifier,
             recorder,
             on_body_chunk: self.on_body_chunk,
+            body_sizes: self.body_sizes,
         }
     }
 
@@ -70,7 +74,16 @@ impl<C, R, H> SpanLayer<C, R, H> {
             classifier: self.classifier,
             recorder: self.recorder,
             on_body_chunk: hook,
+            body_sizes: self.body_sizes,
         }
+    }
+
+    /// Records `http.request.body.size` (from `Content-Length`) and `http.response.body.size`
+    /// (bytes read) on the span: off by default, as the conventions make them opt-in (the
+    /// record always has `response_bytes`).
+    pub fn body_sizes(mut self, on: bool) -> Self {
+        self.body_sizes = on;
+        self
     }
 
     /// Client (default: `otel.kind = client`) or server spans.
@@ -93,6 +106,7 @@ impl<S, C: Clone, R: Clone, H: Clone> Layer<S> for SpanLayer<C, R, H> {
                 recorder: self.recorder.clone(),
             }),
             on_body_chunk: self.on_body_chunk.clone(),
+            body_sizes: self.body_sizes,
         }
     }
 }

@@ -52,38 +52,46 @@
 //! # The span
 //!
 //! Tracing needs a static span name, so every call span is named `HTTP` (target `kasal_trace`)
-//! and carries its real name in `otel.name`: `"{METHOD}"`, or `"{METHOD} {route}"` when the
-//! request has a [`Route`] extension. `tracing-opentelemetry` exports `otel.name` as the span
-//! name, as it does for tower-http users who follow the same convention. Fields, per the
-//! OpenTelemetry HTTP semantic conventions:
+//! and carries its real name in `otel.name`, as the OpenTelemetry HTTP semantic conventions
+//! name it: `"{method} {template}"` (client: the `url.template`; server: the `http.route`), else
+//! `"{method}"`, with `HTTP` for a method the conventions do not know. `tracing-opentelemetry`
+//! exports `otel.name` as the span name, `otel.kind` as its kind and `otel.status_code` /
+//! `otel.status_description` as its status. Integers are recorded as `i64`: OpenTelemetry has no
+//! unsigned type and the bridge would export a `u16` as a string. Fields:
 //!
-//! | field | value |
-//! |---|---|
-//! | `otel.kind` | `client` or `server` ([`Direction`]) |
-//! | `otel.name` | `GET` or `GET /api/2.0/jobs/{id}` |
-//! | `http.request.method`, `http.route` | the method; the route template if known |
-//! | `url.full` | the URL with userinfo removed and every query value `REDACTED` ([`redact_uri`]) |
-//! | `server.address`, `server.port` | from the URI (or `Host`), port defaulted from the scheme |
-//! | `http.response.status_code` | the final status |
-//! | `http.request.resend_count` | attempts − 1: from the `Attempts` response extension, or for an error without a response from the `AttemptCounter` request extension (0 if absent) |
-//! | `http.response.body.size` | response body bytes read |
-//! | `error.type` | on failure: the status (`"429"`) or a short name (`"connect"`, `"timeout"`) |
-//! | `otel.status_code` | `ERROR` on failure; left unset on success, as the conventions ask |
-//! | `kasal.product`, `kasal.outcome` | the product token; `success`, `retryable` or `terminal` |
-//! | `kasal.operation_id` | from an [`OperationId`] request extension, else the context |
-//! | `execution.context`, `caller.id`, `execution.obo_dev_fallback` | from the [`ExecutionContext`] |
-//! | `kasal.body_cut_short` | `true` when the body was dropped before its end |
-//! | `gen_ai.request.model`, `gen_ai.response.model` | model calls: the model asked for (the serving endpoint) and the one that answered |
-//! | `gen_ai.usage.input_tokens`, `gen_ai.usage.output_tokens` | model calls: the tokens the response reported ([`Usage`]) |
+//! | field | client span | server span |
+//! |---|---|---|
+//! | `otel.kind` | `client` | `server` ([`Direction`]) |
+//! | `otel.name` | `GET /api/2.0/jobs/get` or `GET` | `GET /items/{id}` or `GET` |
+//! | `http.request.method` | the method; `_OTHER` if not one of the nine the conventions know | same |
+//! | `http.request.method_original` | the method, only when `http.request.method` is `_OTHER` | same |
+//! | `url.template` | from a [`Route`] request extension | — |
+//! | `http.route` | — | from a [`Route`] request extension (the server adapter sets it) |
+//! | `url.full` | the URL, userinfo removed, every query value `REDACTED` ([`redact_uri`]) | — |
+//! | `url.path`, `url.scheme` | — | the path ([`redact()`]ed, no query); the scheme, `http` if the URI has none |
+//! | `server.address`, `server.port` (`i64`) | from the URI (or `Host`), port defaulted from the scheme | same |
+//! | `client.address` | — | from a [`ClientAddress`] request extension |
+//! | `user_agent.original` | — | the `User-Agent` header, [`redact()`]ed |
+//! | `network.protocol.version` | `1.0`, `1.1`, `2`, `3`: the response's version (the request's if none arrives) | same |
+//! | `http.response.status_code` (`i64`) | the final status | same |
+//! | `http.request.resend_count` (`i64`) | attempts − 1, only when > 0: from the `Attempts` response extension, or for an error without a response from the `AttemptCounter` request extension | same |
+//! | `http.request.body.size`, `http.response.body.size` (`i64`) | opt-in ([`SpanLayer::body_sizes`]): `Content-Length` of the request; response bytes read | same |
+//! | `error.type` | on failure: the status (`"429"`), else the error's short name (`"connect"`, `"timeout"`), else `_OTHER` | same |
+//! | `otel.status_code` | `ERROR` for a 4xx, a 5xx or an error; unset otherwise, as the conventions ask | `ERROR` for a 5xx or an error (a 4xx is the client's fault) |
+//! | `otel.status_description` | on an error: the redacted message (with its source chain) | same |
+//! | `kasal.product`, `kasal.outcome` | the product token; `success`, `retryable` or `terminal` (the classifier's verdict) | same |
+//! | `kasal.operation_id` | from an [`OperationId`] request extension, else the context | same |
+//! | `execution.context`, `caller.id`, `execution.obo_dev_fallback` | from the [`ExecutionContext`] | same |
+//! | `kasal.body_cut_short` | `true` when the body was dropped before its end | same |
+//! | `gen_ai.request.model`, `gen_ai.response.model`, `gen_ai.usage.input_tokens`, `gen_ai.usage.output_tokens` | model calls: the serving endpoint asked for, then the model that answered and the tokens it reported ([`Usage`]), recorded by the body hook | same |
 //!
-//! A failure is any outcome other than success on a client span; on a server span, only 5xx
-//! answers and errors (a 4xx is the client's fault, per the conventions). The span's parent is
-//! the current span when `call` is made; the inner service's future is polled inside it and the
-//! body's frames are produced inside it, so events from the inner service and from the body's
-//! producer are its children. The caller's own code between two polls of the body runs in the
-//! caller's span, as always with `tracing`. No field ever holds a token: the context's
-//! `user_token` is never read, URLs go through [`redact_uri`] and error messages through
-//! [`redact()`].
+//! A span holds at most 32 fields (`tracing`'s limit) and this one declares 32: a new field
+//! must replace one. The span's parent is the current span when `call` is made; the inner
+//! service's future is polled inside it and the body's frames are produced inside it, so events
+//! from the inner service and from the body's producer are its children. The caller's own code
+//! between two polls of the body runs in the caller's span, as always with `tracing`. No field
+//! ever holds a token: the context's `user_token` is never read, URLs, paths and user agents go
+//! through [`redact_uri`] / [`redact()`], and error messages through [`redact_error`].
 //!
 //! # When is the call recorded
 //!
@@ -136,6 +144,7 @@ mod body;
 mod call;
 mod client_address;
 mod context;
+mod forwarded;
 mod future;
 mod layer;
 mod on_body_chunk;
@@ -148,6 +157,10 @@ pub use body::TracedBody;
 pub use call::CallSpan;
 pub use client_address::ClientAddress;
 pub use context::{ExecutionContext, ExecutionMode, OperationId, Route, SecretToken};
+pub use forwarded::{
+    ForwardedContext, ForwardedHeaders, MAX_FORWARDED_HEADER_LEN, RejectReason, RejectedHeader,
+    X_FORWARDED_ACCESS_TOKEN, X_FORWARDED_EMAIL, X_FORWARDED_PREFERRED_USERNAME, X_FORWARDED_USER,
+};
 pub use future::ResponseFuture;
 pub use layer::SpanLayer;
 pub use on_body_chunk::OnBodyChunk;

@@ -25,6 +25,8 @@ pub struct Traced<S, C = DefaultClassifier, R = (), H = ()> {
     pub(crate) hooks: Arc<Hooks<C, R>>,
     /// Cloned into each call's response body.
     pub(crate) on_body_chunk: H,
+    /// Opt-in `http.request.body.size` / `http.response.body.size`.
+    pub(crate) body_sizes: bool,
 }
 
 /// What a call needs once its response arrives: the classifier and the recorder, behind one
@@ -75,7 +77,7 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        let call = CallSpan::start(
+        let mut call = CallSpan::start(
             &self.product,
             self.direction,
             request.method(),
@@ -83,12 +85,26 @@ where
             request.headers(),
             request.extensions(),
         );
+        call.set_protocol_version(request.version());
+        if self.body_sizes {
+            call.record_body_sizes(content_length(request.headers()));
+        }
         let inner = {
             let _entered = call.span().enter();
             self.inner.call(request)
         };
         ResponseFuture::new(inner, call, self.hooks.clone(), self.on_body_chunk.clone())
     }
+}
+
+/// The request body's size from its `Content-Length` header, if any.
+fn content_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get(http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
 }
 
 impl<S: fmt::Debug, C: fmt::Debug, R, H> fmt::Debug for Traced<S, C, R, H> {

@@ -1,0 +1,163 @@
+//! [`ServerTelemetryService`]: the service [`ServerTelemetryLayer`](super::ServerTelemetryLayer)
+//! builds.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+
+use axum::extract::{ConnectInfo, MatchedPath};
+use http::{Extensions, Request, Response};
+use http_body::Body;
+use kasal_classify::{AsError, DefaultClassifier};
+use kasal_trace::{CallSpan, ClientAddress, Direction, ForwardedHeaders, RecordCall, Route};
+use kasal_user_agent::Product;
+use tower_service::Service;
+
+use super::body::ServerTelemetryBody;
+use super::future::ServerResponseFuture;
+use super::rejections::RejectionCounters;
+use crate::Telemetry;
+
+/// A server wrapped by [`ServerTelemetryLayer`](super::ServerTelemetryLayer): each request runs
+/// in its forwarded [`ExecutionContext`](crate::trace::ExecutionContext) and one server span,
+/// and is recorded once when its response body ends.
+///
+/// Its error is the inner service's, unchanged; its response body is a
+/// [`ServerTelemetryBody`] with the inner body's error.
+pub struct ServerTelemetryService<S, R = Telemetry> {
+    inner: S,
+    shared: Arc<Shared<R>>,
+}
+
+/// What every request of one service shares, behind one `Arc`.
+pub(super) struct Shared<R> {
+    pub(super) product: Product,
+    pub(super) forwarded: ForwardedHeaders,
+    pub(super) on_behalf_of: bool,
+    pub(super) classifier: DefaultClassifier,
+    pub(super) recorder: R,
+    pub(super) rejections: RejectionCounters,
+    /// The last route template seen, shared (not copied) by the next request on the same
+    /// route: axum builds one service per route, so this almost always hits.
+    pub(super) route: OnceLock<Route>,
+}
+
+impl<S, R> ServerTelemetryService<S, R> {
+    pub(super) fn new(inner: S, shared: Arc<Shared<R>>) -> Self {
+        ServerTelemetryService { inner, shared }
+    }
+
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: Clone, R> Clone for ServerTelemetryService<S, R> {
+    fn clone(&self) -> Self {
+        ServerTelemetryService {
+            inner: self.inner.clone(),
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<S, R, ReqBody, ResBody> Service<Request<ReqBody>> for ServerTelemetryService<S, R>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    S::Error: AsError,
+    ResBody: Body,
+    R: RecordCall,
+{
+    type Response = Response<ServerTelemetryBody<ResBody, R>>;
+    type Error = S::Error;
+    type Future = ServerResponseFuture<S::Future, R>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        let shared = &*self.shared;
+        let forwarded = shared
+            .forwarded
+            .context(request.headers(), shared.on_behalf_of);
+        if let Some(rejected) = &forwarded.rejected {
+            shared.rejections.count(rejected.reason);
+        }
+        add_route_and_client(request.extensions_mut(), &shared.route);
+
+        let context = forwarded.context;
+        let (call, future) = context.clone().sync_scope(|| {
+            let call = CallSpan::start(
+                &shared.product,
+                Direction::Server,
+                request.method(),
+                request.uri(),
+                request.headers(),
+                request.extensions(),
+            );
+            #[cfg(feature = "otel")]
+            crate::layer::propagation::set_remote_parent(call.span(), request.headers());
+            let _entered = call.span().enter();
+            if let Some(rejected) = &forwarded.rejected {
+                // Which header and why; never its value (it may be the token).
+                tracing::debug!(
+                    header = rejected.header.as_str(),
+                    reason = rejected.reason.as_str(),
+                    "forwarded header rejected: serving the request as the service"
+                );
+            }
+            let future = self.inner.call(request);
+            drop(_entered);
+            (call, future)
+        });
+        ServerResponseFuture::new(context.scope(future), call, self.shared.clone())
+    }
+}
+
+/// `http.route` from axum's `MatchedPath` (as a [`Route`], unless one is set), and
+/// `client.address` from axum's `ConnectInfo<SocketAddr>` (as a [`ClientAddress`], unless one
+/// is set).
+fn add_route_and_client(extensions: &mut Extensions, last_route: &OnceLock<Route>) {
+    if extensions.get::<Route>().is_none() {
+        if let Some(matched) = extensions.get::<MatchedPath>() {
+            let route = match last_route.get() {
+                Some(route) if route.as_str() == matched.as_str() => route.clone(),
+                _ => {
+                    let route = Route::new(matched.as_str());
+                    let _ = last_route.set(route.clone());
+                    route
+                }
+            };
+            extensions.insert(route);
+        }
+    }
+    if extensions.get::<ClientAddress>().is_none() {
+        if let Some(ConnectInfo(peer)) = extensions.get::<ConnectInfo<SocketAddr>>() {
+            let peer = ClientAddress::from(*peer);
+            extensions.insert(peer);
+        }
+    }
+}
+
+impl<S: fmt::Debug, R> fmt::Debug for ServerTelemetryService<S, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerTelemetryService")
+            .field("inner", &self.inner)
+            .field("product", &self.shared.product)
+            .finish_non_exhaustive()
+    }
+}
