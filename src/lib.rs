@@ -95,6 +95,15 @@
 //! # }
 //! ```
 //!
+//! # The reqwest and MCP recipes
+//!
+//! With feature `reqwest`, `kasal_telemetry::reqwest::client(Product::Genie, &telemetry)` is a
+//! reqwest-middleware client with the same User-Agent, spans, classification, retries and
+//! records as [`TelemetryLayer`]; `kasal_telemetry::reqwest::builder(..)` adds your own
+//! middleware. With feature `mcp`, `kasal_telemetry::mcp::McpClient::new(&telemetry)` is an rmcp
+//! `StreamableHttpClient` for `StreamableHttpClientTransport::with_client(..)`: every MCP session
+//! becomes one operation summary. The module docs hold the examples.
+//!
 //! # Layer order
 //!
 //! ```text
@@ -143,7 +152,11 @@ pub mod event;
 pub mod export;
 pub mod flags;
 pub mod layer;
+#[cfg(feature = "mcp")]
+pub mod mcp;
 pub mod pipeline;
+#[cfg(feature = "reqwest")]
+pub mod reqwest;
 pub mod task;
 pub mod usage;
 

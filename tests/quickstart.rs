@@ -12,7 +12,7 @@ async fn quickstart_summary_matches_what_the_workspace_saw() {
 
     // Calls per product equal what the workspace saw (its requests count every retry), and every
     // User-Agent it saw names the product.
-    for product in ["vectorsearch", "secret", "embedding", "llm"] {
+    for product in ["vectorsearch", "secret", "embedding", "llm", "mcp"] {
         let line = &summary.products[product];
         assert!(line.calls > 0, "{product}");
         assert_eq!(
@@ -31,6 +31,11 @@ async fn quickstart_summary_matches_what_the_workspace_saw() {
         let ua = line.user_agents.iter().next().unwrap();
         assert!(ua.starts_with(&format!("kasal_{product}/")), "{ua}");
     }
+    // The agent app's server records: one per request the users sent it.
+    let agent = &summary.products["agent"];
+    let sent: u64 = summary.users.values().map(|u| u.sent).sum();
+    assert_eq!(agent.calls, sent);
+    assert_eq!(agent.outcomes[0], sent);
     assert_eq!(summary.products["vectorsearch"].retries, 2);
     assert_eq!(summary.products["embedding"].retries, 1);
     assert_eq!(summary.products["secret"].outcomes[2], 1, "the one 403");

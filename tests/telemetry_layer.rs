@@ -293,6 +293,38 @@ async fn retry_429_then_200_is_one_span_with_resend_count_1() {
     );
     assert_unset(&span, &["error.type", "otel.status_code"]);
 
+    // One child span per attempt, in order, each closed at its response head.
+    let attempts = captured.spans_named("HTTP attempt");
+    assert_eq!(attempts.len(), 2, "{attempts:#?}");
+    assert!(
+        attempts
+            .iter()
+            .all(|a| a.parent == Some(span.index) && a.closed)
+    );
+    assert_fields(
+        &attempts[0],
+        &[
+            ("kasal.attempt", "1"),
+            ("http.response.status_code", "429"),
+            ("error.type", "429"),
+            ("otel.status_code", "ERROR"),
+        ],
+    );
+    assert_unset(
+        &attempts[0],
+        &["http.request.resend_count", "kasal.retry_delay_ms"],
+    );
+    assert_fields(
+        &attempts[1],
+        &[
+            ("kasal.attempt", "2"),
+            ("http.request.resend_count", "1"),
+            ("kasal.retry_delay_ms", "5"), // fast_retry: 5 ms base, no jitter
+            ("http.response.status_code", "200"),
+        ],
+    );
+    assert_unset(&attempts[1], &["error.type", "otel.status_code"]);
+
     telemetry.complete_operation(&OperationId::new("op-retry"));
     telemetry.flush().await;
     let operations = exporter.operations();
@@ -332,6 +364,16 @@ async fn retried_connection_refused_reports_every_attempt() {
             ("http.request.resend_count", "3"),
         ],
     );
+    let attempts = captured.spans_named("HTTP attempt");
+    assert_eq!(attempts.len(), 4, "{attempts:#?}");
+    for (n, attempt) in attempts.iter().enumerate() {
+        assert_eq!(attempt.parent, Some(span.index));
+        assert_eq!(attempt.field("kasal.attempt"), Some((n + 1).to_string()));
+        assert_eq!(attempt.field("error.type").as_deref(), Some("connect"));
+        // Exponential backoff from 5 ms: 5, 10, 20.
+        let delay = (n > 0).then(|| (5u64 << (n - 1)).to_string());
+        assert_eq!(attempt.field("kasal.retry_delay_ms"), delay, "{attempt:#?}");
+    }
     telemetry.complete_operation(&OperationId::new("op-refused"));
     telemetry.flush().await;
     let operations = exporter.operations();

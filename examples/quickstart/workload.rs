@@ -8,6 +8,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::time::{Duration, Instant};
 
+use axum::Router;
+use axum::extract::{Json, State};
+use axum::routing::post as route_post;
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -16,12 +19,17 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use kasal_dev_workspace::{Fault, RecordedCall, Workspace};
 use kasal_telemetry::classify::RetryPolicy;
+use kasal_telemetry::mcp::McpClient;
 use kasal_telemetry::trace::{ExecutionContext, OperationId, Route};
 use kasal_telemetry::user_agent::Product;
 use kasal_telemetry::{
-    Batch, BoxError, DatabricksExporter, InMemoryExporter, Rollup, StaticToken, Stats, Telemetry,
-    TelemetryLayer, TelemetryService,
+    Batch, BoxError, DatabricksExporter, InMemoryExporter, Rollup, ServerTelemetryLayer,
+    StaticToken, Stats, Telemetry, TelemetryLayer, TelemetryService,
 };
+use rmcp::ServiceExt as _;
+use rmcp::model::{CallToolRequestParams, ClientConfig};
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use serde_json::{Value, json};
 use tower::{Service, ServiceBuilder, ServiceExt};
 
@@ -175,10 +183,65 @@ type Http = Client<HttpConnector, Full<Bytes>>;
 type Stack = TelemetryService<Http, RetryPolicy>;
 
 struct Clients {
-    vector_search: Stack,
+    /// The reqwest stack (`kasal_telemetry::reqwest::client`).
+    vector_search: reqwest_middleware::ClientWithMiddleware,
     secret: Stack,
     llm: Stack,
     embedding: Stack,
+}
+
+/// The agent: an axum app behind `ServerTelemetryLayer`, answering users' questions with the
+/// model, on each user's own token (on-behalf-of).
+#[derive(Clone)]
+struct AgentApp {
+    llm: Stack,
+    workspace: String,
+}
+
+/// `POST /agent/ask {"step", "stream"}`: one model call for the user the proxy forwarded, in
+/// their run's operation; answers with the usage the model reported.
+async fn ask(
+    State(app): State<AgentApp>,
+    Json(question): Json<Value>,
+) -> Result<Json<Value>, (StatusCode, String)> {
+    let fail = |e: BoxError| (StatusCode::BAD_GATEWAY, e.to_string());
+    let context = ExecutionContext::current();
+    let (Some(caller), Some(token)) = (context.caller_id.clone(), context.user_token.clone())
+    else {
+        return Err((StatusCode::UNAUTHORIZED, "no forwarded user".into()));
+    };
+    let user = caller.split('@').next().unwrap_or_default().to_owned();
+    let streamed = question["stream"].as_bool() == Some(true);
+    let body = json!({
+        "stream": streamed,
+        "messages": [
+            {"role": "system", "content": "You are a Kasal agent."},
+            {"role": "user", "content": format!("step {} of the plan for {user}", question["step"])},
+        ],
+    });
+    let request = post(
+        &app.workspace,
+        &format!("/serving-endpoints/{CHAT_MODEL}/invocations"),
+        "/serving-endpoints/{name}/invocations",
+        token.expose_secret(),
+        &body,
+    )
+    .map_err(fail)?;
+    let run = context.with_operation_id(OperationId::new(format!("agent-run-{user}")));
+    let llm = app.llm.clone();
+    let (status, answer) = run
+        .scope(async move { collect(llm.oneshot(request).await?).await })
+        .await
+        .map_err(fail)?;
+    if !status.is_success() {
+        return Err((status, String::from_utf8_lossy(&answer).into_owned()));
+    }
+    let usage = if streamed {
+        sse_usage(&answer)
+    } else {
+        serde_json::from_slice::<Value>(&answer).map_err(|e| fail(e.into()))?["usage"].clone()
+    };
+    Ok(Json(json!({ "usage": usage })))
 }
 
 /// Tokens read from answers, per model: (input, output).
@@ -209,6 +272,7 @@ struct Run {
 const VECTOR_QUERIES: usize = 6;
 const SECRET_CALLS: usize = 6;
 const EMBEDDING_CALLS: usize = 4;
+const MCP_SESSIONS: usize = 1;
 /// Per user: chat calls (the last one streamed).
 const USER_CHATS: [usize; 2] = [5, 3];
 
@@ -252,7 +316,7 @@ pub async fn run(progress: &(dyn Fn(&Progress) + Sync)) -> Result<Summary, BoxEr
             .service(http.clone())
     };
     let clients = Clients {
-        vector_search: stack(Product::VectorSearch),
+        vector_search: kasal_telemetry::reqwest::client(Product::VectorSearch, &telemetry),
         secret: stack(Product::Secret),
         llm: stack(Product::Llm),
         embedding: stack(Product::Embedding),
@@ -262,7 +326,11 @@ pub async fn run(progress: &(dyn Fn(&Progress) + Sync)) -> Result<Summary, BoxEr
         workspace,
         url,
         done: 0,
-        total: VECTOR_QUERIES + SECRET_CALLS + EMBEDDING_CALLS + USER_CHATS.iter().sum::<usize>(),
+        total: VECTOR_QUERIES
+            + SECRET_CALLS
+            + EMBEDDING_CALLS
+            + MCP_SESSIONS
+            + USER_CHATS.iter().sum::<usize>(),
         usage: AppUsage::default(),
         sent: BTreeMap::new(),
         injected_retryable: BTreeMap::new(),
@@ -292,19 +360,24 @@ pub async fn run(progress: &(dyn Fn(&Progress) + Sync)) -> Result<Summary, BoxEr
 
     // 1. Service calls: retrieval, secrets, embeddings.
     for i in 0..VECTOR_QUERIES {
+        // Through the reqwest stack.
         let body = json!({"query_text": format!("agent question {i}"), "columns": ["id", "text"], "num_results": 3});
-        let (status, _) = run
-            .send(
-                &clients.vector_search,
-                post(
-                    &run.url,
-                    &format!("/api/2.0/vector-search/indexes/{INDEX}/query"),
-                    "/api/2.0/vector-search/indexes/{index_name}/query",
-                    SERVICE_TOKEN,
-                    &body,
-                )?,
-            )
+        let response = clients
+            .vector_search
+            .post(format!(
+                "{}/api/2.0/vector-search/indexes/{INDEX}/query",
+                run.url
+            ))
+            .bearer_auth(SERVICE_TOKEN)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .with_extension(Route::new(
+                "/api/2.0/vector-search/indexes/{index_name}/query",
+            ))
+            .send()
             .await?;
+        let status = response.status();
+        response.bytes().await?;
         expect(status, StatusCode::OK, "vector search")?;
         run.tick(progress, "vector search");
     }
@@ -364,59 +437,97 @@ pub async fn run(progress: &(dyn Fn(&Progress) + Sync)) -> Result<Summary, BoxEr
         run.tick(progress, "embeddings");
     }
 
-    // 2. Two users' agent runs, interleaved: each call carries the user's token and runs in the
-    // user's ExecutionContext; each run is one operation.
-    let mut runs = Vec::new();
-    for ((email, token), chats) in USERS.into_iter().zip(USER_CHATS) {
-        let operation = OperationId::new(format!(
-            "agent-run-{}",
-            email.split('@').next().unwrap_or(email)
-        ));
-        let context = ExecutionContext::user(email).with_operation_id(operation.clone());
-        runs.push((email, token, chats, operation, context));
+    // 2. An MCP session (rmcp's client over the reqwest stack) with the workspace's MCP server.
+    let transport = StreamableHttpClientTransport::with_client(
+        McpClient::new(&telemetry),
+        StreamableHttpClientTransportConfig::with_uri(run.workspace.mcp_url())
+            .auth_header(SERVICE_TOKEN),
+    );
+    let mcp = ClientConfig::default().serve(transport).await?;
+    let tools = mcp.list_all_tools().await?;
+    let sum = mcp
+        .call_tool(
+            CallToolRequestParams::new("add").with_arguments(
+                json!({"a": 40, "b": 2})
+                    .as_object()
+                    .cloned()
+                    .unwrap_or_default(),
+            ),
+        )
+        .await?;
+    let answer: String = sum
+        .content
+        .iter()
+        .filter_map(|c| c.as_text().map(|t| t.text.clone()))
+        .collect();
+    mcp.cancel().await?;
+    if answer != "42" || tools.is_empty() {
+        return Err(format!("mcp: add(40, 2) = {answer:?} from {} tools", tools.len()).into());
     }
+    run.tick(progress, "mcp session");
+
+    // 3. The agent app (axum + ServerTelemetryLayer) serves two users, interleaved, as the
+    // Databricks Apps proxy forwards them (X-Forwarded-Access-Token / -Email); each answer is a
+    // model call on the user's own token, in the user's run.
+    let agent = AgentApp {
+        llm: clients.llm.clone(),
+        workspace: run.url.clone(),
+    };
+    let router = Router::new()
+        .route("/agent/ask", route_post(ask))
+        .with_state(agent)
+        .layer(ServerTelemetryLayer::new(Product::Agent, telemetry.clone()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let app_url = format!("http://{}", listener.local_addr()?);
+    let (stop_app, app_stopped) = tokio::sync::oneshot::channel::<()>();
+    let app = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                let _ = app_stopped.await;
+            })
+            .await
+    });
+    // The users' side (a browser behind the Apps proxy): plain reqwest, no telemetry of ours.
+    let proxy = kasal_telemetry::reqwest::http_client().build()?;
     let most = USER_CHATS.iter().copied().max().unwrap_or(0);
     for round in 0..most {
-        for (email, token, chats, _, context) in &runs {
-            if round >= *chats {
+        for ((email, token), chats) in USERS.into_iter().zip(USER_CHATS) {
+            if round >= chats {
                 continue;
             }
-            let streamed = round + 1 == *chats;
-            let body = json!({
-                "stream": streamed,
-                "messages": [
-                    {"role": "system", "content": "You are a Kasal agent."},
-                    {"role": "user", "content": format!("step {round} of the plan for {email}")},
-                ],
-            });
-            let request = post(
-                &run.url,
-                &format!("/serving-endpoints/{CHAT_MODEL}/invocations"),
-                "/serving-endpoints/{name}/invocations",
-                token,
-                &body,
-            )?;
-            let client = clients.llm.clone();
-            let (status, answer) = context
-                .clone()
-                .scope(async move { collect(client.oneshot(request).await?).await })
+            let streamed = round + 1 == chats;
+            let response = proxy
+                .post(format!("{app_url}/agent/ask"))
+                .header("x-forwarded-access-token", token)
+                .header("x-forwarded-email", email)
+                .header("content-type", "application/json")
+                .body(json!({"step": round, "stream": streamed}).to_string())
+                .send()
                 .await?;
-            expect(status, StatusCode::OK, "chat")?;
-            let usage = if streamed {
-                sse_usage(&answer)
-            } else {
-                serde_json::from_slice::<Value>(&answer)?["usage"].clone()
-            };
-            run.usage.add(CHAT_MODEL, &usage);
-            *run.sent.entry((*email).to_owned()).or_default() += 1;
-            run.tick(progress, if streamed { "chat (streamed)" } else { "chat" });
+            let status = response.status();
+            let answer = response.bytes().await?;
+            expect(status, StatusCode::OK, "agent")?;
+            let answer: Value = serde_json::from_slice(&answer)?;
+            run.usage.add(CHAT_MODEL, &answer["usage"]);
+            *run.sent.entry(email.to_owned()).or_default() += 1;
+            run.tick(
+                progress,
+                if streamed {
+                    "agent (streamed)"
+                } else {
+                    "agent"
+                },
+            );
         }
     }
-    for (_, _, _, operation, _) in &runs {
-        telemetry.complete_operation(operation);
+    let _ = stop_app.send(());
+    app.await??;
+    for (email, _) in USERS {
+        let user = email.split('@').next().unwrap_or(email);
+        telemetry.complete_operation(&OperationId::new(format!("agent-run-{user}")));
     }
 
-    // 3. Shut the pipeline down: everything left is exported to the workspace.
+    // 4. Shut the pipeline down: everything left is exported to the workspace.
     progress(&Progress {
         phase: "exporting telemetry",
         done: run.done,
@@ -515,6 +626,7 @@ fn expected_product(path: &str) -> Option<&'static str> {
     Some(match path {
         p if p.starts_with("/api/2.0/vector-search/") => "vectorsearch",
         p if p.starts_with("/api/2.0/secrets/") => "secret",
+        p if p.starts_with("/api/2.0/mcp/") => "mcp",
         p if p.starts_with("/serving-endpoints/databricks-gte") => "embedding",
         p if p.starts_with("/serving-endpoints/") => "llm",
         p if p.starts_with("/telemetry-") || p.starts_with("/api/2.0/connector-service/") => {
@@ -572,9 +684,16 @@ fn summarise(run: &Run, exported: &[Batch], stats: Stats, elapsed: Duration) -> 
             line.latency_max = line.latency_max.max(operation.latency_max);
         }
     }
+    // The agent is our own axum app, not the workspace: its requests are the users' requests.
+    if let Some(agent) = summary.products.get_mut("agent") {
+        agent.requests = run.sent.values().sum();
+        agent
+            .user_agents
+            .insert("(served by the agent app, ServerTelemetryLayer)".into());
+    }
     for (product, line) in &mut summary.products {
         line.injected_retryable = run.injected_retryable.get(product).copied().unwrap_or(0);
-        if product != "telemetry" && line.retries == 0 {
+        if product != "telemetry" && product != "agent" && line.retries == 0 {
             // Rolled-up calls do not carry their attempts: the workspace's count does.
             line.retries = line.requests.saturating_sub(line.calls);
         }
@@ -658,7 +777,7 @@ fn summarise(run: &Run, exported: &[Batch], stats: Stats, elapsed: Duration) -> 
             continue;
         }
         summary.check(
-            format!("{product}: workspace requests = pipeline calls + injected retries"),
+            format!("{product}: requests received = pipeline calls + injected retries"),
             line.requests == line.calls + line.injected_retryable,
             format!(
                 "{} = {} + {}",

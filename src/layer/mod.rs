@@ -6,6 +6,7 @@
 //! that fails after retries reports its attempts): no locks, no way to fail a call because of
 //! telemetry.
 
+pub(crate) mod attempt;
 mod box_error;
 mod ext;
 // One file per role, as in tower-http: `layer.rs` holds the `Layer`.

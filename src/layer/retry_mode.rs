@@ -6,6 +6,8 @@
 
 use kasal_classify::{Retry, RetryPolicy};
 
+use super::attempt::AttemptSpans;
+
 /// `()` (no retry) or [`RetryPolicy`] (retry): the second type parameter of
 /// [`TelemetryLayer`](super::TelemetryLayer) and [`TelemetryService`](super::TelemetryService).
 ///
@@ -29,12 +31,13 @@ impl RetryMode for () {
     }
 }
 
-/// Retry by the policy: bodies must implement `TryCloneBody`.
+/// Retry by the policy, one `HTTP attempt` span per attempt: bodies must implement
+/// `TryCloneBody`.
 impl RetryMode for RetryPolicy {
-    type Service<S> = Retry<S>;
+    type Service<S> = Retry<AttemptSpans<S>>;
 
-    fn wrap<S>(&self, inner: S) -> Retry<S> {
-        Retry::new(inner, self.clone())
+    fn wrap<S>(&self, inner: S) -> Self::Service<S> {
+        Retry::new(AttemptSpans::new(inner), self.clone())
     }
 }
 

@@ -5,6 +5,8 @@
 //! responses (optionally slow or streamed in chunks), a connection reset, or no answer at all.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod raw_server;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

@@ -215,6 +215,12 @@ fn classify_link(err: &(dyn Error + 'static)) -> Option<Outcome> {
     if let Some(io) = err.downcast_ref::<io::Error>() {
         return classify_io(io);
     }
+    #[cfg(feature = "reqwest")]
+    if let Some(error) = err.downcast_ref::<reqwest::Error>() {
+        if let Some(outcome) = crate::reqwest::classify_reqwest(error) {
+            return Some(outcome);
+        }
+    }
     if let Some(hyper) = err.downcast_ref::<hyper::Error>() {
         return classify_hyper(hyper);
     }

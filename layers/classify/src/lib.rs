@@ -33,6 +33,8 @@
 mod circuit_breaker;
 mod classify;
 mod outcome;
+#[cfg(feature = "reqwest")]
+mod reqwest;
 mod retry;
 mod retry_after;
 mod tower_http;

@@ -108,6 +108,12 @@ pub enum Reason {
     Body,
     /// A circuit breaker rejected the call: `"circuit_open"`.
     CircuitOpen,
+    /// Too many redirects, or a redirect loop: `"redirect"`.
+    Redirect,
+    /// The server answered, but the protocol carried over HTTP reports a failure, named by it:
+    /// an MCP tool result with `isError` (`"tool_error"`), a JSON-RPC error (its code,
+    /// `"-32602"`), as the OpenTelemetry MCP conventions name them.
+    Application(std::borrow::Cow<'static, str>),
     /// Anything else: `"other"`.
     Other,
 }
@@ -126,6 +132,8 @@ impl Reason {
             Reason::InvalidUrl => "invalid_url",
             Reason::Body => "body",
             Reason::CircuitOpen => "circuit_open",
+            Reason::Redirect => "redirect",
+            Reason::Application(name) => name,
             Reason::Other => "other",
         }
     }

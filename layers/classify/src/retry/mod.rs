@@ -64,7 +64,14 @@ pub struct Attempts(pub u32);
 /// assert_eq!(counter.get(), 0);
 /// ```
 #[derive(Clone, Debug, Default)]
-pub struct AttemptCounter(std::sync::Arc<std::sync::atomic::AtomicU32>);
+pub struct AttemptCounter(std::sync::Arc<Counts>);
+
+#[derive(Debug, Default)]
+struct Counts {
+    attempts: std::sync::atomic::AtomicU32,
+    /// The wait before the next attempt, in microseconds (0 = none scheduled).
+    delay_micros: std::sync::atomic::AtomicU64,
+}
 
 impl AttemptCounter {
     /// A counter at 0.
@@ -74,10 +81,36 @@ impl AttemptCounter {
 
     /// Calls made so far (0 before the first has been judged).
     pub fn get(&self) -> u32 {
-        self.0.load(std::sync::atomic::Ordering::Relaxed)
+        self.0.attempts.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    pub(crate) fn set(&self, attempts: u32) {
-        self.0.store(attempts, std::sync::atomic::Ordering::Relaxed);
+    /// The wait the retry policy scheduled after the last judged call, before the next one
+    /// (`None` before the first retry, or when no retry followed).
+    pub fn last_delay(&self) -> Option<std::time::Duration> {
+        match self
+            .0
+            .delay_micros
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            0 => None,
+            micros => Some(std::time::Duration::from_micros(micros)),
+        }
+    }
+
+    /// Reports `attempts` calls made so far: for retry adapters outside this crate (the
+    /// reqwest middleware), as [`Retry`] does through its policy.
+    pub fn set(&self, attempts: u32) {
+        self.0
+            .attempts
+            .store(attempts, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub(crate) fn set_delay(&self, delay: Option<std::time::Duration>) {
+        let micros = delay.map_or(0, |d| {
+            u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1)
+        });
+        self.0
+            .delay_micros
+            .store(micros, std::sync::atomic::Ordering::Relaxed);
     }
 }

@@ -135,16 +135,18 @@ where
         result: &mut Result<Response<ResBody>, E>,
     ) -> Option<Self::Future> {
         self.attempts = self.attempts.saturating_add(1);
-        if let Some(counter) = req.extensions().get::<AttemptCounter>() {
-            counter.set(self.attempts);
-        }
         let outcome = match result {
             Ok(res) => self
                 .classifier
                 .classify_response(res.status(), res.headers()),
             Err(err) => self.classifier.classify_error(err.as_error()),
         };
-        match self.next_delay(self.attempts, &outcome) {
+        let delay = self.next_delay(self.attempts, &outcome);
+        if let Some(counter) = req.extensions().get::<AttemptCounter>() {
+            counter.set(self.attempts);
+            counter.set_delay(delay);
+        }
+        match delay {
             Some(delay) => Some(tokio::time::sleep(delay)),
             None => {
                 if let Ok(res) = result {

@@ -1,0 +1,53 @@
+//! The one place a reqwest response body becomes a traced body: reqwest's body is wrapped in
+//! kasal-trace's [`TracedBody`] (which keeps the call's span open, shows each chunk to the
+//! [`OnBodyChunk`] hook and records the call once), without copying a byte.
+
+use http::response::Builder;
+use kasal_classify::DefaultClassifier;
+use kasal_trace::{CallSpan, OnBodyChunk, TracedBody};
+use reqwest::{Body, ResponseBuilderExt};
+
+use crate::Telemetry;
+
+/// Rebuilds `response` with its body wrapped in a [`TracedBody`] that records `call` into
+/// `telemetry` when the body ends, fails or is dropped.
+///
+/// reqwest converts both ways between its `Response` and `http::Response<reqwest::Body>`; the
+/// body moves (boxed, never copied) and the status, version, headers and extensions stay. Only
+/// the response URL has to be carried over by hand: the `http` form has no field for it.
+pub(super) fn trace_response<H>(
+    response: reqwest::Response,
+    call: CallSpan,
+    classifier: &DefaultClassifier,
+    telemetry: &Telemetry,
+    on_body_chunk: H,
+) -> reqwest::Response
+where
+    H: OnBodyChunk<bytes::Bytes> + Sync,
+{
+    let url = response.url().clone();
+    let (parts, body) = http::Response::<Body>::from(response).into_parts();
+    let traced = TracedBody::with_on_body_chunk(
+        body,
+        call,
+        classifier.clone(),
+        telemetry.clone(),
+        on_body_chunk,
+    );
+    // `ResponseBuilderExt::url` stores the URL where `reqwest::Response::from` looks for it.
+    let mut head = Builder::new()
+        .status(parts.status)
+        .version(parts.version)
+        .url(url);
+    if let Some(headers) = head.headers_mut() {
+        *headers = parts.headers;
+    }
+    if let Some(extensions) = head.extensions_mut() {
+        extensions.extend(parts.extensions);
+    }
+    match head.body(Body::wrap(traced)) {
+        Ok(response) => reqwest::Response::from(response),
+        // Unreachable: every part came from a valid response. Still no panic.
+        Err(_) => reqwest::Response::from(http::Response::new(Body::from(Vec::new()))),
+    }
+}

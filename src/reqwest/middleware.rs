@@ -1,0 +1,236 @@
+//! [`TelemetryMiddleware`]: User-Agent, span, classification and record for every request of a
+//! reqwest-middleware client, over the same call core as the tower stack.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{Extensions, HeaderName, Uri};
+use kasal_classify::{AttemptCounter, DefaultClassifier};
+use kasal_trace::{CallSpan, Direction, OnBodyChunk, OperationId};
+use kasal_user_agent::{Product, UserAgent};
+use pin_project_lite::pin_project;
+use reqwest::{Request, Response};
+use reqwest_middleware::{Middleware, Next, Result};
+use tracing::Span;
+
+use super::body::trace_response;
+use super::error::inner_error;
+use crate::Telemetry;
+
+/// The middleware that attributes, traces, classifies and records each call made through a
+/// [`reqwest_middleware::ClientWithMiddleware`].
+///
+/// Per request, in order:
+///
+/// 1. the User-Agent: `kasal_<product>/<version>` set, or prepended to the request's own
+///    (exactly as [`UserAgent::apply`] does for the tower stack);
+/// 2. one span (the OpenTelemetry HTTP client conventions, as [`CallSpan`] opens it), with the
+///    [`ExecutionContext`](crate::trace::ExecutionContext), [`OperationId`] and
+///    [`Route`](crate::trace::Route) read from the request's extensions
+///    (`RequestBuilder::with_extension`) or else the task-local context;
+/// 3. the rest of the chain (retry, circuit breaker, reqwest) runs inside the span;
+/// 4. the response head is classified ([`DefaultClassifier`]) and the response body wrapped so
+///    the call is recorded into the [`Telemetry`] pipeline when the body has been read to its
+///    end, fails or is dropped; an error is classified and recorded at once.
+///
+/// Errors are returned unchanged: the middleware never adds one. Add it first (outermost), so
+/// one span and one record cover every attempt of [`RetryMiddleware`](super::RetryMiddleware).
+///
+/// reqwest adds a client's default headers (`reqwest::ClientBuilder::user_agent`) after every
+/// middleware has run, and only where the request has none: since this middleware always sets
+/// a User-Agent, a client-wide one is not sent. Carry your application's token in ours instead
+/// (`UserAgent::new(product).with_extra("my-app", "1.2")`, through
+/// [`user_agent`](Self::user_agent)), or set it per request, where it is kept after ours.
+pub struct TelemetryMiddleware<H = ()> {
+    user_agent: UserAgent,
+    telemetry: Telemetry,
+    classifier: DefaultClassifier,
+    on_body_chunk: H,
+    body_sizes: bool,
+}
+
+impl TelemetryMiddleware {
+    /// Attributes calls to `product` (User-Agent `kasal_<product>/<crate version>`, spans and
+    /// records) and records them into `telemetry`.
+    pub fn new(product: Product, telemetry: Telemetry) -> Self {
+        TelemetryMiddleware {
+            user_agent: UserAgent::new(product),
+            telemetry,
+            classifier: DefaultClassifier::new(),
+            on_body_chunk: (),
+            body_sizes: false,
+        }
+    }
+}
+
+impl<H> TelemetryMiddleware<H> {
+    /// Sends `user_agent` (a custom version or extras) instead of the default one. Spans and
+    /// records are attributed to its product.
+    pub fn user_agent(mut self, user_agent: UserAgent) -> Self {
+        self.user_agent = user_agent;
+        self
+    }
+
+    /// Shows every data chunk of every response body to `hook` (a clone of it per response),
+    /// as the body passes: the way to read something from a body (token usage, a JSON-RPC
+    /// error) without buffering it. See [`OnBodyChunk`].
+    pub fn on_body_chunk<H2>(self, hook: H2) -> TelemetryMiddleware<H2> {
+        TelemetryMiddleware {
+            user_agent: self.user_agent,
+            telemetry: self.telemetry,
+            classifier: self.classifier,
+            on_body_chunk: hook,
+            body_sizes: self.body_sizes,
+        }
+    }
+
+    /// Records `http.request.body.size` (a buffered body's length) and
+    /// `http.response.body.size` on the span (off by default: the conventions make them
+    /// opt-in), as `SpanLayer::body_sizes` does for the tower stack.
+    pub fn body_sizes(mut self, record: bool) -> Self {
+        self.body_sizes = record;
+        self
+    }
+
+    /// The product calls are attributed to.
+    pub fn product(&self) -> &Product {
+        self.user_agent.product()
+    }
+}
+
+impl<H: Clone> Clone for TelemetryMiddleware<H> {
+    fn clone(&self) -> Self {
+        TelemetryMiddleware {
+            user_agent: self.user_agent.clone(),
+            telemetry: self.telemetry.clone(),
+            classifier: self.classifier.clone(),
+            on_body_chunk: self.on_body_chunk.clone(),
+            body_sizes: self.body_sizes,
+        }
+    }
+}
+
+impl<H> fmt::Debug for TelemetryMiddleware<H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TelemetryMiddleware")
+            .field("user_agent", &self.user_agent)
+            .field("classifier", &self.classifier)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A request extension naming a response header that carries the call's [`OperationId`], for
+/// calls that start an operation the server names (an MCP session id, assigned by the
+/// `initialize` response). Used only when the request has no operation of its own.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OperationIdHeader(pub HeaderName);
+
+/// Longest header value taken as an operation id: longer ones are ignored.
+const MAX_OPERATION_ID_LEN: usize = 256;
+
+#[async_trait::async_trait]
+impl<H> Middleware for TelemetryMiddleware<H>
+where
+    H: OnBodyChunk<Bytes> + Clone + Sync,
+{
+    async fn handle(
+        &self,
+        mut request: Request,
+        extensions: &mut Extensions,
+        next: Next<'_>,
+    ) -> Result<Response> {
+        self.user_agent.apply(request.headers_mut());
+        // A retry middleware further in reports through it how many attempts a failed call took.
+        if extensions.get::<AttemptCounter>().is_none() {
+            extensions.insert(AttemptCounter::new());
+        }
+        // reqwest's URL has been validated; one that `http` cannot hold fails in reqwest too.
+        let uri = Uri::try_from(request.url().as_str()).unwrap_or_default();
+        let mut call = CallSpan::start(
+            self.user_agent.product(),
+            Direction::Client,
+            request.method(),
+            &uri,
+            request.headers(),
+            extensions,
+        );
+        call.set_protocol_version(request.version());
+        if self.body_sizes {
+            let size = request
+                .body()
+                .and_then(reqwest::Body::as_bytes)
+                .map(|b| b.len() as u64);
+            call.record_body_sizes(size);
+        }
+        let result = InSpan {
+            span: call.span(),
+            inner: next.run(request, extensions),
+        }
+        .await;
+        match result {
+            Ok(response) => {
+                call.set_protocol_version(response.version());
+                call.classify_response(
+                    &self.classifier,
+                    response.status(),
+                    response.headers(),
+                    extensions,
+                );
+                if call.record().operation_id.is_none() {
+                    operation_from_header(&mut call, extensions, response.headers());
+                }
+                Ok(trace_response(
+                    response,
+                    call,
+                    &self.classifier,
+                    &self.telemetry,
+                    self.on_body_chunk.clone(),
+                ))
+            }
+            Err(error) => {
+                self.telemetry
+                    .record(call.fail(&self.classifier, inner_error(&error)));
+                Err(error)
+            }
+        }
+    }
+}
+
+/// Takes the call's operation from the response header an [`OperationIdHeader`] names.
+fn operation_from_header(call: &mut CallSpan, extensions: &Extensions, headers: &http::HeaderMap) {
+    let Some(OperationIdHeader(name)) = extensions.get::<OperationIdHeader>() else {
+        return;
+    };
+    let Some(id) = headers
+        .get(name)
+        .and_then(|value| value.to_str().ok())
+        .filter(|id| !id.is_empty() && id.len() <= MAX_OPERATION_ID_LEN)
+    else {
+        return;
+    };
+    let id = OperationId::new(id);
+    call.span().record("kasal.operation_id", id.as_str());
+    call.record_mut().operation_id = Some(id);
+}
+
+pin_project! {
+    /// Polls the rest of the chain with a span entered, without cloning the span.
+    pub(super) struct InSpan<'a, F> {
+        pub(super) span: &'a Span,
+        #[pin]
+        pub(super) inner: F,
+    }
+}
+
+impl<F: Future> Future for InSpan<'_, F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let _entered = this.span.enter();
+        this.inner.poll(cx)
+    }
+}
