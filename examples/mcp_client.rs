@@ -1,89 +1,27 @@
-//! An MCP client on the official Rust SDK (rmcp) with the kasal telemetry stack, against an
-//! rmcp streamable-HTTP server started in-process on 127.0.0.1: `initialize`, `tools/list`,
-//! one `tools/call`, then what the pipeline recorded, as JSON lines. Offline; exits 0.
+//! An MCP client on the official Rust SDK (rmcp) with the kasal telemetry stack: `initialize`,
+//! `tools/list`, one `tools/call`, then what the pipeline recorded, as JSON lines.
 //!
 //! ```text
-//! cargo run --example mcp_client --features mcp
+//! cargo run --example mcp_client --features mcp                 # the local workspace's MCP server
+//! MCP_URL=http://127.0.0.1:8000/mcp cargo run --example mcp_client --features mcp   # any server
+//! DATABRICKS_HOST=https://adb-….azuredatabricks.net DATABRICKS_TOKEN=dapi… \
+//!   cargo run --example mcp_client --features mcp               # system.ai on a real workspace
 //! ```
+//!
+//! By default it starts the local development workspace (`kasal-dev-workspace`, whose MCP
+//! endpoint is the official rmcp server) and exits 0 when the session worked. It also runs
+//! against servers written elsewhere: `tests/mcp_python.rs` points it at the Python `mcp`
+//! package's streamable-HTTP server (`dev/mcp_server.py`).
 
-use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::combinators::BoxBody;
+use kasal_dev_workspace::Workspace;
 use kasal_telemetry::mcp::McpClient;
 use kasal_telemetry::{InMemoryExporter, OperationSummary, Rollup, Telemetry};
-use rmcp::handler::server::router::tool::ToolRouter;
-use rmcp::handler::server::wrapper::Parameters;
-use rmcp::model::{CallToolRequestParams, ClientConfig, ServerCapabilities, ServerConfig};
+use rmcp::ServiceExt;
+use rmcp::model::{CallToolRequestParams, ClientConfig};
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
-use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
-use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
-use rmcp::{ServerHandler, ServiceExt, schemars, tool, tool_handler, tool_router};
-
-/// The server: one tool.
-#[derive(Debug, Clone)]
-struct Calculator {
-    tool_router: ToolRouter<Self>,
-}
-
-#[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
-struct SumRequest {
-    a: i64,
-    b: i64,
-}
-
-#[tool_router]
-impl Calculator {
-    #[tool(description = "Sum two numbers")]
-    fn sum(&self, Parameters(SumRequest { a, b }): Parameters<SumRequest>) -> String {
-        (a + b).to_string()
-    }
-}
-
-#[tool_handler(router = self.tool_router)]
-impl ServerHandler for Calculator {
-    fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
-    }
-}
-
-/// Serves rmcp's streamable-HTTP service at `http://127.0.0.1:port/mcp` (any path, here).
-async fn start_server() -> std::io::Result<SocketAddr> {
-    let service: StreamableHttpService<Calculator, LocalSessionManager> =
-        StreamableHttpService::new(
-            || {
-                Ok(Calculator {
-                    tool_router: Calculator::tool_router(),
-                })
-            },
-            Default::default(),
-            StreamableHttpServerConfig::default().with_sse_keep_alive(None),
-        );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let service = service.clone();
-            let handler = hyper::service::service_fn(move |request| {
-                let service = service.clone();
-                async move {
-                    let response = tower::ServiceExt::oneshot(service, request).await?;
-                    Ok::<_, Infallible>(response.map(BoxBody::<Bytes, Infallible>::new))
-                }
-            });
-            tokio::spawn(async move {
-                let io = hyper_util::rt::TokioIo::new(stream);
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(io, handler)
-                    .await;
-            });
-        }
-    });
-    Ok(addr)
-}
 
 /// What one session left in the pipeline.
 #[derive(Debug)]
@@ -98,9 +36,21 @@ pub struct Report {
     pub rollups: Vec<Rollup>,
 }
 
-/// Runs one MCP session through the telemetry stack and returns what was recorded.
+/// Runs one MCP session against the local workspace's MCP endpoint.
 pub async fn run() -> Result<Report, Box<dyn std::error::Error + Send + Sync>> {
-    let addr = start_server().await?;
+    let workspace = Workspace::start().await?;
+    let report = run_against(&workspace.mcp_url(), None).await;
+    workspace.shutdown().await;
+    report
+}
+
+/// Runs one MCP session through the telemetry stack against `url` (with `token` as a bearer
+/// token, if any) and returns what was recorded. Calls `add(40, 2)` when the server has it,
+/// else `echo`.
+pub async fn run_against(
+    url: &str,
+    token: Option<&str>,
+) -> Result<Report, Box<dyn std::error::Error + Send + Sync>> {
     let exporter = InMemoryExporter::new();
     let telemetry = Telemetry::builder()
         .exporter(exporter.clone())
@@ -109,24 +59,36 @@ pub async fn run() -> Result<Report, Box<dyn std::error::Error + Send + Sync>> {
 
     // The official SDK's transport, over the telemetry stack: `kasal_mcp/<version>`, one span
     // and one record per request, the session as the operation.
-    let transport = StreamableHttpClientTransport::with_client(
-        McpClient::new(&telemetry),
-        StreamableHttpClientTransportConfig::with_uri(format!("http://{addr}/mcp")),
-    );
+    let mut config = StreamableHttpClientTransportConfig::with_uri(url);
+    if let Some(token) = token {
+        config = config.auth_header(token);
+    }
+    let transport = StreamableHttpClientTransport::with_client(McpClient::new(&telemetry), config);
     let client = ClientConfig::default().serve(transport).await?; // initialize
     let tools = client.list_all_tools().await?; // tools/list
-    let arguments = serde_json::json!({ "a": 40, "b": 2 });
-    let result = client
-        .call_tool(
-            CallToolRequestParams::new("sum")
-                .with_arguments(arguments.as_object().cloned().unwrap_or_default()),
+    let has = |name: &str| tools.iter().any(|tool| tool.name == name);
+    let call = if has("add") {
+        Some(
+            CallToolRequestParams::new("add")
+                .with_arguments(arguments(serde_json::json!({"a": 40, "b": 2}))),
         )
-        .await?; // tools/call
-    let answer = result
-        .content
-        .iter()
-        .filter_map(|content| content.as_text().map(|text| text.text.clone()))
-        .collect::<String>();
+    } else if has("echo") {
+        Some(
+            CallToolRequestParams::new("echo")
+                .with_arguments(arguments(serde_json::json!({"text": "42"}))),
+        )
+    } else {
+        None
+    };
+    let mut answer = String::new();
+    if let Some(call) = call {
+        let result = client.call_tool(call).await?; // tools/call
+        answer = result
+            .content
+            .iter()
+            .filter_map(|content| content.as_text().map(|text| text.text.clone()))
+            .collect::<String>();
+    }
     client.cancel().await?; // DELETE: the session's operation completes
 
     telemetry.shutdown().await;
@@ -138,11 +100,40 @@ pub async fn run() -> Result<Report, Box<dyn std::error::Error + Send + Sync>> {
     })
 }
 
+fn arguments(value: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
+    value.as_object().cloned().unwrap_or_default()
+}
+
 #[allow(dead_code)] // also compiled into `tests/mcp.rs`, which calls `run` only
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let report = tokio::time::timeout(Duration::from_secs(30), run()).await??;
-    println!("tools: {:?}; sum(40, 2) = {}", report.tools, report.answer);
+    // A real workspace's system.ai MCP server, any server at MCP_URL, else the local workspace.
+    let real = match (
+        std::env::var("DATABRICKS_HOST"),
+        std::env::var("DATABRICKS_TOKEN"),
+    ) {
+        (Ok(host), Ok(token)) if !host.is_empty() && !token.is_empty() => {
+            let host = host.trim_end_matches('/');
+            let host = if host.contains("://") {
+                host.to_owned()
+            } else {
+                format!("https://{host}")
+            };
+            Some((
+                format!("{host}{}", kasal_dev_workspace::MCP_PATH),
+                Some(token),
+            ))
+        }
+        _ => std::env::var("MCP_URL").ok().map(|url| (url, None)),
+    };
+    let session = async {
+        match &real {
+            Some((url, token)) => run_against(url, token.as_deref()).await,
+            None => run().await,
+        }
+    };
+    let report = tokio::time::timeout(Duration::from_secs(30), session).await??;
+    println!("tools: {:?}; answer: {}", report.tools, report.answer);
     for operation in &report.operations {
         println!(
             "{}",
