@@ -82,10 +82,11 @@ pub use telemetry::TelemetryBatch;
 
 use state::{Settings, Shared};
 
-/// The flag the `kasal-telemetry` exporter asks for, served as `"true"` unless the builder says
+/// The flag the `kasal-telemetry` exporter asks for by default (`FeatureFlagCache::DEFAULT_FLAG`,
+/// the Python connector's), served as `"true"` unless the builder says
 /// otherwise.
 pub const DEFAULT_TELEMETRY_FLAG: &str =
-    "databricks.partnerplatform.clientConfigsFeatureFlags.enableTelemetryForKasal";
+    "databricks.partnerplatform.clientConfigsFeatureFlags.enableTelemetryForPythonDriver";
 
 /// The secret scope served by default, with [`DEFAULT_SECRET_KEYS`].
 pub const DEFAULT_SECRET_SCOPE: &str = "kasal";
