@@ -42,8 +42,8 @@ const REDACTED: &[u8] = b"REDACTED";
 
 /// Keys whose value is a secret, matched case-insensitively anywhere (`access_token`,
 /// `client_secret`, `X-Forwarded-Access-Token`, `DB_PASSWORD`), optionally followed by a
-/// suffix of up to [`MAX_KEY_SUFFIX`] characters of `[A-Za-z0-9_-]` (`secret_key`,
-/// `token_value`). `tokens` alone is a count, not a key (`max_tokens: 4096`).
+/// suffix of `[A-Za-z0-9_-]` (`secret_key`, `token_value`). `tokens` alone is a count, not a
+/// key (`max_tokens: 4096`).
 const KEYS: [&[u8]; 10] = [
     b"token",
     b"password",
@@ -56,9 +56,6 @@ const KEYS: [&[u8]; 10] = [
     b"credential",
     b"private_key",
 ];
-
-/// The longest suffix after a key word (`_key` in `secret_key`).
-const MAX_KEY_SUFFIX: usize = 32;
 
 /// HTTP authentication schemes whose credential follows after whitespace.
 const SCHEMES: [&[u8]; 2] = [b"bearer", b"basic"];
@@ -112,8 +109,24 @@ static STARTS: [bool; 256] = {
 /// assert!(matches!(redact("nothing secret"), std::borrow::Cow::Borrowed(_)));
 /// ```
 pub fn redact(text: &str) -> Cow<'_, str> {
-    Scanner::new(text).run()
+    let mut redacted = match Scanner::new(text).run() {
+        Cow::Owned(redacted) => redacted,
+        unchanged => return unchanged,
+    };
+    // Make the result a fixed point, so that redacting it again changes nothing even where
+    // the cap cut a key from its value or a replacement joined a key to a separator. The
+    // passes run over at most `MAX_REDACTED_LEN` bytes; two are almost always enough.
+    for _ in 0..MAX_PASSES {
+        match Scanner::new(&redacted).run() {
+            Cow::Borrowed(same) if same.len() == redacted.len() => break,
+            again => redacted = again.into_owned(),
+        }
+    }
+    Cow::Owned(redacted)
 }
+
+/// How many times [`redact`] re-reads its own output at most.
+const MAX_PASSES: usize = 4;
 
 /// `text` cut to at most [`MAX_REDACTED_LEN`] bytes on a char boundary.
 fn truncate(text: &str) -> &str {
@@ -200,6 +213,25 @@ fn ends_value(c: u8) -> bool {
     c.is_ascii_whitespace() || c == b'&' || c == b'"'
 }
 
+/// The end of an unquoted value starting at `j`: the first byte that [`ends_value`], or `\"`.
+/// A value holding a URL (`//`) runs to the end of the URL instead, as `&` does not end a
+/// URL's userinfo.
+fn unquoted_end(b: &[u8], j: usize) -> usize {
+    let mut k = j;
+    let mut url = false;
+    while k < b.len() {
+        let c = b[k];
+        if c == b'/' && b.get(k + 1) == Some(&b'/') {
+            url = true;
+        }
+        if (ends_value(c) && !(url && c == b'&')) || (c == b'\\' && b.get(k + 1) == Some(&b'"')) {
+            break;
+        }
+        k += 1;
+    }
+    k
+}
+
 /// Raw bytes that cannot stand unescaped in a URL, so end the userinfo look-ahead.
 fn ends_url(c: u8) -> bool {
     c.is_ascii_whitespace()
@@ -214,15 +246,20 @@ fn ends_user(c: u8) -> bool {
     c.is_ascii_whitespace() || matches!(c, b'/' | b'\\' | b':' | b'"' | b'\'' | b'&')
 }
 
-/// What the end of a replaced span looks like: a key (its value may follow) or an
-/// authentication scheme (its credential may follow).
+/// What the end of a replaced span looks like: a key, a key and its separator, or an
+/// authentication scheme. Then what follows the span is that key's value or that scheme's
+/// credential.
 enum Tail {
     Key,
+    Separator,
     Scheme,
+    /// A scheme name and the spaces after it.
+    SchemeSpaced,
 }
 
-/// Whether `span` (already replaced) ends with a key or a scheme name, so that what follows
-/// it must be read as that key's value: `eyJ…token=v`, `dapi…_password: v`, `…Bearer v`.
+/// Whether `span` (already replaced) ends with a key (and maybe its separator) or a scheme
+/// name, so that what follows it must be read as a value: `eyJ…token=v`, `Bearer x{'token': 'v'}`,
+/// `dapi…_password: v`, `…Bearer v`. Looks at the last few dozen bytes only.
 fn tail_of(span: &[u8]) -> Option<Tail> {
     let ends_with = |word: &[u8]| {
         span.len() >= word.len() && span[span.len() - word.len()..].eq_ignore_ascii_case(word)
@@ -230,23 +267,72 @@ fn tail_of(span: &[u8]) -> Option<Tail> {
     if SCHEMES.iter().any(|scheme| ends_with(scheme)) {
         return Some(Tail::Scheme);
     }
-    let from = span.len().saturating_sub(MAX_KEY_SUFFIX + 11);
-    (from..span.len())
-        .any(|p| {
-            KEYS.iter().any(|key| {
-                let rest = &span[p..];
-                rest.len() >= key.len()
-                    && rest[..key.len()].eq_ignore_ascii_case(key)
-                    && is_key_with_suffix(key, &rest[key.len()..])
-            })
+    let mut spaced = span.len();
+    loop {
+        match span[..spaced] {
+            [.., b' ' | b'\t' | b'+'] => spaced -= 1,
+            [.., b'%', b'2', b'0'] => spaced -= 3,
+            _ => break,
+        }
+    }
+    if spaced < span.len()
+        && SCHEMES.iter().any(|scheme| {
+            spaced >= scheme.len()
+                && span[spaced - scheme.len()..spaced].eq_ignore_ascii_case(scheme)
         })
-        .then_some(Tail::Key)
+    {
+        return Some(Tail::SchemeSpaced);
+    }
+    // The separator part is short; before it, the key and its suffix are one run of key bytes.
+    let mut run = span.len();
+    let floor = span.len().saturating_sub(16);
+    while run > floor && !is_key_suffix(span[run - 1]) {
+        run -= 1;
+    }
+    while run > 0 && is_key_suffix(span[run - 1]) {
+        run -= 1;
+    }
+    (run..span.len()).find_map(|p| {
+        if !STARTS[usize::from(span[p])] {
+            return None;
+        }
+        KEYS.iter().find_map(|key| {
+            let key_end = word_at(span, p, key)?;
+            let suffix_end = run_end(span, key_end, is_key_suffix);
+            if !is_key_with_suffix(key, &span[key_end..suffix_end]) {
+                return None;
+            }
+            separator_tail(span, suffix_end)
+        })
+    })
+}
+
+/// Whether `span[q..]` is the start of a separator (quotes, spaces) or a whole one (`":`,
+/// `" = `, `%3D`), so that the value follows the span.
+fn separator_tail(span: &[u8], mut q: usize) -> Option<Tail> {
+    while let Some((b'"' | b'\'' | b'\\' | b' ' | b'\t', n)) = at(span, q) {
+        q += n;
+    }
+    if q == span.len() {
+        return Some(Tail::Key);
+    }
+    let (c, n) = at(span, q)?;
+    if c != b'=' && c != b':' {
+        return None;
+    }
+    q += n;
+    if matches!(span.get(q), Some(b'=' | b'>')) {
+        q += 1;
+    }
+    while let Some((b' ' | b'\t' | b'\r' | b'\n', n)) = at(span, q) {
+        q += n;
+    }
+    (q == span.len()).then_some(Tail::Separator)
 }
 
 /// Whether `suffix`, after the key word `key`, still makes a key.
 fn is_key_with_suffix(key: &[u8], suffix: &[u8]) -> bool {
-    suffix.len() <= MAX_KEY_SUFFIX
-        && suffix.iter().all(|&c| is_key_suffix(c))
+    suffix.iter().all(|&c| is_key_suffix(c))
         && !(key == b"token" && suffix.eq_ignore_ascii_case(b"s"))
 }
 
@@ -331,9 +417,30 @@ impl<'a> Scanner<'a> {
     /// the value or credential that follows too (the span swallowed its key). Each round
     /// consumes input, so this stays linear.
     fn follow(&mut self, mut start: usize, mut end: usize) {
-        while let Some(tail) = self.b.get(start..end).and_then(tail_of) {
+        loop {
+            // The span's own end, or a key glued before it that its replacement now joins
+            // to what follows (`token` + `eyJa.b.c` + `=v` reads `tokenREDACTED=v`).
+            let tail = self
+                .b
+                .get(start..end)
+                .and_then(tail_of)
+                .or_else(|| self.output_tail());
+            let Some(tail) = tail else {
+                return;
+            };
             let next = match tail {
+                Tail::SchemeSpaced => {
+                    let value_end = unquoted_end(self.b, end);
+                    (end < value_end).then_some((end, value_end))
+                }
                 Tail::Key => self.value_after_key(end),
+                Tail::Separator => {
+                    let mut j = end;
+                    while let Some((b' ' | b'\t' | b'\r' | b'\n', n)) = at(self.b, j) {
+                        j += n;
+                    }
+                    self.value_at(j)
+                }
                 Tail::Scheme => self.credential_after_scheme(end),
             };
             let Some((value_start, value_end)) = next else {
@@ -341,6 +448,15 @@ impl<'a> Scanner<'a> {
             };
             self.emit(value_start, value_end, REDACTED);
             (start, end) = (value_start, value_end);
+        }
+    }
+
+    /// [`Tail::Key`] if the output so far ends with a key glued to the last replacement.
+    fn output_tail(&self) -> Option<Tail> {
+        let recent = &self.out[self.out.len().saturating_sub(64)..];
+        match tail_of(recent) {
+            Some(Tail::Key) => Some(Tail::Key),
+            _ => None,
         }
     }
 
@@ -369,6 +485,17 @@ impl<'a> Scanner<'a> {
             return None;
         }
         let (start, end) = self.value_after_key(suffix_end)?;
+        // The key is kept, but a token glued inside it (`tokendapi…=v`) is not.
+        let mut k = key_end;
+        while k < suffix_end {
+            match pat_end(self.b, k, suffix_end).or_else(|| jwt_end(self.b, k, suffix_end)) {
+                Some(secret_end) => {
+                    self.emit(k, secret_end, REDACTED);
+                    k = secret_end;
+                }
+                None => k += 1,
+            }
+        }
         Some(self.replace(start, end))
     }
 
@@ -490,16 +617,7 @@ impl<'a> Scanner<'a> {
                 // that the `REDACTED` left behind is read the same way again).
                 (j, run_end(b, end, |c| !ends_value(c)))
             }
-            _ => {
-                let mut k = j;
-                while k < len
-                    && !ends_value(b[k])
-                    && !(b[k] == b'\\' && b.get(k + 1) == Some(&b'"'))
-                {
-                    k += 1;
-                }
-                (j, k)
-            }
+            _ => (j, unquoted_end(b, j)),
         };
         (start < end).then_some((start, end))
     }
@@ -532,67 +650,19 @@ impl<'a> Scanner<'a> {
         if j == i {
             return None;
         }
-        let end = run_end(self.b, j, |c| !ends_value(c));
+        let end = unquoted_end(self.b, j);
         (j < end).then_some((j, end))
     }
 
-    /// `dapi…`, `dkea…`, `dose…` (any case): 16 or more hex digits anywhere (and a `-N`
-    /// suffix), or 6 or more word characters at the start of a word.
+    /// `dapi…`, `dkea…`, `dose…` tokens; see [`pat_end`].
     fn databricks_token(&mut self, i: usize) -> Option<usize> {
-        let b = self.b;
-        let body = PAT_PREFIXES
-            .iter()
-            .find_map(|prefix| word_at(b, i, prefix))?;
-        let hex_end = run_end(b, body, |c| c.is_ascii_hexdigit());
-        if hex_end - body >= 16 {
-            // A secret glued after it may begin with hex letters (`…abasic`, `…dapi…`): stop
-            // where it starts, so its own matcher sees it.
-            let glued =
-                (hex_end.saturating_sub(3).max(body + 16)..hex_end).find(|&k| starts_secret(b, k));
-            let end = match glued {
-                Some(k) => k,
-                None if b.get(hex_end) == Some(&b'-') => {
-                    let digits = run_end(b, hex_end + 1, |c| c.is_ascii_digit());
-                    if digits > hex_end + 1 {
-                        digits
-                    } else {
-                        hex_end
-                    }
-                }
-                None => hex_end,
-            };
-            return Some(self.replace(i, end));
-        }
-        let word_start = i == 0 || !(b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'_');
-        let end = run_end(b, body, is_key_suffix);
-        (word_start && end - body >= 6).then(|| self.replace(i, end))
+        let end = pat_end(self.b, i, self.b.len())?;
+        Some(self.replace(i, end))
     }
 
-    /// A JWT, or any base64 JSON: `eyJ` and 4 or more base64 characters, then any `.`-joined
-    /// segments (and the trailing `.` of an unsigned token).
+    /// JWTs; see [`jwt_end`].
     fn jwt(&mut self, i: usize) -> Option<usize> {
-        let b = self.b;
-        if !b[i..].starts_with(b"eyJ") {
-            return None;
-        }
-        let first = run_end(b, i + 3, is_base64);
-        if first - (i + 3) < 4 {
-            return None;
-        }
-        let mut end = first;
-        let mut dots = 0;
-        while b.get(end) == Some(&b'.') {
-            let next = run_end(b, end + 1, is_base64);
-            if next > end + 1 {
-                end = next;
-                dots += 1;
-            } else {
-                if dots == 1 {
-                    end += 1;
-                }
-                break;
-            }
-        }
+        let end = jwt_end(self.b, i, self.b.len())?;
         Some(self.replace(i, end))
     }
 
@@ -617,7 +687,9 @@ impl<'a> Scanner<'a> {
                     return Some(j);
                 }
                 b':' => break,
-                b'@' | b'/' | b'?' | b'#' => return None,
+                // `~` is what a home directory became (`//x/home/a:…` → `//x~:…`): never a
+                // user, so that redacting again finds nothing new.
+                b'@' | b'/' | b'?' | b'#' | b'~' => return None,
                 _ => j += n,
             }
         }
@@ -701,6 +773,70 @@ impl<'a> Scanner<'a> {
         self.follow(user, end);
         Some(self.copied)
     }
+}
+
+/// The end of a `dapi…`, `dkea…` or `dose…` token (prefix in any case) starting at `i`, not
+/// past `limit`: 16 or more hex digits anywhere (and a `-N` suffix), or 6 or more word
+/// characters at the start of a word.
+fn pat_end(b: &[u8], i: usize, limit: usize) -> Option<usize> {
+    let b = &b[..limit];
+    if !matches!(b.get(i), Some(b'd' | b'D')) {
+        return None;
+    }
+    let body = PAT_PREFIXES
+        .iter()
+        .find_map(|prefix| word_at(b, i, prefix))?;
+    let hex_end = run_end(b, body, |c| c.is_ascii_hexdigit());
+    if hex_end - body >= 16 {
+        // A secret glued after it may begin with hex letters (`…abasic`, `…dapi…`): stop
+        // where it starts, so its own matcher sees it.
+        let glued =
+            (hex_end.saturating_sub(3).max(body + 16)..hex_end).find(|&k| starts_secret(b, k));
+        return Some(match glued {
+            Some(k) => k,
+            None if b.get(hex_end) == Some(&b'-') => {
+                let digits = run_end(b, hex_end + 1, |c| c.is_ascii_digit());
+                if digits > hex_end + 1 {
+                    digits
+                } else {
+                    hex_end
+                }
+            }
+            None => hex_end,
+        });
+    }
+    let word_start = i == 0 || !(b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'_');
+    let end = run_end(b, body, is_key_suffix);
+    (word_start && end - body >= 6).then_some(end)
+}
+
+/// The end of a JWT, or any base64 JSON, starting at `i`, not past `limit`: `eyJ` and 4 or
+/// more base64 characters, then any `.`-joined segments (and the trailing `.` of an unsigned
+/// token).
+fn jwt_end(b: &[u8], i: usize, limit: usize) -> Option<usize> {
+    let b = &b[..limit];
+    if !b.get(i..)?.starts_with(b"eyJ") {
+        return None;
+    }
+    let first = run_end(b, i + 3, is_base64);
+    if first - (i + 3) < 4 {
+        return None;
+    }
+    let mut end = first;
+    let mut dots = 0;
+    while b.get(end) == Some(&b'.') {
+        let next = run_end(b, end + 1, is_base64);
+        if next > end + 1 {
+            end = next;
+            dots += 1;
+        } else {
+            if dots == 1 {
+                end += 1;
+            }
+            break;
+        }
+    }
+    Some(end)
 }
 
 /// Whether a key, a scheme name, a token prefix or `eyJ` starts at `k`.
