@@ -203,8 +203,9 @@ fn is_key_suffix(c: u8) -> bool {
     c.is_ascii_alphanumeric() || c == b'_' || c == b'-'
 }
 
+/// base64url, as in JWTs (no `+`, `/` or `=`: they would swallow separators).
 fn is_base64(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'+' | b'=')
+    c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-')
 }
 
 /// Raw bytes that end an unquoted value: whitespace, `&` (the next query pair) and `"` (the
@@ -255,6 +256,8 @@ enum Tail {
     Scheme,
     /// A scheme name and the spaces after it.
     SchemeSpaced,
+    /// A key, its separator and the start of an unquoted value, which goes on after the span.
+    Continues,
 }
 
 /// Whether `span` (already replaced) ends with a key (and maybe its separator) or a scheme
@@ -283,12 +286,9 @@ fn tail_of(span: &[u8]) -> Option<Tail> {
     {
         return Some(Tail::SchemeSpaced);
     }
-    // The separator part is short; before it, the key and its suffix are one run of key bytes.
-    let mut run = span.len();
-    let floor = span.len().saturating_sub(16);
-    while run > floor && !is_key_suffix(span[run - 1]) {
-        run -= 1;
-    }
+    // The separator part is short (16 bytes at most are looked at); before it, the key and its
+    // suffix are one run of key bytes.
+    let mut run = span.len().saturating_sub(16);
     while run > 0 && is_key_suffix(span[run - 1]) {
         run -= 1;
     }
@@ -327,7 +327,11 @@ fn separator_tail(span: &[u8], mut q: usize) -> Option<Tail> {
     while let Some((b' ' | b'\t' | b'\r' | b'\n', n)) = at(span, q) {
         q += n;
     }
-    (q == span.len()).then_some(Tail::Separator)
+    if q == span.len() {
+        Some(Tail::Separator)
+    } else {
+        (!span[q..].iter().any(|&c| ends_value(c))).then_some(Tail::Continues)
+    }
 }
 
 /// Whether `suffix`, after the key word `key`, still makes a key.
@@ -429,7 +433,7 @@ impl<'a> Scanner<'a> {
                 return;
             };
             let next = match tail {
-                Tail::SchemeSpaced => {
+                Tail::SchemeSpaced | Tail::Continues => {
                     let value_end = unquoted_end(self.b, end);
                     (end < value_end).then_some((end, value_end))
                 }
@@ -684,7 +688,8 @@ impl<'a> Scanner<'a> {
                 _ if n == 1 && ends_url(c) => return None,
                 b'@' if j > start => {
                     self.emit(start, j, REDACTED);
-                    return Some(j);
+                    self.follow(start, j);
+                    return Some(self.copied);
                 }
                 b':' => break,
                 // `~` is what a home directory became (`//x/home/a:…` → `//x~:…`): never a
@@ -695,7 +700,8 @@ impl<'a> Scanner<'a> {
         }
         let at_sign = self.last_at(j).filter(|&k| k > j)?;
         self.emit(start, at_sign, REDACTED);
-        Some(at_sign)
+        self.follow(start, at_sign);
+        Some(self.copied)
     }
 
     /// The last `@` (or `%40`) from `j` to the end of the URL run containing `j` (remembered
@@ -760,8 +766,21 @@ impl<'a> Scanner<'a> {
         let b = self.b;
         let mut end = user;
         while let Some((c, n)) = at(b, end) {
-            if c == b'/' || (n == 1 && ends_user(c)) || (c == b':' && n == 3) {
+            // Encoded too: a user name holds no space, `=`, quote or `:`, and `…bearer%20v`,
+            // `…token%3Dv` must end it.
+            if matches!(c, b'/' | b' ' | b'+' | b'=' | b'"' | b'\'' | b':')
+                || (n == 1 && ends_user(c))
+            {
                 break;
+            }
+            if c >= 0x80 {
+                // Whole characters, so that a Unicode space ends the name too.
+                match self.text.get(end..).and_then(|rest| rest.chars().next()) {
+                    Some(ch) if ch.is_whitespace() => break,
+                    Some(ch) => end += ch.len_utf8(),
+                    None => end += 1,
+                }
+                continue;
             }
             end += n;
         }
