@@ -619,7 +619,7 @@ impl<'a> Scanner<'a> {
                 };
                 // Whatever is glued after the bracket goes too, as for an unquoted value (so
                 // that the `REDACTED` left behind is read the same way again).
-                (j, run_end(b, end, |c| !ends_value(c)))
+                (j, unquoted_end(b, end))
             }
             _ => (j, unquoted_end(b, j)),
         };
@@ -1320,6 +1320,11 @@ mod tests {
                 r#""secret": REDACTED ok"#,
             ),
             ("token=abc&page=2", "token=REDACTED&page=2"),
+            // Found by the million-case run: a bracket value glued to a URL with userinfo.
+            (
+                "token%3D[]aA!x_https://aa:&aA?##&#aA@aaa.com",
+                "token%3DREDACTED@aaa.com",
+            ),
             ("token=&page=2", "token=&page=2"),
             // Schemes: Unicode and encoded spaces, a credential swallowing a key.
             ("BASIC\u{a0}abc", "BASIC\u{a0}REDACTED"),
