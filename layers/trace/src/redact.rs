@@ -1323,7 +1323,7 @@ mod tests {
             // Found by the million-case run: a bracket value glued to a URL with userinfo.
             (
                 "token%3D[]aA!x_https://aa:&aA?##&#aA@aaa.com",
-                "token%3DREDACTED@aaa.com",
+                "token%3DREDACTED",
             ),
             ("token=&page=2", "token=&page=2"),
             // Schemes: Unicode and encoded spaces, a credential swallowing a key.
