@@ -481,8 +481,13 @@ impl<'a> Scanner<'a> {
 
     /// `token=v`, `"client_secret": "v"`, `{\"password\":\"v\"}`, `api_key%3Dv`, ...
     fn key_value(&mut self, i: usize) -> Option<usize> {
+        let first = match self.b[i] {
+            0xC5 => b's',
+            byte => byte.to_ascii_lowercase(),
+        };
         let (key, key_end) = KEYS
             .iter()
+            .filter(|key| key[0] == first)
             .find_map(|key| word_at(self.b, i, key).map(|end| (*key, end)))?;
         let suffix_end = self.suffix_end(key_end);
         if !is_key_with_suffix(key, &self.b[key_end..suffix_end]) {
