@@ -292,6 +292,10 @@ fn tail_of(span: &[u8]) -> Option<Tail> {
     while run > 0 && is_key_suffix(span[run - 1]) {
         run -= 1;
     }
+    // A key whose unquoted value started inside the span (`//u:p@h/?token=ab` + `@cd`) can
+    // stand further back: anywhere after the span's last value terminator.
+    let unterminated = span.iter().rposition(|&c| ends_value(c)).map_or(0, |k| k + 1);
+    let run = run.min(unterminated);
     (run..span.len()).find_map(|p| {
         if !STARTS[usize::from(span[p])] {
             return None;
@@ -1325,6 +1329,10 @@ mod tests {
                 r#""secret": REDACTED ok"#,
             ),
             ("token=abc&page=2", "token=REDACTED&page=2"),
+            (
+                "https://aa:_~0aa!0#&a@aaa.comx_token%3DAAa(a_(a#aA(]#@0]A#A]a",
+                "https://REDACTEDREDACTED",
+            ),
             // Found by the million-case run: a bracket value glued to a URL with userinfo.
             (
                 "token%3D[]aA!x_https://aa:&aA?##&#aA@aaa.com",
