@@ -294,21 +294,34 @@ fn tail_of(span: &[u8]) -> Option<Tail> {
     }
     // A key whose unquoted value started inside the span (`//u:p@h/?token=ab` + `@cd`) can
     // stand further back: anywhere after the span's last value terminator.
-    let unterminated = span.iter().rposition(|&c| ends_value(c)).map_or(0, |k| k + 1);
+    let unterminated = span
+        .iter()
+        .rposition(|&c| ends_value(c))
+        .map_or(0, |k| k + 1);
     let run = run.min(unterminated);
-    (run..span.len()).find_map(|p| {
+    // A key right at the end (`…x_token: `) wins over an earlier one whose value merely
+    // runs to the end (`atoken=x_token:`).
+    let mut continues = None;
+    for p in run..span.len() {
         if !STARTS[usize::from(span[p])] {
-            return None;
+            continue;
         }
-        KEYS.iter().find_map(|key| {
-            let key_end = word_at(span, p, key)?;
+        for key in KEYS {
+            let Some(key_end) = word_at(span, p, key) else {
+                continue;
+            };
             let suffix_end = run_end(span, key_end, is_key_suffix);
             if !is_key_with_suffix(key, &span[key_end..suffix_end]) {
-                return None;
+                continue;
             }
-            separator_tail(span, suffix_end)
-        })
-    })
+            match separator_tail(span, suffix_end) {
+                Some(Tail::Continues) => continues = continues.or(Some(Tail::Continues)),
+                Some(tail) => return Some(tail),
+                None => {}
+            }
+        }
+    }
+    continues
 }
 
 /// Whether `span[q..]` is the start of a separator (quotes, spaces) or a whole one (`":`,
@@ -1329,6 +1342,7 @@ mod tests {
                 r#""secret": REDACTED ok"#,
             ),
             ("token=abc&page=2", "token=REDACTED&page=2"),
+            ("bearer a=atoken=x_token: v", "bearer REDACTED REDACTED"),
             (
                 "https://aa:_~0aa!0#&a@aaa.comx_token%3DAAa(a_(a#aA(]#@0]A#A]a",
                 "https://REDACTEDREDACTED",
