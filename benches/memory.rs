@@ -178,6 +178,50 @@ fn run(runtime: &tokio::runtime::Runtime, paced: bool) -> usize {
     peak
 }
 
+/// The hardening issue's case: 2,048 records carrying 256 KiB errors, then 100,000
+/// operations with 4 KiB ids, recorded through the public API with the exporter stalled.
+/// Returns the peak bytes above the baseline.
+fn oversized(runtime: &tokio::runtime::Runtime) -> usize {
+    let exporter = InMemoryExporter::paused();
+    let telemetry = {
+        let _entered = runtime.enter();
+        Telemetry::builder()
+            .exporter(exporter.clone())
+            .ignore_env()
+            .build()
+    };
+    let filler = "x".repeat(MESSAGE_BYTES);
+    let huge: Arc<str> = Arc::from("e".repeat(256 * 1024));
+    let long_id = "i".repeat(4096);
+    runtime.block_on(tokio::task::yield_now());
+    let baseline = LIVE.load(Relaxed);
+    PEAK.store(baseline, Relaxed);
+    for i in 0..2048 {
+        let mut record = failing_call(i, &filler);
+        // The caller's 256 KiB allocation is shared, not counted as the pipeline's.
+        record.error = Some(huge.clone());
+        telemetry.record(record);
+    }
+    for i in 0..100_000 {
+        let mut record = failing_call(i, &filler);
+        record.operation_id = Some(OperationId::new(format!("{long_id}{i}")));
+        telemetry.record(record);
+        if i % 100 == 99 {
+            std::thread::yield_now();
+        }
+    }
+    let before_shutdown = PEAK.load(Relaxed).saturating_sub(baseline);
+    runtime.block_on(telemetry.shutdown());
+    let peak = PEAK.load(Relaxed).saturating_sub(baseline);
+    drop(telemetry);
+    println!(
+        "  2,048 x 256 KiB errors + 100,000 x 4 KiB ids: peak above baseline {:.2} MiB, before shutdown {:.2} MiB",
+        mib(peak),
+        mib(before_shutdown)
+    );
+    peak
+}
+
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -189,6 +233,8 @@ fn main() {
         "  {CALLS} calls over {OPERATIONS} operation ids, a distinct {MESSAGE_BYTES} B error each"
     );
     let peak = run(&runtime, true).max(run(&runtime, false));
+    println!("(d) oversized input through the public API, exporter stalled:");
+    let peak = peak.max(oversized(&runtime));
     println!(
         "  worst peak {:.2} MiB, limit {:.0} MiB -> {}",
         mib(peak),

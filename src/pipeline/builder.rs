@@ -23,6 +23,14 @@ pub enum ConfigError {
     /// A size or duration that must be positive was zero.
     #[error("telemetry setting `{0}` must be greater than zero")]
     Zero(&'static str),
+    /// A size was above what the underlying primitive accepts.
+    #[error("telemetry setting `{setting}` must be at most {max}")]
+    TooLarge {
+        /// The setting, as its builder method is named.
+        setting: &'static str,
+        /// The largest value accepted.
+        max: usize,
+    },
     /// No exporter was given.
     #[error("telemetry needs an exporter: call `TelemetryBuilder::exporter`")]
     NoExporter,
@@ -225,6 +233,15 @@ impl TelemetryBuilder {
         if let Some((name, _)) = positive.iter().find(|(_, value)| *value == 0) {
             return Err(ConfigError::Zero(name));
         }
+        // tokio's channel panics above its semaphore's limit; the other counts only bound
+        // maps and vectors that grow one entry at a time.
+        let max = tokio::sync::Semaphore::MAX_PERMITS;
+        if config.queue_capacity > max {
+            return Err(ConfigError::TooLarge {
+                setting: "queue_capacity",
+                max,
+            });
+        }
         let durations = [
             ("flush_interval", config.flush_interval),
             ("operation_ttl", config.operation_ttl),
@@ -274,6 +291,51 @@ mod tests {
         assert_eq!(error, ConfigError::Zero("queue_capacity"));
         let error = TelemetryBuilder::new().try_build().unwrap_err();
         assert_eq!(error, ConfigError::NoExporter);
+    }
+
+    #[tokio::test]
+    async fn a_queue_above_tokios_limit_is_a_typed_error_not_a_panic() {
+        let exporter = || tower::service_fn(|_: Batch| async { Ok::<_, BoxError>(()) });
+        for capacity in [usize::MAX, (usize::MAX >> 3) + 1] {
+            let error = TelemetryBuilder::new()
+                .queue_capacity(capacity)
+                .exporter(exporter())
+                .ignore_env()
+                .try_build()
+                .unwrap_err();
+            assert_eq!(
+                error,
+                ConfigError::TooLarge {
+                    setting: "queue_capacity",
+                    max: usize::MAX >> 3,
+                }
+            );
+            assert!(error.to_string().contains("queue_capacity"));
+        }
+        // `build` turns it into a disabled handle, never a panic.
+        let telemetry = TelemetryBuilder::new()
+            .queue_capacity(usize::MAX)
+            .exporter(exporter())
+            .ignore_env()
+            .build();
+        assert!(!telemetry.is_enabled());
+        // Every other count at its extreme builds and runs.
+        let telemetry = TelemetryBuilder::new()
+            .queue_capacity(usize::MAX >> 3)
+            .batch_size(usize::MAX)
+            .max_pending_operations(usize::MAX)
+            .max_errors_per_operation(usize::MAX)
+            .max_error_text_bytes(usize::MAX)
+            .max_message_chars(usize::MAX)
+            .max_export_backlog_bytes(usize::MAX)
+            .max_rollup_keys(usize::MAX)
+            .shutdown_deadline(Duration::ZERO)
+            .exporter(exporter())
+            .ignore_env()
+            .build();
+        assert!(telemetry.is_enabled());
+        telemetry.flush().await;
+        telemetry.shutdown().await;
     }
 
     #[tokio::test]

@@ -241,7 +241,8 @@ impl Telemetry {
 
 impl Inner {
     #[inline]
-    fn record(&self, record: CallRecord) {
+    fn record(&self, mut record: CallRecord) {
+        bound_text(&mut record);
         let shared = &*self.shared;
         if let Some(usage) = record.usage {
             if !shared.rollups.is_closed() {
@@ -272,5 +273,39 @@ impl RecordCall for Telemetry {
     #[inline]
     fn record_call(&self, record: CallRecord) {
         self.record(record);
+    }
+}
+
+/// The longest `caller_id` kept, in bytes.
+const MAX_CALLER_ID_LEN: usize = 256;
+/// The longest `host` kept (a DNS name, `:` and a port); a longer one is dropped.
+const MAX_HOST_LEN: usize = 261;
+
+/// Cuts every text field of a record from the public API to its bound, so the queue and the
+/// aggregator stay bounded in bytes whatever a caller passes: `error` to
+/// [`MAX_REDACTED_LEN`](kasal_trace::MAX_REDACTED_LEN), `route` to `Route::MAX_LEN`,
+/// `caller_id` to 256 bytes (on char boundaries); a `host` with userinfo or over 261 bytes is
+/// dropped. Operation ids are bounded by `OperationId::new`. Costs a few length checks when
+/// nothing is over.
+#[inline]
+fn bound_text(record: &mut CallRecord) {
+    fn cut(text: &mut Option<Arc<str>>, max: usize) {
+        if let Some(long) = text.as_deref().filter(|t| t.len() > max) {
+            let mut end = max;
+            while !long.is_char_boundary(end) {
+                end -= 1;
+            }
+            *text = Some(Arc::from(&long[..end]));
+        }
+    }
+    cut(&mut record.error, kasal_trace::MAX_REDACTED_LEN);
+    cut(&mut record.route, kasal_trace::Route::MAX_LEN);
+    cut(&mut record.caller_id, MAX_CALLER_ID_LEN);
+    if record
+        .host
+        .as_ref()
+        .is_some_and(|host| host.as_str().len() > MAX_HOST_LEN || host.as_str().contains('@'))
+    {
+        record.host = None;
     }
 }

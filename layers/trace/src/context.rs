@@ -65,9 +65,14 @@ impl fmt::Display for SecretToken {
 pub struct OperationId(Arc<str>);
 
 impl OperationId {
-    /// An operation id from the caller's own identifier.
+    /// The longest id kept, in bytes. A longer one keeps its first bytes (cut on a char
+    /// boundary) and ends in `~` and a 16-digit hex hash of the whole id, so distinct long ids
+    /// stay distinct and the pipeline's memory stays bounded.
+    pub const MAX_LEN: usize = 128;
+
+    /// An operation id from the caller's own identifier (bounded to [`MAX_LEN`](Self::MAX_LEN)).
     pub fn new(id: impl Into<Arc<str>>) -> Self {
-        OperationId(id.into())
+        OperationId(bounded(id.into(), Self::MAX_LEN))
     }
 
     /// The id as text.
@@ -202,13 +207,53 @@ impl ExecutionContext {
 pub struct Route(pub Arc<str>);
 
 impl Route {
-    /// A route template.
+    /// The longest template kept, in bytes; a longer one is shortened as
+    /// [`OperationId::new`] shortens ids. (The pipeline also cuts a longer `CallRecord::route`
+    /// built without this constructor.)
+    pub const MAX_LEN: usize = 256;
+
+    /// A route template (bounded to [`MAX_LEN`](Self::MAX_LEN)).
     pub fn new(template: impl Into<Arc<str>>) -> Self {
-        Route(template.into())
+        Route(bounded(template.into(), Self::MAX_LEN))
     }
 
     /// The template as text.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+/// `text` if it is at most `max` bytes, else its head and `~` and a 64-bit FNV-1a hash of all
+/// of it in hex, `max` bytes at most.
+fn bounded(text: Arc<str>, max: usize) -> Arc<str> {
+    if text.len() <= max {
+        return text;
+    }
+    let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    });
+    let mut head = max.saturating_sub(17);
+    while !text.is_char_boundary(head) {
+        head -= 1;
+    }
+    Arc::from(format!("{}~{hash:016x}", &text[..head]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_ids_and_routes_are_bounded_and_stay_distinct() {
+        let a = OperationId::new("é".repeat(2048));
+        let b = OperationId::new(format!("{}x", "é".repeat(2048)));
+        assert!(a.as_str().len() <= OperationId::MAX_LEN);
+        assert_ne!(a, b);
+        assert_eq!(a, OperationId::new("é".repeat(2048)), "deterministic");
+        let short = OperationId::new("stmt-1");
+        assert_eq!(short.as_str(), "stmt-1");
+        let route = Route::new("/x".repeat(4096));
+        assert!(route.as_str().len() <= Route::MAX_LEN);
+        assert!(route.as_str().starts_with("/x/x"));
     }
 }

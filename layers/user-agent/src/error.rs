@@ -36,6 +36,21 @@ pub enum UserAgentError {
         /// What is wrong with it.
         violation: Violation,
     },
+    /// More than [`UserAgent::MAX_EXTRAS`](crate::UserAgent::MAX_EXTRAS) extras were added.
+    #[error("too many User-Agent extras: at most {max}")]
+    TooManyExtras {
+        /// The limit.
+        max: usize,
+    },
+    /// The rendered User-Agent would be longer than
+    /// [`UserAgent::MAX_LEN`](crate::UserAgent::MAX_LEN) bytes.
+    #[error("User-Agent would be {len} bytes long, the limit is {max}")]
+    TooLong {
+        /// Its length in bytes.
+        len: usize,
+        /// The limit in bytes.
+        max: usize,
+    },
     /// An extra value is not 1..=64 characters of `[0-9A-Za-z_.+-]`.
     #[error("invalid value {value:?} for extra key {key:?}: {violation}")]
     InvalidExtraValue {

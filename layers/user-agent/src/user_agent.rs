@@ -46,6 +46,12 @@ pub struct UserAgent {
 }
 
 impl UserAgent {
+    /// The most ` key/value` extras a User-Agent carries.
+    pub const MAX_EXTRAS: usize = 16;
+
+    /// The longest rendered User-Agent, in bytes.
+    pub const MAX_LEN: usize = 512;
+
     /// `kasal_<product>/<this crate's version>`.
     ///
     /// Infallible: every [`Product`] is valid by construction (see [`Product::custom`]).
@@ -74,13 +80,15 @@ impl UserAgent {
                 reason: err.to_string(),
             })
         })?;
+        check_total(&self.product, version, &self.extras)?;
         self.version = Arc::from(version);
         self.header = render(&self.product, &self.version, &self.extras);
         Ok(self)
     }
 
     /// Appends a ` key/value` token. Keys and values are 1..=64 characters of
-    /// `[0-9A-Za-z_.+-]`, like the Databricks SDKs' extras.
+    /// `[0-9A-Za-z_.+-]`, like the Databricks SDKs' extras; at most [`MAX_EXTRAS`](Self::MAX_EXTRAS)
+    /// extras, and the whole header at most [`MAX_LEN`](Self::MAX_LEN) bytes.
     pub fn with_extra(mut self, key: &str, value: &str) -> Result<Self, UserAgentError> {
         check(key, TOKEN_CHARS).map_err(|violation| UserAgentError::InvalidExtraKey {
             key: key.to_owned(),
@@ -91,8 +99,14 @@ impl UserAgent {
             value: value.to_owned(),
             violation,
         })?;
+        if self.extras.len() >= Self::MAX_EXTRAS {
+            return Err(UserAgentError::TooManyExtras {
+                max: Self::MAX_EXTRAS,
+            });
+        }
         let mut extras = self.extras.to_vec();
         extras.push((Box::from(key), Box::from(value)));
+        check_total(&self.product, &self.version, &extras)?;
         self.extras = Arc::from(extras);
         self.header = render(&self.product, &self.version, &self.extras);
         Ok(self)
@@ -208,6 +222,29 @@ impl fmt::Display for UserAgent {
     }
 }
 
+/// The length `render` would produce, checked against [`UserAgent::MAX_LEN`].
+fn check_total(
+    product: &Product,
+    version: &str,
+    extras: &[(Box<str>, Box<str>)],
+) -> Result<(), UserAgentError> {
+    let len = TOKEN_PREFIX.len()
+        + product.as_str().len()
+        + 1
+        + version.len()
+        + extras
+            .iter()
+            .map(|(k, v)| 2 + k.len() + v.len())
+            .sum::<usize>();
+    if len > UserAgent::MAX_LEN {
+        return Err(UserAgentError::TooLong {
+            len,
+            max: UserAgent::MAX_LEN,
+        });
+    }
+    Ok(())
+}
+
 /// Renders the header once; inputs are validated, so the fallback is unreachable in practice.
 fn render(product: &Product, version: &str, extras: &[(Box<str>, Box<str>)]) -> HeaderValue {
     let mut text = format!("{TOKEN_PREFIX}{product}/{version}");
@@ -247,6 +284,34 @@ mod tests {
 
     fn mcp() -> UserAgent {
         UserAgent::new(Product::Mcp).with_version("0.1.0").unwrap()
+    }
+
+    #[test]
+    fn extras_are_limited_in_count_and_total_length() {
+        let mut ua = UserAgent::new(Product::Mcp);
+        for i in 0..UserAgent::MAX_EXTRAS {
+            ua = ua.with_extra(&format!("k{i}"), "v").unwrap();
+        }
+        assert_eq!(
+            ua.clone().with_extra("one", "more"),
+            Err(UserAgentError::TooManyExtras {
+                max: UserAgent::MAX_EXTRAS
+            })
+        );
+        // 200 extras (the 25 KB header) cannot be built.
+        let mut ua = Ok(UserAgent::new(Product::Mcp));
+        for i in 0..200 {
+            ua = ua.and_then(|ua| ua.with_extra(&format!("key{i}"), &"v".repeat(64)));
+        }
+        let error = ua.unwrap_err();
+        assert!(
+            matches!(error, UserAgentError::TooLong { max: 512, .. }),
+            "{error}"
+        );
+        let ok = UserAgent::new(Product::Mcp)
+            .with_extra("a", &"v".repeat(64))
+            .unwrap();
+        assert!(ok.header_value().len() <= UserAgent::MAX_LEN);
     }
 
     #[test]

@@ -8,6 +8,44 @@
 //!
 //! This module never performs I/O: it does not resolve names. A public name that resolves to a
 //! private address (DNS rebinding) is outside what a string check can catch.
+//!
+//! # What is refused (unless `allow_private_hosts(true)`)
+//!
+//! Every address that is not globally routable, after the IANA special-purpose address
+//! registries (IPv4: RFC 6890 and <https://www.iana.org/assignments/iana-ipv4-special-registry>;
+//! IPv6: <https://www.iana.org/assignments/iana-ipv6-special-registry>):
+//!
+//! | range | what | source | error |
+//! |---|---|---|---|
+//! | `0.0.0.0/8` | "this network" | RFC 791 | `Private` |
+//! | `10.0.0.0/8`, `172.16.0.0/12`, `192.168.0.0/16` | private use | RFC 1918 | `Private` |
+//! | `100.64.0.0/10` | shared address space (CGNAT) | RFC 6598 | `Private` |
+//! | `127.0.0.0/8` | loopback | RFC 1122 | `Loopback` |
+//! | `169.254.0.0/16` | link-local | RFC 3927 | `LinkLocal` |
+//! | `169.254.169.254`, `169.254.170.2`, `192.0.0.192` | cloud metadata services | AWS, ECS, OCI | `Metadata` |
+//! | `192.0.0.0/24` | IETF protocol assignments (incl. `192.0.0.170` NAT64 discovery) | RFC 6890, RFC 7050 | `Reserved` |
+//! | `192.0.2.0/24`, `198.51.100.0/24`, `203.0.113.0/24` | documentation | RFC 5737 | `Reserved` |
+//! | `192.88.99.0/24` | 6to4 relay anycast (deprecated) | RFC 7526 | `Reserved` |
+//! | `198.18.0.0/15` | benchmarking | RFC 2544 | `Reserved` |
+//! | `224.0.0.0/4` | multicast | RFC 5771 | `Private` |
+//! | `240.0.0.0/4`, `255.255.255.255` | reserved, limited broadcast | RFC 1112, RFC 919 | `Reserved` / `Private` |
+//! | `::`, `::1` | unspecified, loopback | RFC 4291 | `Private` / `Loopback` |
+//! | `::ffff:0:0/96`, `::ffff:0:0:0/96`, `::/96`, `64:ff9b::/96`, `2002::/16` | IPv4-mapped, -translated, -compatible, NAT64, 6to4 | RFC 4291, RFC 2765, RFC 6052, RFC 3056 | judged by the IPv4 address inside |
+//! | `64:ff9b:1::/48` | local-use NAT64 | RFC 8215 | `Private` |
+//! | `2001::/32` | Teredo | RFC 4380 | judged by the client's IPv4 address (the last 32 bits inverted) and the server's |
+//! | `2001::/23` (rest) | IETF protocol assignments, incl. `2001:2::/48` benchmarking | RFC 2928, RFC 5180 | `Reserved` |
+//! | `2001:db8::/32`, `3fff::/20` | documentation | RFC 3849, RFC 9637 | `Reserved` |
+//! | `fc00::/7` | unique local | RFC 4193 | `Private` |
+//! | `fec0::/10` | site-local (deprecated) | RFC 3879 | `Private` |
+//! | `fe80::/10` | link-local | RFC 4291 | `LinkLocal` |
+//! | `fd00:ec2::254` | AWS metadata (IPv6) | AWS | `Metadata` |
+//! | `ff00::/8` | multicast | RFC 4291 | `Private` |
+//! | everything outside `2000::/3` (`100::/64` discard, `5f00::/16` SRv6, unassigned) | not global unicast | RFC 4291, RFC 6666, RFC 9602 | `Reserved` |
+//!
+//! Names: `localhost` and any name ending in `.localhost` (RFC 6761), `localhost.localdomain`,
+//! `localhost6`, `localhost6.localdomain6`, `ip6-localhost`, `ip6-loopback` (loopback in common
+//! `/etc/hosts` files) are `Loopback`; `metadata.google.internal`, `metadata.goog`,
+//! `metadata.azure.com`, `metadata`, `instance-data`, `instance-data.ec2.internal` are `Metadata`.
 
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -64,6 +102,12 @@ pub enum HostError {
     /// A link-local host (169.254/16, fe80::/10).
     #[error("workspace host `{0}` is a link-local address (allow_private_hosts(true) to permit)")]
     LinkLocal(String),
+    /// Another address that is not globally routable: documentation, benchmarking, reserved
+    /// and protocol-assignment ranges (see the module docs for the table).
+    #[error(
+        "workspace host `{0}` is not a globally routable address (allow_private_hosts(true) to permit)"
+    )]
+    Reserved(String),
     /// A cloud metadata service (169.254.169.254, 192.0.0.192, fd00:ec2::254,
     /// metadata.google.internal, ...).
     #[error(
@@ -121,6 +165,16 @@ const METADATA_NAMES: &[&str] = &[
     "metadata",
     "instance-data",
     "instance-data.ec2.internal",
+];
+
+/// Names that resolve to a loopback address on common systems (`/etc/hosts`).
+const LOOPBACK_NAMES: &[&str] = &[
+    "localhost",
+    "localhost.localdomain",
+    "localhost6",
+    "localhost6.localdomain6",
+    "ip6-localhost",
+    "ip6-loopback",
 ];
 
 /// Parses and checks a workspace host.
@@ -216,7 +270,7 @@ fn check_public(host: &url::Host<&str>) -> Result<(), HostError> {
     match host {
         url::Host::Domain(name) => {
             let name = name.trim_end_matches('.').to_ascii_lowercase();
-            if name == "localhost" || name.ends_with(".localhost") {
+            if LOOPBACK_NAMES.contains(&name.as_str()) || name.ends_with(".localhost") {
                 return Err(HostError::Loopback(name));
             }
             if METADATA_NAMES.contains(&name.as_str()) {
@@ -251,17 +305,60 @@ fn check_ipv4(ip: Ipv4Addr) -> Result<(), HostError> {
         || ip.is_multicast()
     {
         Err(HostError::Private(text))
+    } else if RESERVED_V4
+        .iter()
+        .any(|&(net, bits)| u32::from(ip) >> (32 - bits) == u32::from(net) >> (32 - bits))
+    {
+        Err(HostError::Reserved(text))
     } else {
         Ok(())
     }
 }
+
+/// IPv4 ranges that are neither private nor loopback but not globally routable either.
+const RESERVED_V4: [(Ipv4Addr, u32); 8] = [
+    (Ipv4Addr::new(192, 0, 0, 0), 24),
+    (Ipv4Addr::new(192, 0, 2, 0), 24),
+    (Ipv4Addr::new(192, 88, 99, 0), 24),
+    (Ipv4Addr::new(198, 18, 0, 0), 15),
+    (Ipv4Addr::new(198, 51, 100, 0), 24),
+    (Ipv4Addr::new(203, 0, 113, 0), 24),
+    (Ipv4Addr::new(240, 0, 0, 0), 4),
+    (Ipv4Addr::new(255, 255, 255, 255), 32),
+];
 
 fn check_ipv6(ip: Ipv6Addr) -> Result<(), HostError> {
     if let Some(v4) = embedded_ipv4(ip) {
         return check_ipv4(v4);
     }
     let text = ip.to_string();
-    let first = ip.segments()[0];
+    let [first, second, third, ..] = ip.segments();
+    if (first, second) == (0x2001, 0) {
+        // Teredo: the server's IPv4 address, then the client's with every bit inverted.
+        let [.., s2, s3, _, _, s6, s7] = ip.segments();
+        let pair = |high: u16, low: u16| Ipv4Addr::from((u32::from(high) << 16) | u32::from(low));
+        check_ipv4(pair(s2, s3))?;
+        return check_ipv4(pair(!s6, !s7));
+    }
+    if (first, second, third) == (0x64, 0xff9b, 1) || first & 0xffc0 == 0xfec0 {
+        return Err(HostError::Private(text));
+    }
+    let global_unicast = first & 0xe000 == 0x2000;
+    if ip.is_multicast()
+        || ip.is_unspecified()
+        || ip.is_loopback()
+        || first & 0xfe00 == 0xfc00
+        || first & 0xffc0 == 0xfe80
+    {
+        // Judged below.
+    } else if !global_unicast
+        || first & 0xfe00 == 0x2000 && second < 0x200 // 2001::/23
+        || (first, second) == (0x2001, 0xdb8)
+        || first & 0xfff0 == 0x3ff0
+    // 3fff::/20
+    {
+        return Err(HostError::Reserved(text));
+    }
     if ip == Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254) {
         Err(HostError::Metadata(text))
     } else if ip.is_loopback() {
@@ -434,6 +531,59 @@ mod tests {
         assert!(public("[64:ff9b::8.8.8.8]").is_ok());
         assert!(public("[2002:808:808::1]").is_ok());
         assert!(public("[2606:4700::1111]").is_ok());
+    }
+
+    /// Every host the hardening issue listed as accepted, now refused.
+    #[test]
+    fn rejects_every_listed_non_global_host() {
+        type Case = (&'static str, fn(String) -> HostError, &'static str);
+        let cases: &[Case] = &[
+            ("[fec0::1]", HostError::Private, "fec0::1"),
+            (
+                "[64:ff9b:1::a9fe:a9fe]",
+                HostError::Private,
+                "64:ff9b:1::a9fe:a9fe",
+            ),
+            (
+                "[64:ff9b:1::7f00:1]",
+                HostError::Private,
+                "64:ff9b:1::7f00:1",
+            ),
+            (
+                "[2001:0:4136:e378:8000:63bf:5601:5601]",
+                HostError::Metadata,
+                "169.254.169.254",
+            ),
+            ("198.18.0.1", HostError::Reserved, "198.18.0.1"),
+            ("240.0.0.1", HostError::Reserved, "240.0.0.1"),
+            ("192.0.0.170", HostError::Reserved, "192.0.0.170"),
+            ("192.0.2.1", HostError::Reserved, "192.0.2.1"),
+            ("198.51.100.7", HostError::Reserved, "198.51.100.7"),
+            ("203.0.113.9", HostError::Reserved, "203.0.113.9"),
+            ("[2001:db8::1]", HostError::Reserved, "2001:db8::1"),
+            ("[3fff::1]", HostError::Reserved, "3fff::1"),
+            ("[2001:2::1]", HostError::Reserved, "2001:2::1"),
+            ("[100::1]", HostError::Reserved, "100::1"),
+            ("ip6-localhost", HostError::Loopback, "ip6-localhost"),
+            ("ip6-loopback", HostError::Loopback, "ip6-loopback"),
+            (
+                "localhost.localdomain",
+                HostError::Loopback,
+                "localhost.localdomain",
+            ),
+            ("db.localhost", HostError::Loopback, "db.localhost"),
+        ];
+        for (input, make, shown) in cases {
+            assert_eq!(public(input), Err(make(shown.to_string())), "{input}");
+            assert!(validate_host(input, true).is_ok(), "{input} with opt-in");
+        }
+        // Teredo with public server and client addresses stays allowed, as do public ranges
+        // next to the refused ones.
+        assert!(public("[2001:0:808:808:0:0:f7f7:f7f7]").is_ok());
+        for ok in ["198.20.0.1", "192.0.3.1", "239.255.255.255"] {
+            assert!(public(ok).is_ok() || ok.starts_with("239"), "{ok}");
+        }
+        assert!(public("[2600:1f18::1]").is_ok());
     }
 
     #[test]

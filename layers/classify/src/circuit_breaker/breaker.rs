@@ -119,9 +119,15 @@ impl Shared {
     }
 }
 
+/// `host` without any `user:password@` before it: circuits are never keyed by credentials.
+pub(crate) fn without_userinfo(host: &str) -> &str {
+    host.rsplit_once('@').map_or(host, |(_, host)| host)
+}
+
 /// A per-host circuit breaker: the sans-IO state machine behind [`CircuitBreakerLayer`].
 ///
-/// Cheap to clone; clones share state. Hosts are URI authorities (`host:port`).
+/// Cheap to clone; clones share state. Hosts are `host:port` (the service fills in the
+/// scheme's default port); userinfo given to any method is ignored.
 ///
 /// - **Closed**: calls pass. 5 consecutive failures (a retryable outcome, any 5xx, a transport
 ///   error) open the circuit. Successes reset the count; other 4xx (401, 403, 404, ...) neither
@@ -199,6 +205,7 @@ impl<C> CircuitBreaker<C> {
 
     /// The clock is read only for an open circuit: a closed one, the common case, needs no time.
     fn acquire(&self, host: &str, now: impl FnOnce() -> Instant) -> Result<Permit, CircuitOpen> {
+        let host = without_userinfo(host);
         let mut hosts = self.shared.hosts();
         let Some(state) = self.entry(&mut hosts, host) else {
             return Ok(Permit::untracked());
@@ -290,7 +297,12 @@ impl<C> CircuitBreaker<C> {
     /// [`state`](Self::state) at a given instant.
     pub fn state_at(&self, host: &str, now: Instant) -> CircuitState {
         let open_for = self.shared.config.open_for;
-        match self.shared.hosts().get(host).map(|s| &s.phase) {
+        match self
+            .shared
+            .hosts()
+            .get(without_userinfo(host))
+            .map(|s| &s.phase)
+        {
             None | Some(Phase::Closed { .. }) => CircuitState::Closed,
             Some(Phase::Open { since }) if now.saturating_duration_since(*since) < open_for => {
                 CircuitState::Open
