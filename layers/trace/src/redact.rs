@@ -25,7 +25,9 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::sync::LazyLock;
 
+use aho_corasick::AhoCorasick;
 use http::Uri;
 
 /// The longest text [`redact`] returns, in bytes (cut on a char boundary). `url.full`
@@ -109,6 +111,9 @@ static STARTS: [bool; 256] = {
 /// assert!(matches!(redact("nothing secret"), std::borrow::Cow::Borrowed(_)));
 /// ```
 pub fn redact(text: &str) -> Cow<'_, str> {
+    if !might_hold_secret(text) {
+        return Cow::Borrowed(truncate(text));
+    }
     let mut redacted = match Scanner::new(text).run() {
         Cow::Owned(redacted) => redacted,
         unchanged => return unchanged,
@@ -123,6 +128,50 @@ pub fn redact(text: &str) -> Cow<'_, str> {
         }
     }
     Cow::Owned(redacted)
+}
+
+/// Whether any matcher of the [`Scanner`] could fire on `text`: the fast path for the common,
+/// clean text (URL paths on every call, most error messages). Every matcher needs one of these
+/// literally, in any ASCII case: a key of [`KEYS`] (`tokens`, `passwd`, `api_key`... contain
+/// the needles below), a scheme of [`SCHEMES`], a prefix of [`PAT_PREFIXES`], a JWT's `eyJ`,
+/// userinfo's `@`, a home directory's `home` / `Users`; or a byte the matchers read as
+/// something else: `%` (URL-encoded separators) and any non-ASCII byte (the Kelvin sign, the
+/// long s, Unicode spaces). Without any of them the scanner cannot change the text, so skipping
+/// it keeps the result (and idempotence) exactly.
+fn might_hold_secret(text: &str) -> bool {
+    static NEEDLES: LazyLock<Option<AhoCorasick>> = LazyLock::new(|| {
+        AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            .build([
+                "token",
+                "pass",
+                "pwd",
+                "secret",
+                "apikey",
+                "api_key",
+                "api-key",
+                "credential",
+                "private_key",
+                "bearer",
+                "basic",
+                "dapi",
+                "dkea",
+                "dose",
+                "eyj",
+                "home",
+                "users",
+                "@",
+                "%",
+            ])
+            .ok()
+    });
+    if !text.is_ascii() {
+        return true;
+    }
+    // Fails closed: without the automaton, every text goes through the scanner.
+    NEEDLES
+        .as_ref()
+        .is_none_or(|needles| needles.is_match(text))
 }
 
 /// How many times [`redact`] re-reads its own output at most.
