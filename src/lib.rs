@@ -183,9 +183,12 @@ pub use event::{
 pub use export::databricks::FeatureFlagCache;
 pub use export::databricks::{DatabricksExporter, validate_host};
 pub use export::{InMemoryExporter, JsonLinesExporter};
+#[doc(inline)]
 pub use kasal_classify as classify;
+#[doc(inline)]
 pub use kasal_trace as trace;
 pub use kasal_trace::route;
+#[doc(inline)]
 pub use kasal_user_agent as user_agent;
 #[cfg(feature = "axum")]
 pub use layer::server::{

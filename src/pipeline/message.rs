@@ -8,6 +8,8 @@ use crate::event::CallRecord;
 use kasal_trace::OperationId;
 
 /// Everything that needs ordering.
+// `Call` is nearly every message; boxing it would allocate once more per call.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub(crate) enum Message {
     /// A call with an operation id.

@@ -1,4 +1,5 @@
-//! The [`Classify`] trait and the [`DefaultClassifier`] that implements DESIGN §4.
+//! The [`Classify`] trait and the [`DefaultClassifier`] that implements the classification table
+//! shared by every layer (see [`DefaultClassifier`]).
 //!
 //! Classification is sans-IO: a status and headers, or an error value, in; an [`Outcome`] out.
 //! Every adapter (tower-http, the retry policy, the circuit breaker) calls these functions, so they
@@ -35,7 +36,8 @@ pub const DEFAULT_MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
 /// Errors nest at most this deep before the walk gives up (guards against cyclic `source()`).
 const MAX_CHAIN_DEPTH: usize = 32;
 
-/// The classification table of DESIGN §4.
+/// The classification table every layer in this workspace shares (the one the Databricks drivers
+/// use): transient failures are retryable, everything else that is not a success is terminal.
 ///
 /// | input | outcome |
 /// |---|---|
@@ -352,6 +354,10 @@ macro_rules! as_error_for {
 
         /// Reaches a `&dyn Error` inside a value known only as `Any` (tower-http hands us
         /// `&E where E: Display`), for every type [`AsError`] is implemented for here.
+        #[cfg_attr(
+            not(any(feature = "tower-http-06", feature = "tower-http-07")),
+            allow(dead_code)
+        )]
         pub(crate) fn downcast_error(any: &dyn std::any::Any) -> Option<&(dyn Error + 'static)> {
             if let Some(boxed) = any.downcast_ref::<tower::BoxError>() {
                 return Some(boxed.as_error());

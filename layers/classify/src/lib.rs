@@ -1,8 +1,9 @@
 //! Classify HTTP outcomes as success, retryable or terminal; retry with backoff; guard hosts
 //! with a circuit breaker.
 //!
-//! One classification, many adapters. [`DefaultClassifier`] implements the table of DESIGN §4
-//! as plain functions ([`Classify::classify_response`] on a status and headers,
+//! One classification, many adapters. [`DefaultClassifier`] implements one classification table
+//! (1xx-3xx success; 408, 429, 500, 502, 503, 504 and transient network errors retryable; the
+//! rest terminal) as plain functions ([`Classify::classify_response`] on a status and headers,
 //! [`Classify::classify_error`] on an error chain, [`parse_retry_after`] on a header value), and
 //! every middleware here reads the same [`Outcome`]:
 //!
@@ -13,7 +14,8 @@
 //! - [`CircuitBreakerLayer`]: a per-host [`CircuitBreaker`] (5 failures open it for 60 s, then
 //!   one probe at a time, 2 successes close it); an open circuit fails at once with
 //!   [`CircuitOpen`].
-//! - [`TowerHttpClassifier`]: the same outcomes for tower-http's `TraceLayer`.
+//! - `TowerHttpClassifier` (features `tower-http-07`, `tower-http-06`): the same outcomes for
+//!   tower-http's `TraceLayer`, 0.7 or 0.6.
 //!
 //! ```
 //! use http::{HeaderMap, StatusCode};
@@ -37,6 +39,7 @@ mod outcome;
 mod reqwest;
 mod retry;
 mod retry_after;
+#[cfg(any(feature = "tower-http-06", feature = "tower-http-07"))]
 mod tower_http;
 
 pub use crate::circuit_breaker::{
@@ -50,6 +53,7 @@ pub use crate::retry::{
     clone_request,
 };
 pub use crate::retry_after::{MalformedRetryAfter, parse_retry_after};
+#[cfg(any(feature = "tower-http-06", feature = "tower-http-07"))]
 pub use crate::tower_http::TowerHttpClassifier;
 
 /// Response futures of the services in this crate.

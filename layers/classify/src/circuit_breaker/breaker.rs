@@ -8,7 +8,7 @@ use crate::outcome::{Outcome, Reason};
 
 /// The thresholds and timings of a [`CircuitBreaker`].
 ///
-/// Defaults (DESIGN §4, from the Databricks drivers): 5 consecutive failures open the circuit,
+/// Defaults (those of the Databricks drivers): 5 consecutive failures open the circuit,
 /// it stays open 60 s, then one probe at a time is let through and 2 successful probes close it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CircuitBreakerConfig {
