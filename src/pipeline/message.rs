@@ -9,6 +9,8 @@ use kasal_trace::OperationId;
 
 /// Everything that needs ordering.
 #[derive(Debug)]
+// Nearly every message is a call: boxing the record would allocate once per call.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Message {
     /// A call with an operation id.
     Call(CallRecord),
