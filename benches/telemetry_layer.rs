@@ -8,16 +8,21 @@
 //! measurement). Ours also records each call into a real `Telemetry` pipeline (default settings,
 //! a no-op exporter): the call is folded into the caller-side rollup.
 //!
-//! The same subscriber is installed globally for the whole run, as an application would: a
-//! registry with a small layer, filtered at DEBUG (tower-http's default level; ours is INFO), that
-//! visits every field of every span, record and event (formatting `%`/`?` values into a reused
-//! buffer, as a real exporter must) and counts into thread-locals. Everything runs on a
-//! current-thread tokio runtime, one `block_on` per sample (`iter_custom`).
+//! The three services run under three subscribers in turn, each the only one alive while its
+//! group runs (so callsite interest and the max level are its own): (2) and (3) as scoped
+//! defaults, then (1) as the global default, as an application would (a scoped default costs a
+//! thread-local lookup per dispatch, on both sides): (1) `telemetry_layer`: a registry with a small layer, filtered at DEBUG (tower-http's
+//! default level; ours is INFO), that visits every field of every span, record and event
+//! (formatting `%`/`?` values into a reused buffer, as a real exporter must) and counts into
+//! thread-locals; (2) `telemetry_layer_fmt`: a `tracing_subscriber::fmt` layer at DEBUG writing
+//! to `io::sink()`; (3) `telemetry_layer_info`: the counting layer under a global INFO filter,
+//! where tower-http's DEBUG span and events are disabled at their callsites. Everything runs on
+//! a current-thread tokio runtime, one `block_on` per sample (`iter_custom`).
 //!
-//! Bench ids: `telemetry_layer/{kasal_telemetry_layer,tower_http_ua_trace,no_layer}`;
-//! `no_layer` is the shared floor (service call + body collect).
+//! Bench ids: `{telemetry_layer,telemetry_layer_fmt,telemetry_layer_info}/{kasal_telemetry_layer,
+//! tower_http_ua_trace,no_layer}`; `no_layer` is the shared floor (service call + body collect).
 //!
-//! After the group, `cargo bench` prints an interleaved check of the same three services: short
+//! After each group, `cargo bench` prints an interleaved check of the same three services: short
 //! rounds (5,000 calls) alternating ours and tower-http (who goes first alternates) and the floor,
 //! 101 rounds, with the median and 10th-percentile ratios. Criterion measures the three seconds
 //! apart, so on a shared machine load drift moves its ratio by several percent; the interleaved
@@ -160,8 +165,13 @@ where
     body.to_bytes().len()
 }
 
-fn bench<S, B>(c: &mut Criterion, rt: &tokio::runtime::Runtime, id: &str, service: &mut S)
-where
+fn bench<S, B>(
+    c: &mut Criterion,
+    rt: &tokio::runtime::Runtime,
+    group: &str,
+    id: &str,
+    service: &mut S,
+) where
     S: Service<Request<Full<Bytes>>, Response = Response<B>>,
     S::Error: std::fmt::Debug,
     B: http_body::Body<Data = Bytes>,
@@ -172,24 +182,23 @@ where
     assert_eq!(rt.block_on(call_once(service)), REPLY.len());
     let after = counts();
     println!(
-        "{id}: per call {} spans, {} events, {} fields visited, {} closed",
+        "{group}/{id}: per call {} spans, {} events, {} fields visited, {} closed (Recording layer)",
         after.spans - before.spans,
         after.events - before.events,
         after.fields - before.fields,
         after.closed - before.closed,
     );
-    c.benchmark_group("telemetry_layer")
-        .bench_function(id, |b| {
-            b.iter_custom(|iters| {
-                rt.block_on(async {
-                    let start = Instant::now();
-                    for _ in 0..iters {
-                        black_box(call_once(service).await);
-                    }
-                    start.elapsed()
-                })
+    c.benchmark_group(group).bench_function(id, |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    black_box(call_once(service).await);
+                }
+                start.elapsed()
             })
-        });
+        })
+    });
 }
 
 /// Nanoseconds per call over `iters` back-to-back calls (one `block_on`, as in criterion).
@@ -214,6 +223,7 @@ where
 /// here all three see the same load, so this ratio is the figure to trust.
 fn interleaved<A, AB, P, PB, F, FB>(
     rt: &tokio::runtime::Runtime,
+    group: &str,
     ours: &mut A,
     peer: &mut P,
     floor: &mut F,
@@ -252,27 +262,78 @@ fn interleaved<A, AB, P, PB, F, FB>(
     }
     let ((a, a10), (p, p10), (f, f10)) = (quantiles(a), quantiles(p), quantiles(f));
     println!(
-        "interleaved telemetry_layer (median): ours {a:7.1} ns  tower-http {p:7.1} ns  \
+        "interleaved {group} (median): ours {a:7.1} ns  tower-http {p:7.1} ns  \
          floor {f:7.1} ns  ours/tower-http {:.3}  (above floor: {:.3})",
         a / p,
         (a - f) / (p - f),
     );
     println!(
-        "interleaved telemetry_layer (p10):    ours {a10:7.1} ns  tower-http {p10:7.1} ns  \
+        "interleaved {group} (p10):    ours {a10:7.1} ns  tower-http {p10:7.1} ns  \
          floor {f10:7.1} ns  ours/tower-http {:.3}  (above floor: {:.3})",
         a10 / p10,
         (a10 - f10) / (p10 - f10),
     );
 }
 
+/// Builds one of the subscribers.
+type MakeDispatch = fn() -> tracing::Dispatch;
+
+/// The three subscribers the layers run under, one after the other: recording, `fmt`, INFO.
+fn subscribers() -> [(&'static str, MakeDispatch); 3] {
+    [
+        // Every span, record and event visited, at DEBUG (tower-http's level).
+        ("telemetry_layer", || {
+            tracing::Dispatch::new(
+                tracing_subscriber::registry().with(Recording.with_filter(LevelFilter::DEBUG)),
+            )
+        }),
+        // A `fmt` layer at DEBUG writing to `io::sink()`: formats span fields and events.
+        ("telemetry_layer_fmt", || {
+            tracing::Dispatch::new(
+                tracing_subscriber::registry().with(
+                    tracing_subscriber::fmt::layer()
+                        .with_writer(std::io::sink)
+                        .with_filter(LevelFilter::DEBUG),
+                ),
+            )
+        }),
+        // A global INFO filter: tower-http's DEBUG span and events are disabled at the callsite.
+        ("telemetry_layer_info", || {
+            tracing::Dispatch::new(
+                tracing_subscriber::registry()
+                    .with(LevelFilter::INFO)
+                    .with(Recording),
+            )
+        }),
+    ]
+}
+
 fn telemetry_layer(c: &mut Criterion) {
-    let subscriber = tracing_subscriber::registry().with(Recording.with_filter(LevelFilter::DEBUG));
-    tracing::subscriber::set_global_default(subscriber).expect("first subscriber");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
+    // `fmt` and INFO first, each as the scoped default and dropped before the next registers
+    // (so it no longer counts in callsite interest); then the recording one as the global
+    // default, as before, so its figures compare with earlier runs (no scoped lookup per
+    // dispatch once no scoped default is left).
+    let [recording, rest @ ..] = subscribers();
+    for (group, subscriber) in rest {
+        let dispatch = subscriber();
+        tracing::dispatcher::with_default(&dispatch, || under_subscriber(c, &rt, group));
+        drop(dispatch);
+    }
+    let (group, subscriber) = recording;
+    tracing::dispatcher::set_global_default(subscriber()).expect("first global subscriber");
+    under_subscriber(c, &rt, group);
 
+    #[cfg(feature = "otel")]
+    otel_metrics(c, &rt);
+}
+
+/// Ours, tower-http and the floor under the current subscriber, as criterion group `group`, then
+/// (under `cargo bench`) interleaved.
+fn under_subscriber(c: &mut Criterion, rt: &tokio::runtime::Runtime, group: &str) {
     let telemetry = rt.block_on(async {
         Telemetry::builder()
             .exporter(tower::service_fn(|_: Batch| async {
@@ -291,23 +352,20 @@ fn telemetry_layer(c: &mut Criterion) {
         .service(tower::service_fn(answer));
     let mut floor = tower::service_fn(answer);
 
-    bench(c, &rt, "kasal_telemetry_layer", &mut ours);
-    bench(c, &rt, "tower_http_ua_trace", &mut tower_http);
-    bench(c, &rt, "no_layer", &mut floor);
+    bench(c, rt, group, "kasal_telemetry_layer", &mut ours);
+    bench(c, rt, group, "tower_http_ua_trace", &mut tower_http);
+    bench(c, rt, group, "no_layer", &mut floor);
 
     // Only under `cargo bench` (which passes `--bench`), not when tests run the bench once nor
     // under `--profile-time` (profiling one function).
     let args: Vec<String> = std::env::args().collect();
     if args.iter().any(|arg| arg == "--bench") && !args.iter().any(|arg| arg == "--profile-time") {
-        interleaved(&rt, &mut ours, &mut tower_http, &mut floor);
+        interleaved(rt, group, &mut ours, &mut tower_http, &mut floor);
     }
 
     let stats = rt.block_on(telemetry.shutdown());
     assert_eq!(stats.dropped, 0, "{stats:?}");
-    println!("pipeline: {stats:?}");
-
-    #[cfg(feature = "otel")]
-    otel_metrics(c, &rt);
+    println!("{group} pipeline: {stats:?}");
 }
 
 /// Feature `otel`: the same layer on a pipeline whose exporter also feeds `HttpMetrics` (an SDK
@@ -344,8 +402,8 @@ fn otel_metrics(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
     let mut without =
         TelemetryLayer::new(Product::Genie, off.clone()).layer(tower::service_fn(answer));
     let mut with = TelemetryLayer::new(Product::Genie, on.clone()).layer(tower::service_fn(answer));
-    bench(c, rt, "otel_metrics_off", &mut without);
-    bench(c, rt, "otel_metrics_on", &mut with);
+    bench(c, rt, "telemetry_layer", "otel_metrics_off", &mut without);
+    bench(c, rt, "telemetry_layer", "otel_metrics_on", &mut with);
 
     let args: Vec<String> = std::env::args().collect();
     if args.iter().any(|arg| arg == "--bench") && !args.iter().any(|arg| arg == "--profile-time") {

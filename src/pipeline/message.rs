@@ -11,6 +11,8 @@ use kasal_trace::OperationId;
 // `Call` is nearly every message; boxing it would allocate once more per call.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
+// Nearly every message is a call: boxing the record would allocate once per call.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Message {
     /// A call with an operation id.
     Call(CallRecord),
