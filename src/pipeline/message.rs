@@ -8,8 +8,6 @@ use crate::event::CallRecord;
 use kasal_trace::OperationId;
 
 /// Everything that needs ordering.
-// `Call` is nearly every message; boxing it would allocate once more per call.
-#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 // Nearly every message is a call: boxing the record would allocate once per call.
 #[allow(clippy::large_enum_variant)]
