@@ -7,7 +7,7 @@
 //! Never fails a request: a malformed `traceparent` is ignored (the span starts a new trace), a
 //! header the propagator wants to write that is not a valid header is skipped.
 
-#[cfg(feature = "otel")]
+#[cfg(all(feature = "otel", feature = "axum"))]
 pub(crate) use w3c::set_remote_parent;
 
 /// What the client's call (or attempt) span wraps: an adapter that injects the trace context
@@ -32,15 +32,19 @@ mod w3c {
 
     use http::{HeaderMap, HeaderName, HeaderValue, Request};
     use opentelemetry::global;
-    use opentelemetry::propagation::{Extractor, Injector};
+    #[cfg(feature = "axum")]
+    use opentelemetry::propagation::Extractor;
+    use opentelemetry::propagation::Injector;
     use opentelemetry::trace::TraceContextExt;
     use tower_service::Service;
     use tracing::Span;
     use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-    /// Reads propagation headers from a `HeaderMap`.
+    /// Reads propagation headers from a `HeaderMap` (the server side).
+    #[cfg(feature = "axum")]
     struct HeaderExtractor<'a>(&'a HeaderMap);
 
+    #[cfg(feature = "axum")]
     impl Extractor for HeaderExtractor<'_> {
         fn get(&self, key: &str) -> Option<&str> {
             self.0.get(key).and_then(|value| value.to_str().ok())
@@ -67,6 +71,7 @@ mod w3c {
 
     /// Makes `span` continue the trace of the request's propagation headers, if they hold a valid
     /// remote span context. Call before the span is first entered.
+    #[cfg(feature = "axum")]
     pub(crate) fn set_remote_parent(span: &Span, headers: &HeaderMap) {
         if span.is_disabled() {
             return;
