@@ -108,23 +108,12 @@ fn arguments(value: serde_json::Value) -> serde_json::Map<String, serde_json::Va
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     // A real workspace's system.ai MCP server, any server at MCP_URL, else the local workspace.
-    let real = match (
-        std::env::var("DATABRICKS_HOST"),
-        std::env::var("DATABRICKS_TOKEN"),
-    ) {
-        (Ok(host), Ok(token)) if !host.is_empty() && !token.is_empty() => {
-            let host = host.trim_end_matches('/');
-            let host = if host.contains("://") {
-                host.to_owned()
-            } else {
-                format!("https://{host}")
-            };
-            Some((
-                format!("{host}{}", kasal_dev_workspace::MCP_PATH),
-                Some(token),
-            ))
-        }
-        _ => std::env::var("MCP_URL").ok().map(|url| (url, None)),
+    let real = match kasal_dev_workspace::Target::real_from_env() {
+        Some((host, token)) => Some((
+            format!("{host}{}", kasal_dev_workspace::MCP_PATH),
+            Some(token),
+        )),
+        None => std::env::var("MCP_URL").ok().map(|url| (url, None)),
     };
     let session = async {
         match &real {

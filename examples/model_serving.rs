@@ -14,7 +14,7 @@ use http::Request;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use kasal_dev_workspace::Workspace;
+use kasal_dev_workspace::Target;
 use kasal_telemetry::classify::RetryPolicy;
 use kasal_telemetry::trace::Route;
 use kasal_telemetry::user_agent::Product;
@@ -29,28 +29,7 @@ const ROUTE: &str = "/serving-endpoints/{name}/invocations";
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
     // A real workspace when both variables are set, else a local one.
-    let (host, token, local) = match (
-        std::env::var("DATABRICKS_HOST"),
-        std::env::var("DATABRICKS_TOKEN"),
-    ) {
-        (Ok(host), Ok(token)) if !host.is_empty() && !token.is_empty() => {
-            let host = host.trim_end_matches('/');
-            let host = if host.contains("://") {
-                host.to_owned()
-            } else {
-                format!("https://{host}")
-            };
-            (host, token, None)
-        }
-        _ => {
-            let workspace = Workspace::start().await?;
-            (
-                workspace.url(),
-                "dapi-local-dev".to_owned(),
-                Some(workspace),
-            )
-        }
-    };
+    let Target { host, token, local } = Target::from_env().await?;
     let chat_endpoint = std::env::var("CHAT_ENDPOINT")
         .unwrap_or_else(|_| "databricks-meta-llama-3-3-70b-instruct".into());
     let embedding_endpoint =

@@ -16,7 +16,7 @@ use http::Request;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use kasal_dev_workspace::Workspace;
+use kasal_dev_workspace::Target;
 use kasal_telemetry::classify::RetryPolicy;
 use kasal_telemetry::trace::Route;
 use kasal_telemetry::user_agent::Product;
@@ -27,28 +27,7 @@ use tower::{ServiceBuilder, ServiceExt};
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
     // A real workspace when both variables are set, else a local one.
-    let (host, token, local) = match (
-        std::env::var("DATABRICKS_HOST"),
-        std::env::var("DATABRICKS_TOKEN"),
-    ) {
-        (Ok(host), Ok(token)) if !host.is_empty() && !token.is_empty() => {
-            let host = host.trim_end_matches('/');
-            let host = if host.contains("://") {
-                host.to_owned()
-            } else {
-                format!("https://{host}")
-            };
-            (host, token, None)
-        }
-        _ => {
-            let workspace = Workspace::start().await?;
-            (
-                workspace.url(),
-                "dapi-local-dev".to_owned(),
-                Some(workspace),
-            )
-        }
-    };
+    let Target { host, token, local } = Target::from_env().await?;
     let scope = std::env::var("SECRET_SCOPE").unwrap_or_else(|_| "kasal".into());
     let key = std::env::var("SECRET_KEY").unwrap_or_else(|_| "openai_api_key".into());
 

@@ -55,6 +55,7 @@ mod record;
 mod secrets;
 mod serving;
 mod state;
+mod target;
 mod telemetry;
 mod vector_search;
 
@@ -78,6 +79,7 @@ pub use mcp::MCP_PATH;
 pub use otlp::OtlpReceived;
 pub use record::{RecordedCall, product_of};
 pub use serving::ServedUsage;
+pub use target::Target;
 pub use telemetry::TelemetryBatch;
 
 use state::{Settings, Shared};
