@@ -219,6 +219,25 @@ fn reqwest_bench(c: &mut Criterion) {
         .build();
     let ours = kasal_telemetry::reqwest::client(Product::Genie, &telemetry);
 
+    // `KASAL_BENCH_LOOP=<client>:<n>`: only n calls of that client, then exit (for instruction
+    // counts under callgrind: the difference between two n gives the cost of one call).
+    if let Ok(spec) = std::env::var("KASAL_BENCH_LOOP") {
+        let (name, n) = spec.split_once(':').expect("KASAL_BENCH_LOOP=<client>:<n>");
+        let n: usize = n.parse().expect("a count");
+        let client = match name {
+            "plain" => &plain,
+            "reqwest_tracing" => &peer,
+            "kasal" => &ours,
+            other => panic!("unknown client {other}"),
+        };
+        rt.block_on(async {
+            for _ in 0..n {
+                black_box(call(client, &url).await);
+            }
+        });
+        rt.block_on(telemetry.shutdown());
+        return;
+    }
     bench(c, &rt, "plain", &plain, &url);
     bench(c, &rt, "reqwest_tracing", &peer, &url);
     bench(c, &rt, "kasal", &ours, &url);
