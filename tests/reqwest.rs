@@ -182,6 +182,19 @@ async fn a_reqwest_client_with_its_own_user_agent() {
         )
         .build();
     by_hand.get(server.url("/d")).send().await.unwrap();
+    // Told before our own User-Agent changes: still prepended, with the new one.
+    let versioned = ClientBuilder::new(own())
+        .with(
+            TelemetryMiddleware::new(Product::Genie, telemetry.clone())
+                .client_user_agent(&http::HeaderValue::from_static("their-app/1.2"))
+                .user_agent(
+                    UserAgent::new(Product::Genie)
+                        .with_version("9.9.9")
+                        .unwrap(),
+                ),
+        )
+        .build();
+    versioned.get(server.url("/e")).send().await.unwrap();
     let seen: Vec<_> = server
         .requests()
         .iter()
@@ -194,6 +207,7 @@ async fn a_reqwest_client_with_its_own_user_agent() {
             vec!["kasal_genie/0.1.0 their-app/1.2".to_owned()],
             vec!["kasal_genie/0.1.0 per-request/2".to_owned()],
             vec!["kasal_genie/0.1.0 their-app/1.2".to_owned()],
+            vec!["kasal_genie/9.9.9 their-app/1.2".to_owned()],
         ]
     );
 }

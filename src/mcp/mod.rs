@@ -108,9 +108,11 @@ impl fmt::Debug for McpClient {
 
 /// The MCP client stack: [`TelemetryMiddleware`] for [`Product::Mcp`] (User-Agent
 /// `kasal_mcp/<version>`) with the [`JsonRpcErrors`] body hook and the default retry (as a
-/// [`RetryMiddleware`](crate::reqwest::RetryMiddleware) after it), over [`http_client`] set up as rmcp sets up its own: no idle connection
-/// pool (an SSE response dropped unread would stall a reused connection), and only same-origin
-/// 307 and 308 redirects followed (others would lose the `POST` body or leak the session).
+/// [`RetryMiddleware`](crate::reqwest::RetryMiddleware) after it), and
+/// [`RecordInvalidUrls`], over [`http_client`] set up as rmcp sets up its own: no idle
+/// connection pool (an SSE response dropped unread would stall a reused connection), and only
+/// same-origin 307 and 308 redirects followed (others would lose the `POST` body or leak the
+/// session).
 pub fn client(telemetry: &Telemetry) -> ClientWithMiddleware {
     let http = http_client()
         .pool_max_idle_per_host(0)

@@ -56,8 +56,9 @@ use crate::usage::{ReadUsage, UsageReading};
 /// usage read from the response body as it passes ([`ReadUsage`]; see [`usage`](Self::usage)).
 pub struct TelemetryMiddleware<H = ReadUsage> {
     user_agent: UserAgent,
-    /// Ours before the client's default User-Agent: what a request without one is sent with.
-    client_user_agent: Option<HeaderValue>,
+    /// The client's default User-Agent, and ours before it: what a request without one is
+    /// sent with.
+    client_user_agent: Option<(HeaderValue, HeaderValue)>,
     retry: Option<RetryPolicy>,
     telemetry: Telemetry,
     classifier: DefaultClassifier,
@@ -86,7 +87,7 @@ impl<H> TelemetryMiddleware<H> {
     /// records are attributed to its product.
     pub fn user_agent(mut self, user_agent: UserAgent) -> Self {
         self.user_agent = user_agent;
-        if let Some(theirs) = self.client_user_agent.take() {
+        if let Some((theirs, _)) = self.client_user_agent.take() {
             return self.client_user_agent(&theirs);
         }
         self
@@ -101,7 +102,9 @@ impl<H> TelemetryMiddleware<H> {
         let mut headers = HeaderMap::new();
         headers.insert(USER_AGENT, theirs.clone());
         self.user_agent.apply(&mut headers);
-        self.client_user_agent = headers.remove(USER_AGENT);
+        self.client_user_agent = headers
+            .remove(USER_AGENT)
+            .map(|sent| (theirs.clone(), sent));
         self
     }
 
@@ -198,7 +201,7 @@ where
     ) -> Result<Response> {
         match &self.client_user_agent {
             // reqwest would add the client's own after us: send ours before it.
-            Some(value) if !request.headers().contains_key(USER_AGENT) => {
+            Some((_, value)) if !request.headers().contains_key(USER_AGENT) => {
                 request.headers_mut().insert(USER_AGENT, value.clone());
             }
             _ => self.user_agent.apply(request.headers_mut()),

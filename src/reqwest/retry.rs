@@ -24,7 +24,11 @@ use crate::layer::attempt::{attempt_error, attempt_response, attempt_span};
 /// [`TelemetryMiddleware`](super::TelemetryMiddleware) reads it: the span's
 /// `http.request.resend_count` and the record's `attempts`. Put it after (inside) that
 /// middleware, and before a [`CircuitBreakerMiddleware`](super::CircuitBreakerMiddleware), so
-/// each attempt asks the breaker.
+/// each attempt asks the breaker; or use [`TelemetryMiddleware::retry`](super::TelemetryMiddleware::retry),
+/// which does the same inside the telemetry middleware.
+///
+/// A retried call has one `HTTP attempt` child span per attempt; a call answered at once has
+/// none (its call span is its one attempt).
 #[derive(Clone, Debug)]
 pub struct RetryMiddleware {
     policy: RetryPolicy,
