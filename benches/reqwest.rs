@@ -13,6 +13,10 @@
 //! times single calls of the three clients in turn (order rotating) and prints the median and
 //! p99 latency of each and the latency each stack adds over `plain`: the figures to trust on a
 //! shared machine, since the three see the same load.
+//!
+//! `KASAL_BENCH_LOOP=<plain|reqwest_tracing|kasal>:<n>` runs only n calls of one client, for
+//! instruction counts under `valgrind --tool=callgrind`: the difference between two runs
+//! (n = 1500 and 500) divided by 1000 is the cost of one call, stable on a loaded machine.
 use std::cell::Cell;
 use std::convert::Infallible;
 use std::hint::black_box;
@@ -219,6 +223,25 @@ fn reqwest_bench(c: &mut Criterion) {
         .build();
     let ours = kasal_telemetry::reqwest::client(Product::Genie, &telemetry);
 
+    // `KASAL_BENCH_LOOP=<client>:<n>`: only n calls of that client, then exit (for instruction
+    // counts under callgrind: the difference between two n gives the cost of one call).
+    if let Ok(spec) = std::env::var("KASAL_BENCH_LOOP") {
+        let (name, n) = spec.split_once(':').expect("KASAL_BENCH_LOOP=<client>:<n>");
+        let n: usize = n.parse().expect("a count");
+        let client = match name {
+            "plain" => &plain,
+            "reqwest_tracing" => &peer,
+            "kasal" => &ours,
+            other => panic!("unknown client {other}"),
+        };
+        rt.block_on(async {
+            for _ in 0..n {
+                black_box(call(client, &url).await);
+            }
+        });
+        rt.block_on(telemetry.shutdown());
+        return;
+    }
     bench(c, &rt, "plain", &plain, &url);
     bench(c, &rt, "reqwest_tracing", &peer, &url);
     bench(c, &rt, "kasal", &ours, &url);

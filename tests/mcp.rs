@@ -237,14 +237,26 @@ async fn a_failing_tool_call_is_recorded_with_its_error_type() {
             (Some("terminal".to_owned()), Some("-32602".to_owned())),
         ]
     );
-    // A terminal error emits the session's summary at once (the pipeline's rule for an
-    // operation that failed); each failure is in the summary it ended.
-    let error_types: Vec<_> = exporter
-        .operations()
+    // One summary for the session: the failed calls do not end it, every call is counted
+    // and each failure is there with its error.type.
+    let seen = server.seen();
+    let operations = exporter.operations();
+    assert_eq!(operations.len(), 1, "{operations:#?}");
+    let summary = &operations[0];
+    assert!(summary.complete);
+    assert_eq!(summary.calls, seen.len() as u64, "{seen:#?}");
+    assert_eq!(summary.outcomes.terminal, 2, "{summary:#?}");
+    assert_eq!(summary.outcomes.success, summary.calls - 2, "{summary:#?}");
+    let error_types: Vec<_> = summary
+        .errors
         .iter()
-        .flat_map(|op| op.errors.iter().map(|e| e.error_type.to_string()))
+        .map(|e| (e.error_type.to_string(), e.count))
         .collect();
-    assert_eq!(error_types, ["tool_error", "-32602"]);
+    assert_eq!(
+        error_types,
+        [("tool_error".to_owned(), 1), ("-32602".to_owned(), 1)]
+    );
+    assert!(exporter.rollups().is_empty(), "{:#?}", exporter.rollups());
 }
 
 fn initialize() -> ClientJsonRpcMessage {

@@ -153,10 +153,8 @@ async fn a_reqwest_client_with_its_own_user_agent() {
     let (telemetry, _exporter) = pipeline();
     let own = || http_client().user_agent("their-app/1.2").build().unwrap();
     // reqwest adds a client-wide User-Agent only to requests without one, after the
-    // middleware: ours is sent, once.
-    let plain = ClientBuilder::new(own())
-        .with(TelemetryMiddleware::new(Product::Genie, telemetry.clone()))
-        .build();
+    // middleware: the stack reads it from the client once and prepends ours to it.
+    let plain = kasal_telemetry::reqwest::builder_with(own(), Product::Genie, &telemetry).build();
     plain.get(server.url("/a")).send().await.unwrap();
     // The application's token carried in ours, as an extra.
     let with_extra = ClientBuilder::new(own())
@@ -176,6 +174,27 @@ async fn a_reqwest_client_with_its_own_user_agent() {
         .send()
         .await
         .unwrap();
+    // By hand: the middleware told the client's User-Agent.
+    let by_hand = ClientBuilder::new(own())
+        .with(
+            TelemetryMiddleware::new(Product::Genie, telemetry.clone())
+                .client_user_agent(&http::HeaderValue::from_static("their-app/1.2")),
+        )
+        .build();
+    by_hand.get(server.url("/d")).send().await.unwrap();
+    // Told before our own User-Agent changes: still prepended, with the new one.
+    let versioned = ClientBuilder::new(own())
+        .with(
+            TelemetryMiddleware::new(Product::Genie, telemetry.clone())
+                .client_user_agent(&http::HeaderValue::from_static("their-app/1.2"))
+                .user_agent(
+                    UserAgent::new(Product::Genie)
+                        .with_version("9.9.9")
+                        .unwrap(),
+                ),
+        )
+        .build();
+    versioned.get(server.url("/e")).send().await.unwrap();
     let seen: Vec<_> = server
         .requests()
         .iter()
@@ -184,9 +203,11 @@ async fn a_reqwest_client_with_its_own_user_agent() {
     assert_eq!(
         seen,
         [
-            vec!["kasal_genie/0.1.0".to_owned()],
+            vec!["kasal_genie/0.1.0 their-app/1.2".to_owned()],
             vec!["kasal_genie/0.1.0 their-app/1.2".to_owned()],
             vec!["kasal_genie/0.1.0 per-request/2".to_owned()],
+            vec!["kasal_genie/0.1.0 their-app/1.2".to_owned()],
+            vec!["kasal_genie/9.9.9 their-app/1.2".to_owned()],
         ]
     );
 }
@@ -712,6 +733,15 @@ async fn a_scripted_sequence_gives_the_same_records_through_both_stacks() {
     let (through_reqwest, reqwest_summaries, reqwest_attempts) =
         records_through(|telemetry| Box::new(stacks::reqwest(Product::Genie, telemetry, retry())))
             .await;
+    // The same with the retry inside the telemetry middleware (what `client()` builds).
+    let (through_fused, fused_summaries, fused_attempts) = records_through(|telemetry| {
+        Box::new(stacks::Reqwest(
+            ClientBuilder::new(http_client().build().unwrap())
+                .with(TelemetryMiddleware::new(Product::Genie, telemetry.clone()).retry(retry()))
+                .build(),
+        ))
+    })
+    .await;
     let (through_tower, tower_summaries, tower_attempts) = records_through(|telemetry| {
         Box::new(stacks::tower(
             TelemetryLayer::new(Product::Genie, telemetry.clone()).retry(retry()),
@@ -745,24 +775,56 @@ async fn a_scripted_sequence_gives_the_same_records_through_both_stacks() {
         (None, 3)
     );
     assert_eq!(through_reqwest, through_tower);
+    assert_eq!(through_fused, through_tower);
     assert_eq!(reqwest_summaries, tower_summaries);
+    assert_eq!(fused_summaries, tower_summaries);
     assert_eq!(reqwest_summaries.len(), SCRIPT.len());
-    // The same attempt spans: 2 for /flaky (503, then 200), 3 for /down and /reset.
+    // The same attempt spans for retried calls: 2 for /flaky (503, then 200), 3 for /down and
+    // /reset. A call answered at once has none through reqwest (its call span is the attempt);
+    // the tower stack opens one for it too.
     let counts: Vec<usize> = reqwest_attempts.iter().map(Vec::len).collect();
-    assert_eq!(counts, [1, 2, 2, 1, 1, 3, 1, 3]);
-    assert_eq!(reqwest_attempts, tower_attempts);
+    assert_eq!(counts, [0, 2, 2, 0, 0, 3, 0, 3]);
+    assert_eq!(fused_attempts, reqwest_attempts);
+    let tower_counts: Vec<usize> = tower_attempts.iter().map(Vec::len).collect();
+    assert_eq!(tower_counts, [1, 2, 2, 1, 1, 3, 1, 3]);
+    for (ours, tower) in reqwest_attempts.iter().zip(&tower_attempts) {
+        if !ours.is_empty() {
+            assert_eq!(ours, tower);
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------
 // Bad input: reqwest-middleware's error back, no panic, one record.
 
 #[tokio::test]
-async fn a_url_that_does_not_parse_fails_before_any_middleware_and_records_nothing() {
-    let (telemetry, _exporter) = pipeline();
+async fn a_url_that_does_not_parse_is_recorded_once_as_invalid_url() {
+    let (_guard, captured) = capture();
+    let (telemetry, exporter) = pipeline();
     let client = kasal_telemetry::reqwest::client(Product::Genie, &telemetry);
+    // reqwest-middleware fails in `send`, before any middleware: reqwest's own builder error.
     let error = client.get("http://[::1").send().await.unwrap_err();
-    assert!(error.is_builder(), "{error:?}");
-    assert_eq!(telemetry.stats().accepted, 0);
+    assert!(
+        matches!(error, reqwest_middleware::Error::Reqwest(ref e) if e.is_builder()),
+        "{error:?}"
+    );
+    telemetry.flush().await;
+    assert_eq!(telemetry.stats().accepted, 1);
+    assert_fields(
+        &call_span(&captured),
+        &[
+            ("kasal.outcome", "terminal"),
+            ("error.type", "invalid_url"),
+            ("http.request.method", "_OTHER"),
+        ],
+    );
+    assert!(call_span(&captured).closed);
+    let rollups = exporter.rollups();
+    let calls: u64 = rollups.iter().map(|r| r.count).sum();
+    assert_eq!(calls, 1, "{rollups:#?}");
+    // A URL that parses is not recorded before it is sent.
+    let _unsent = client.get("http://127.0.0.1:1/");
+    assert_eq!(telemetry.stats().accepted, 1);
 }
 
 #[tokio::test]

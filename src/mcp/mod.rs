@@ -64,7 +64,8 @@ use reqwest_middleware::{ClientBuilder, ClientWithMiddleware};
 pub use errors::JsonRpcErrors;
 
 use crate::Telemetry;
-use crate::reqwest::{RetryMiddleware, TelemetryMiddleware, http_client};
+use crate::reqwest::{RecordInvalidUrls, TelemetryMiddleware, http_client};
+use kasal_classify::RetryPolicy;
 use session::Sessions;
 
 /// An rmcp `StreamableHttpClient` over a reqwest-middleware client, recording into the
@@ -106,10 +107,12 @@ impl fmt::Debug for McpClient {
 }
 
 /// The MCP client stack: [`TelemetryMiddleware`] for [`Product::Mcp`] (User-Agent
-/// `kasal_mcp/<version>`) with the [`JsonRpcErrors`] body hook, then the default
-/// [`RetryMiddleware`], over [`http_client`] set up as rmcp sets up its own: no idle connection
-/// pool (an SSE response dropped unread would stall a reused connection), and only same-origin
-/// 307 and 308 redirects followed (others would lose the `POST` body or leak the session).
+/// `kasal_mcp/<version>`) with the [`JsonRpcErrors`] body hook and the default retry (as a
+/// [`RetryMiddleware`](crate::reqwest::RetryMiddleware) after it), and
+/// [`RecordInvalidUrls`], over [`http_client`] set up as rmcp sets up its own: no idle
+/// connection pool (an SSE response dropped unread would stall a reused connection), and only
+/// same-origin 307 and 308 redirects followed (others would lose the `POST` body or leak the
+/// session).
 pub fn client(telemetry: &Telemetry) -> ClientWithMiddleware {
     let http = http_client()
         .pool_max_idle_per_host(0)
@@ -121,11 +124,12 @@ pub fn client(telemetry: &Telemetry) -> ClientWithMiddleware {
             reqwest::Client::default()
         });
     ClientBuilder::new(http)
+        .with_init(RecordInvalidUrls::new(Product::Mcp, telemetry.clone()))
         .with(
             TelemetryMiddleware::new(Product::Mcp, telemetry.clone())
-                .on_body_chunk(JsonRpcErrors::default()),
+                .on_body_chunk(JsonRpcErrors::default())
+                .retry(RetryPolicy::new()),
         )
-        .with(RetryMiddleware::default())
         .build()
 }
 

@@ -1,7 +1,8 @@
 //! The MCP sessions a client has open, each an operation in the telemetry pipeline.
 //!
-//! A session's operation is completed once the session is over (deleted, expired, or the client
-//! dropped) and every call of it has been recorded: each in-flight call and each open SSE stream
+//! A session's operation is opened with the pipeline (`Telemetry::open_operation`) when the session
+//! is first seen, so a failed call does not end it, and completed once the session is over
+//! (deleted, expired, or the client dropped) and every call of it has been recorded: each in-flight call and each open SSE stream
 //! holds its session, and the last holder to let go completes the operation. So a stream that
 //! outlives the `DELETE` is still counted in the summary, and no call lands after it.
 
@@ -61,6 +62,9 @@ impl Sessions {
             telemetry: self.telemetry.clone(),
             id: OperationId::new(id.clone()),
         });
+        // A failed call (a tool error, a JSON-RPC error) does not end the session: only its
+        // end completes the operation, so the session has one summary with every call.
+        self.telemetry.open_operation(&session.id);
         if open.len() < MAX_SESSIONS {
             open.insert(id.clone(), session.clone());
         }

@@ -180,7 +180,7 @@ impl Aggregator {
             match message {
                 Message::Call(_) => held += 1,
                 Message::Shutdown { done, .. } => self.shutdown_waiters.push(done),
-                Message::Complete(_) | Message::Flush(_) => {}
+                Message::Complete(_) | Message::Open(_) | Message::Flush(_) => {}
             }
         }
         self.shared.rollups.close();
@@ -218,6 +218,7 @@ impl Aggregator {
                         .push_operations([summary], &self.shared.counters);
                 }
             }
+            Message::Open(id) => self.operations.open(id),
             Message::Flush(done) => {
                 self.close_window();
                 self.outbox.seal_ready();

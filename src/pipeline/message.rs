@@ -16,6 +16,8 @@ pub(crate) enum Message {
     Call(CallRecord),
     /// `complete_operation`.
     Complete(OperationId),
+    /// `open_operation`.
+    Open(OperationId),
     /// `flush()`: answered once everything before it reached the exporter.
     Flush(oneshot::Sender<()>),
     /// `shutdown()`: answered once everything is exported or the deadline passed.

@@ -1,7 +1,8 @@
 //! Pending operations: calls that carry an `OperationId`, folded into `OperationSummary`s.
 //!
 //! Sans-IO: owned by the aggregator task, driven with the current `Instant`, and returns the
-//! summaries it emits. An operation is emitted complete on `complete` or on a terminal error, and
+//! summaries it emits. An operation is emitted complete on `complete` or on a terminal error
+//! (unless it was declared with `open`: then only on `complete`), and
 //! incomplete when it outlives the TTL (counted from its first call), when it is the oldest and
 //! room is needed for a new one, or at shutdown.
 //!
@@ -9,7 +10,7 @@
 //! one operation, or more than `max_error_text` bytes of error text across all pending
 //! operations; anything over a bound is counted, never kept.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -42,6 +43,9 @@ pub(crate) struct Operations {
     /// Interned `error.type`s (a handful of status codes and names), so each error entry does
     /// not allocate its own.
     error_types: Vec<Arc<str>>,
+    /// Operations declared with `open`: a terminal call does not emit them (at most
+    /// `max_pending`; cleared by `complete` and `drain`).
+    held: HashSet<OperationId>,
 }
 
 /// At most this many interned error types.
@@ -74,6 +78,7 @@ impl Operations {
             next_seq: 0,
             error_text: 0,
             error_types: Vec::new(),
+            held: HashSet::new(),
         }
     }
 
@@ -124,7 +129,8 @@ impl Operations {
                 },
             );
         }
-        let terminal = matches!(record.outcome, Outcome::Terminal { .. });
+        let terminal =
+            matches!(record.outcome, Outcome::Terminal { .. }) && !self.held.contains(&id);
         self.fold_into(&id, record, counters);
         if terminal {
             if let Some(summary) = self.remove(&id, true) {
@@ -195,7 +201,16 @@ impl Operations {
 
     /// Emits the operation as complete, if it is pending.
     pub(crate) fn complete(&mut self, id: &OperationId) -> Option<OperationSummary> {
+        self.held.remove(id);
         self.remove(id, true)
+    }
+
+    /// Holds `id` open until `complete`: its terminal calls no longer emit it. Ignored past
+    /// `max_pending` held operations.
+    pub(crate) fn open(&mut self, id: OperationId) {
+        if self.held.len() < self.limits.max_pending.max(1) {
+            self.held.insert(id);
+        }
     }
 
     /// Emits, incomplete, every operation whose first call is at least the TTL old.
@@ -228,6 +243,7 @@ impl Operations {
 
     /// Emits every pending operation, incomplete (shutdown).
     pub(crate) fn drain(&mut self, out: &mut Vec<OperationSummary>) {
+        self.held.clear();
         while let Some((_, id)) = self.order.pop_first() {
             if let Some(summary) = self.remove(&id, false) {
                 out.push(summary);
@@ -385,6 +401,43 @@ mod tests {
         assert!(out[0].complete);
         assert_eq!(out[0].outcomes.terminal, 1);
         assert_eq!(ops.len(), 0);
+    }
+
+    #[test]
+    fn an_open_operation_counts_terminal_calls_until_complete() {
+        let counters = Counters::default();
+        let mut ops = Operations::new(limits());
+        let mut out = Vec::new();
+        let id = OperationId::new("session");
+        ops.open(id.clone());
+        let terminal = Outcome::Terminal {
+            reason: Reason::ToolError,
+        };
+        for outcome in [Outcome::Success, terminal, Outcome::Success] {
+            let folded = ops.fold(
+                call("session", outcome, None),
+                Instant::now(),
+                &counters,
+                &mut out,
+            );
+            assert_eq!(folded, Folded::Pending);
+        }
+        assert!(out.is_empty());
+        let summary = ops.complete(&id).unwrap();
+        assert_eq!((summary.calls, summary.outcomes.terminal), (3, 1));
+        assert_eq!(&*summary.errors[0].error_type, "tool_error");
+        assert!(summary.complete);
+        // Completed: no longer held, a terminal call ends it again.
+        let terminal = Outcome::Terminal {
+            reason: Reason::ToolError,
+        };
+        let folded = ops.fold(
+            call("session", terminal, None),
+            Instant::now(),
+            &counters,
+            &mut out,
+        );
+        assert_eq!(folded, Folded::Emitted);
     }
 
     #[test]

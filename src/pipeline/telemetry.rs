@@ -178,6 +178,22 @@ impl Telemetry {
         }
     }
 
+    /// Declares an operation that only [`complete_operation`](Self::complete_operation) ends
+    /// (or the TTL, eviction or shutdown, incomplete): its terminal calls are counted in its
+    /// summary like any other but do not emit it. For an operation that outlives a failed call,
+    /// such as an MCP session, where one failed tool call does not end the session. Call it
+    /// before its first call is recorded. Never blocks; if the queue is full the declaration is
+    /// lost (and counted with the lost completions), and a terminal call ends the operation as
+    /// usual. At most `max_pending_operations` are held open at once.
+    pub fn open_operation(&self, id: &OperationId) {
+        let Some(inner) = &self.inner else {
+            return;
+        };
+        if inner.tx.try_send(Message::Open(id.clone())).is_err() {
+            add(&inner.shared.counters.completions_dropped, 1);
+        }
+    }
+
     /// Waits until everything recorded before the call has been handed to the exporter and the
     /// exporter call returned (or timed out), or until the flush deadline passed (the shutdown
     /// deadline by default, see [`TelemetryBuilder::flush_deadline`](crate::TelemetryBuilder::flush_deadline)),

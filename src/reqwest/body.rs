@@ -26,7 +26,7 @@ where
     H: OnBodyChunk<bytes::Bytes> + Sync,
 {
     let url = response.url().clone();
-    let (parts, body) = http::Response::<Body>::from(response).into_parts();
+    let (mut parts, body) = http::Response::<Body>::from(response).into_parts();
     let traced = TracedBody::with_on_body_chunk(
         body,
         call,
@@ -34,20 +34,10 @@ where
         telemetry.clone(),
         on_body_chunk,
     );
-    // `ResponseBuilderExt::url` stores the URL where `reqwest::Response::from` looks for it.
-    let mut head = Builder::new()
-        .status(parts.status)
-        .version(parts.version)
-        .url(url);
-    if let Some(headers) = head.headers_mut() {
-        *headers = parts.headers;
+    // `ResponseBuilderExt::url` is the one way to store the URL where `reqwest::Response::from`
+    // looks for it (an extension of a type private to reqwest): take it from an empty head.
+    if let Ok(head) = Builder::new().url(url).body(()) {
+        parts.extensions.extend(head.into_parts().0.extensions);
     }
-    if let Some(extensions) = head.extensions_mut() {
-        extensions.extend(parts.extensions);
-    }
-    match head.body(Body::wrap(traced)) {
-        Ok(response) => reqwest::Response::from(response),
-        // Unreachable: every part came from a valid response. Still no panic.
-        Err(_) => reqwest::Response::from(http::Response::new(Body::from(Vec::new()))),
-    }
+    reqwest::Response::from(http::Response::from_parts(parts, Body::wrap(traced)))
 }

@@ -7,8 +7,9 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::{Extensions, HeaderName, Uri};
-use kasal_classify::{AttemptCounter, DefaultClassifier};
+use http::header::USER_AGENT;
+use http::{Extensions, HeaderMap, HeaderName, HeaderValue, Uri};
+use kasal_classify::{AttemptCounter, Attempts, DefaultClassifier, RetryPolicy};
 use kasal_trace::{CallSpan, Direction, OnBodyChunk, OperationId};
 use kasal_user_agent::{Product, UserAgent};
 use pin_project_lite::pin_project;
@@ -18,6 +19,7 @@ use tracing::Span;
 
 use super::body::trace_response;
 use super::error::inner_error;
+use super::retry::with_retries;
 use crate::Telemetry;
 use crate::usage::{ReadUsage, UsageReading};
 
@@ -41,15 +43,23 @@ use crate::usage::{ReadUsage, UsageReading};
 /// one span and one record cover every attempt of [`RetryMiddleware`](super::RetryMiddleware).
 ///
 /// reqwest adds a client's default headers (`reqwest::ClientBuilder::user_agent`) after every
-/// middleware has run, and only where the request has none: since this middleware always sets
-/// a User-Agent, a client-wide one is not sent. Carry your application's token in ours instead
-/// (`UserAgent::new(product).with_extra("my-app", "1.2")`, through
-/// [`user_agent`](Self::user_agent)), or set it per request, where it is kept after ours.
+/// middleware has run, and only where the request has none: tell the middleware the client's
+/// own User-Agent with [`client_user_agent`](Self::client_user_agent) (the stack of
+/// [`builder_with`](super::builder_with) does) and ours is prepended to it
+/// (`kasal_genie/0.1.0 their-app/1.2`), as to a per-request one.
+///
+/// With [`retry`](Self::retry) the middleware also retries, as a
+/// [`RetryMiddleware`](super::RetryMiddleware) right after it would, at the cost of one
+/// middleware less: what [`client`](super::client) and [`builder`](super::builder) use.
 ///
 /// Calls of the `llm`, `embedding` and `agent` products to model-serving paths have their token
 /// usage read from the response body as it passes ([`ReadUsage`]; see [`usage`](Self::usage)).
 pub struct TelemetryMiddleware<H = ReadUsage> {
     user_agent: UserAgent,
+    /// The client's default User-Agent, and ours before it: what a request without one is
+    /// sent with.
+    client_user_agent: Option<(HeaderValue, HeaderValue)>,
+    retry: Option<RetryPolicy>,
     telemetry: Telemetry,
     classifier: DefaultClassifier,
     on_body_chunk: H,
@@ -63,6 +73,8 @@ impl TelemetryMiddleware {
         TelemetryMiddleware {
             on_body_chunk: ReadUsage::new(&product, UsageReading::Auto, &telemetry),
             user_agent: UserAgent::new(product),
+            client_user_agent: None,
+            retry: None,
             telemetry,
             classifier: DefaultClassifier::new(),
             body_sizes: false,
@@ -75,6 +87,34 @@ impl<H> TelemetryMiddleware<H> {
     /// records are attributed to its product.
     pub fn user_agent(mut self, user_agent: UserAgent) -> Self {
         self.user_agent = user_agent;
+        if let Some((theirs, _)) = self.client_user_agent.take() {
+            return self.client_user_agent(&theirs);
+        }
+        self
+    }
+
+    /// The User-Agent the reqwest client adds to requests without one (its
+    /// `ClientBuilder::user_agent`, which reqwest adds only after every middleware has run):
+    /// ours is prepended to it, so such a request is sent with `kasal_<product>/<version>
+    /// their-app/1.2`. Computed once, here; [`builder_with`](super::builder_with) reads it
+    /// from the client it is given.
+    pub fn client_user_agent(mut self, theirs: &HeaderValue) -> Self {
+        let mut headers = HeaderMap::new();
+        headers.insert(USER_AGENT, theirs.clone());
+        self.user_agent.apply(&mut headers);
+        self.client_user_agent = headers
+            .remove(USER_AGENT)
+            .map(|sent| (theirs.clone(), sent));
+        self
+    }
+
+    /// Retries retryable calls by `policy` inside this middleware, exactly as a
+    /// [`RetryMiddleware`](super::RetryMiddleware) added right after it would (each attempt
+    /// runs the rest of the chain, e.g. a
+    /// [`CircuitBreakerMiddleware`](super::CircuitBreakerMiddleware)), without the cost of a
+    /// second middleware.
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = Some(policy);
         self
     }
 
@@ -84,6 +124,8 @@ impl<H> TelemetryMiddleware<H> {
     pub fn on_body_chunk<H2>(self, hook: H2) -> TelemetryMiddleware<H2> {
         TelemetryMiddleware {
             user_agent: self.user_agent,
+            client_user_agent: self.client_user_agent,
+            retry: self.retry,
             telemetry: self.telemetry,
             classifier: self.classifier,
             on_body_chunk: hook,
@@ -116,6 +158,8 @@ impl<H: Clone> Clone for TelemetryMiddleware<H> {
     fn clone(&self) -> Self {
         TelemetryMiddleware {
             user_agent: self.user_agent.clone(),
+            client_user_agent: self.client_user_agent.clone(),
+            retry: self.retry.clone(),
             telemetry: self.telemetry.clone(),
             classifier: self.classifier.clone(),
             on_body_chunk: self.on_body_chunk.clone(),
@@ -128,6 +172,8 @@ impl<H> fmt::Debug for TelemetryMiddleware<H> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TelemetryMiddleware")
             .field("user_agent", &self.user_agent)
+            .field("client_user_agent", &self.client_user_agent)
+            .field("retry", &self.retry)
             .field("classifier", &self.classifier)
             .finish_non_exhaustive()
     }
@@ -153,9 +199,16 @@ where
         extensions: &mut Extensions,
         next: Next<'_>,
     ) -> Result<Response> {
-        self.user_agent.apply(request.headers_mut());
-        // A retry middleware further in reports through it how many attempts a failed call took.
-        if extensions.get::<AttemptCounter>().is_none() {
+        match &self.client_user_agent {
+            // reqwest would add the client's own after us: send ours before it.
+            Some((_, value)) if !request.headers().contains_key(USER_AGENT) => {
+                request.headers_mut().insert(USER_AGENT, value.clone());
+            }
+            _ => self.user_agent.apply(request.headers_mut()),
+        }
+        // A retry middleware further in reports through it how many attempts a failed call
+        // took; our own retry reports them directly.
+        if self.retry.is_none() && extensions.get::<AttemptCounter>().is_none() {
             extensions.insert(AttemptCounter::new());
         }
         // reqwest's URL has been validated; one that `http` cannot hold fails in reqwest too.
@@ -168,6 +221,7 @@ where
             request.headers(),
             extensions,
         );
+        drop(uri);
         call.set_protocol_version(request.version());
         if self.body_sizes {
             let size = request
@@ -176,11 +230,27 @@ where
                 .map(|b| b.len() as u64);
             call.record_body_sizes(size);
         }
-        let result = InSpan {
-            span: call.span(),
-            inner: next.run(request, extensions),
+        let (result, attempts) = match &self.retry {
+            Some(policy) => {
+                InSpan {
+                    span: call.span(),
+                    inner: with_retries(policy, &self.classifier, request, extensions, next),
+                }
+                .await
+            }
+            None => {
+                let result = InSpan {
+                    span: call.span(),
+                    inner: next.run(request, extensions),
+                }
+                .await;
+                (result, 1)
+            }
+        };
+        if attempts > 1 {
+            // What a `RetryMiddleware` leaves for us, from our own retry.
+            extensions.insert(Attempts(attempts));
         }
-        .await;
         match result {
             Ok(response) => {
                 call.set_protocol_version(response.version());
@@ -202,8 +272,16 @@ where
                 ))
             }
             Err(error) => {
-                self.telemetry
-                    .record(call.fail(&self.classifier, inner_error(&error)));
+                if attempts > 1 {
+                    // No response carries the attempts of a call that failed after retries:
+                    // the span and the record take them as from a retry layer's
+                    // `AttemptCounter` (`CallSpan::on_error`).
+                    call.span()
+                        .record("http.request.resend_count", i64::from(attempts - 1));
+                }
+                let mut record = call.fail(&self.classifier, inner_error(&error));
+                record.attempts = record.attempts.max(attempts);
+                self.telemetry.record(record);
                 Err(error)
             }
         }

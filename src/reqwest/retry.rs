@@ -24,7 +24,11 @@ use crate::layer::attempt::{attempt_error, attempt_response, attempt_span};
 /// [`TelemetryMiddleware`](super::TelemetryMiddleware) reads it: the span's
 /// `http.request.resend_count` and the record's `attempts`. Put it after (inside) that
 /// middleware, and before a [`CircuitBreakerMiddleware`](super::CircuitBreakerMiddleware), so
-/// each attempt asks the breaker.
+/// each attempt asks the breaker; or use [`TelemetryMiddleware::retry`](super::TelemetryMiddleware::retry),
+/// which does the same inside the telemetry middleware.
+///
+/// A retried call has one `HTTP attempt` child span per attempt; a call answered at once has
+/// none (its call span is its one attempt).
 #[derive(Clone, Debug)]
 pub struct RetryMiddleware {
     policy: RetryPolicy,
@@ -61,46 +65,69 @@ impl Middleware for RetryMiddleware {
         extensions: &mut Extensions,
         next: Next<'_>,
     ) -> Result<Response> {
-        let mut request = request;
-        let mut attempts: u32 = 0;
-        let mut waited = None;
-        loop {
-            // A copy for the next attempt, taken before this one consumes the request. Buffered
-            // bodies are reference-counted bytes: copying them copies no payload.
-            let replay = request.try_clone();
-            // One `HTTP attempt` child span per attempt, as the tower stack's retry.
-            let span = attempt_span(attempts, waited);
-            attempts = attempts.saturating_add(1);
-            let result = InSpan {
-                span: &span,
-                inner: next.clone().run(request, extensions),
-            }
-            .await;
-            if let Some(counter) = extensions.get::<AttemptCounter>() {
-                counter.set(attempts);
-            }
-            let outcome = classify_result(&self.classifier, &result);
+        let (result, attempts) =
+            with_retries(&self.policy, &self.classifier, request, extensions, next).await;
+        if let Some(counter) = extensions.get::<AttemptCounter>() {
+            counter.set(attempts);
+        }
+        extensions.insert(Attempts(attempts));
+        result
+    }
+}
+
+/// Runs the rest of the chain until the call succeeds, fails for good, or `policy` says stop;
+/// returns the last result and the number of attempts. Shared by [`RetryMiddleware`] and the
+/// [`TelemetryMiddleware`](super::TelemetryMiddleware)'s own retry.
+///
+/// A retried call has one `HTTP attempt` child span per attempt, as the tower stack's retry:
+/// the first attempt's is opened only once it is known to be retried (when its answer has
+/// arrived, so it carries its status or error but no duration), which keeps a call that
+/// succeeds at once free of the cost of a second span.
+pub(super) async fn with_retries(
+    policy: &RetryPolicy,
+    classifier: &DefaultClassifier,
+    mut request: Request,
+    extensions: &mut Extensions,
+    next: Next<'_>,
+) -> (Result<Response>, u32) {
+    let mut attempts: u32 = 0;
+    let mut waited = None;
+    loop {
+        // A copy for the next attempt, taken before this one consumes the request. Buffered
+        // bodies are reference-counted bytes: copying them copies no payload.
+        let replay = request.try_clone();
+        let span = (attempts > 0).then(|| attempt_span(attempts, waited));
+        attempts = attempts.saturating_add(1);
+        let run = next.clone().run(request, extensions);
+        let result = match &span {
+            Some(span) => InSpan { span, inner: run }.await,
+            None => run.await,
+        };
+        let outcome = classify_result(classifier, &result);
+        let delay = replay
+            .as_ref()
+            .and_then(|_| policy.next_delay(attempts, &outcome));
+        // The first attempt's span, now that a second follows; the others' were open.
+        let span = match span {
+            Some(span) => Some(span),
+            None if delay.is_some() => Some(attempt_span(0, None)),
+            None => None,
+        };
+        if let Some(span) = span {
             match &result {
                 Ok(response) => attempt_response(&span, response.status()),
                 Err(_) => attempt_error(&span, outcome.error_type()),
             }
-            drop(span);
-            let delay = replay
-                .as_ref()
-                .and_then(|_| self.policy.next_delay(attempts, &outcome));
-            match (delay, replay) {
-                (Some(delay), Some(replay)) => {
-                    // The failed response (and its connection) goes before we wait.
-                    drop(result);
-                    tokio::time::sleep(delay).await;
-                    waited = Some(delay);
-                    request = replay;
-                }
-                _ => {
-                    extensions.insert(Attempts(attempts));
-                    return result;
-                }
+        }
+        match (delay, replay) {
+            (Some(delay), Some(replay)) => {
+                // The failed response (and its connection) goes before we wait.
+                drop(result);
+                tokio::time::sleep(delay).await;
+                waited = Some(delay);
+                request = replay;
             }
+            _ => return (result, attempts),
         }
     }
 }
