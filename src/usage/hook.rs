@@ -1,10 +1,11 @@
 //! [`ReadUsage`]: the body hook that runs a [`UsageScanner`] over a model call's response and
 //! puts what it finds on the call (`gen_ai.*` span fields, `CallRecord::usage` and `model`).
 
+use std::any::Any;
 use std::fmt;
 use std::io::IoSlice;
 
-use bytes::Buf;
+use bytes::{Buf, Bytes};
 use kasal_trace::{CallSpan, OnBodyChunk};
 use kasal_user_agent::Product;
 
@@ -112,7 +113,9 @@ impl State {
     }
 }
 
-impl<D: Buf> OnBodyChunk<D> for ReadUsage {
+/// `D: 'static` so that `Bytes` chunks (every hyper, axum and reqwest body) are recognised and
+/// kept by reference; other buffers are copied (at most a window of each).
+impl<D: Buf + 'static> OnBodyChunk<D> for ReadUsage {
     #[inline]
     fn on_body_chunk(&mut self, chunk: &D, call: &mut CallSpan) {
         let Some(state) = self.state.as_deref_mut() else {
@@ -120,6 +123,10 @@ impl<D: Buf> OnBodyChunk<D> for ReadUsage {
         };
         if !state.active(call) {
             self.state = None;
+            return;
+        }
+        if let Some(bytes) = (chunk as &dyn Any).downcast_ref::<Bytes>() {
+            state.scanner.feed_bytes(bytes);
             return;
         }
         let first = chunk.chunk();
