@@ -61,11 +61,15 @@ impl JsonScan {
     /// Reads a chunk, keeping it by reference.
     #[inline]
     pub(crate) fn feed_bytes(&mut self, chunk: &Bytes) {
-        self.feed_head(chunk);
+        if self.total < WINDOW as u64 {
+            self.feed_head(chunk);
+        } else {
+            self.total += chunk.len() as u64;
+        }
         self.tail.push_bytes(chunk);
     }
 
-    #[inline]
+    /// Counts the chunk, and keeps or reads what of it falls in the first `WINDOW` bytes.
     fn feed_head(&mut self, chunk: &[u8]) {
         let before = self.total;
         self.total += chunk.len() as u64;

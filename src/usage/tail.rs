@@ -24,12 +24,14 @@ const MAX_PIECES: usize = 4;
 #[derive(Debug)]
 pub(crate) struct Tail {
     window: usize,
-    /// The bytes before `pieces` (the newest of them, at most `window`).
+    /// The bytes before `older` and `last` (the newest of them, at most `window`).
     ring: Ring,
-    /// The newest chunks, by reference, oldest first.
-    pieces: VecDeque<Bytes>,
+    /// Chunks before `last`, by reference, oldest first (when `last` is under the window).
+    older: VecDeque<Bytes>,
     /// Their total length.
-    pieces_len: usize,
+    older_len: usize,
+    /// The newest chunk, by reference (empty when it was copied into the ring).
+    last: Bytes,
 }
 
 impl Tail {
@@ -37,47 +39,61 @@ impl Tail {
         Tail {
             window,
             ring: Ring::default(),
-            pieces: VecDeque::new(),
-            pieces_len: 0,
+            older: VecDeque::new(),
+            older_len: 0,
+            last: Bytes::new(),
         }
     }
 
     /// Adds a chunk by reference.
     #[inline]
     pub(crate) fn push_bytes(&mut self, chunk: &Bytes) {
+        if chunk.len() >= self.window && self.older_len == 0 && self.ring.buf.is_empty() {
+            // The chunk alone holds the window, and nothing else is kept: one clone, one drop.
+            self.last = chunk.clone();
+        } else {
+            self.push_bytes_slow(chunk);
+        }
+    }
+
+    fn push_bytes_slow(&mut self, chunk: &Bytes) {
         if chunk.len() >= self.window {
-            // The chunk alone holds the window: what came before is not needed.
             self.ring.clear();
-            self.pieces.clear();
-            self.pieces.push_back(chunk.clone());
-            self.pieces_len = chunk.len();
+            self.older.clear();
+            self.older_len = 0;
+            self.last = chunk.clone();
             return;
         }
         if chunk.is_empty() {
             return;
         }
-        self.pieces.push_back(chunk.clone());
-        self.pieces_len += chunk.len();
-        // Drop what newer pieces cover; copy the oldest out when there are too many.
-        while let Some(front) = self.pieces.front() {
-            if self.pieces_len - front.len() >= self.window {
+        let previous = std::mem::replace(&mut self.last, chunk.clone());
+        if !previous.is_empty() {
+            self.older_len += previous.len();
+            self.older.push_back(previous);
+        }
+        // Drop what newer chunks cover; copy the oldest out when there are too many.
+        while let Some(front) = self.older.front() {
+            if self.older_len - front.len() + self.last.len() >= self.window {
                 self.ring.clear();
-            } else if self.pieces.len() > MAX_PIECES {
+            } else if self.older.len() >= MAX_PIECES {
                 self.ring.push(front, self.window);
             } else {
                 break;
             }
-            self.pieces_len -= front.len();
-            self.pieces.pop_front();
+            self.older_len -= front.len();
+            self.older.pop_front();
         }
     }
 
     /// Adds a chunk by copying (at most the window of it).
     pub(crate) fn push_slice(&mut self, chunk: &[u8]) {
-        while let Some(front) = self.pieces.pop_front() {
+        while let Some(front) = self.older.pop_front() {
             self.ring.push(&front, self.window);
         }
-        self.pieces_len = 0;
+        self.older_len = 0;
+        let last = std::mem::take(&mut self.last);
+        self.ring.push(&last, self.window);
         self.ring.push(chunk, self.window);
     }
 
@@ -85,13 +101,17 @@ impl Tail {
     /// borrowed from the newest chunk when it holds them, else copied once.
     pub(crate) fn suffix(&self, n: usize) -> Cow<'_, [u8]> {
         let n = n.min(self.window);
+        if self.last.len() >= n {
+            return Cow::Borrowed(&self.last[self.last.len() - n..]);
+        }
         let (older, newer) = self.ring.parts();
         let mut parts: [&[u8]; MAX_PIECES + 2] = [&[]; MAX_PIECES + 2];
         parts[0] = older;
         parts[1] = newer;
-        for (slot, piece) in parts[2..].iter_mut().zip(&self.pieces) {
+        for (slot, piece) in parts[2..].iter_mut().zip(&self.older) {
             *slot = piece;
         }
+        parts[MAX_PIECES + 1] = &self.last;
         // Newest first: which parts the suffix needs.
         let mut need = n;
         let mut first = parts.len();
@@ -103,14 +123,9 @@ impl Tail {
             need -= part.len().min(need);
         }
         let used = &parts[first..];
-        let non_empty = used.iter().filter(|part| !part.is_empty()).count();
         let have = n - need;
-        if non_empty <= 1 {
-            let part = used
-                .iter()
-                .find(|part| !part.is_empty())
-                .copied()
-                .unwrap_or(&[]);
+        let mut non_empty = used.iter().filter(|part| !part.is_empty());
+        if let (Some(part), None) = (non_empty.next(), non_empty.next()) {
             return Cow::Borrowed(&part[part.len() - have..]);
         }
         let mut out = Vec::with_capacity(have);
@@ -125,7 +140,7 @@ impl Tail {
 
     /// Bytes held: the ring's capacity and the referenced chunks' lengths.
     pub(crate) fn retained_bytes(&self) -> usize {
-        self.ring.buf.capacity() + self.pieces_len
+        self.ring.buf.capacity() + self.older_len + self.last.len()
     }
 }
 
@@ -209,7 +224,7 @@ mod tests {
                             );
                         }
                         assert!(tail.ring.buf.capacity() <= window);
-                        assert!(tail.pieces.len() <= MAX_PIECES);
+                        assert!(tail.older.len() < MAX_PIECES);
                     }
                 }
             }
@@ -227,7 +242,7 @@ mod tests {
         assert_eq!(tail.ring.buf.len(), 0);
         // A small chunk after it: both by reference, copied only when a suffix spans them.
         tail.push_bytes(&Bytes::from_static(b"xyz"));
-        assert_eq!(tail.pieces.len(), 2);
+        assert_eq!(tail.older.len(), 1);
         assert!(matches!(tail.suffix(3), Cow::Borrowed(b"xyz")));
         assert_eq!(&tail.suffix(5)[..], b"\x07\x07xyz");
     }
