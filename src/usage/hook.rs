@@ -38,14 +38,15 @@ impl UsageReading {
 }
 
 /// The [`OnBodyChunk`] hook of the telemetry layers: each response body of a model call is fed
-/// through a fresh [`UsageScanner`] as it passes (borrowed, never changed or held back); when the
-/// body ends (or is dropped or fails) the usage and model go on the call, and the scan is
+/// through a fresh [`UsageScanner`] as it passes (never changed or held back from the caller;
+/// `Bytes` chunks are kept by reference while they hold the body's last bytes, other buffers
+/// copied up to a window); when the body ends (or is dropped or fails) the usage and model go on the call, and the scan is
 /// counted in [`Stats::usage_read`](crate::Stats::usage_read) or
 /// [`Stats::usage_ignored`](crate::Stats::usage_ignored). Responses that are not 2xx are not
 /// counted.
 ///
 /// Cloned for each call: off, it is a `None` and costs nothing; on, a clone is a fresh scanner
-/// (no allocation until a body arrives) and a [`Telemetry`] handle.
+/// and a [`Telemetry`] handle.
 #[derive(Default)]
 pub struct ReadUsage {
     state: Option<Box<State>>,

@@ -78,10 +78,13 @@ impl SseScan {
 /// Bytes of the stream's end looked at first.
 const FIRST_LOOK: usize = 1024;
 
+/// What a read gave: the usage (or why none) and the model.
+type Read = (Result<Usage, Ignored>, Option<Arc<str>>);
+
 /// Reads the events of `bytes`: the whole stream, or (`whole` false) its end, whose first
 /// event is skipped (it may have started earlier). `None` when the end holds no data event
 /// (one may lie further back).
-fn read_events(bytes: &[u8], whole: bool) -> Option<(Result<Usage, Ignored>, Option<Arc<str>>)> {
+fn read_events(bytes: &[u8], whole: bool) -> Option<Read> {
     let mut events = EventScan::default();
     if whole {
         events.feed(bytes);
@@ -182,7 +185,7 @@ impl EventScan {
 
     /// As [`finish`](Self::finish), for events read from the end of a stream: `None` when
     /// they hold no data event.
-    fn finish_end(&mut self) -> Option<(Result<Usage, Ignored>, Option<Arc<str>>)> {
+    fn finish_end(&mut self) -> Option<Read> {
         let result = self.finish();
         (self.last_state != Last::None).then_some(result)
     }
