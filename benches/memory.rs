@@ -7,12 +7,9 @@
 //! reported: the peak above the baseline taken just before the first call. Target < 10 MiB.
 //!
 //! Run: `cargo bench --bench memory`
-// The one place `unsafe` is needed: a `GlobalAlloc` implementation that forwards to `System`.
-#![allow(unsafe_code)]
+mod common;
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, Instant, SystemTime};
 
 use http::uri::Authority;
@@ -22,57 +19,10 @@ use kasal_telemetry::trace::{CallRecord, Direction, OperationId};
 use kasal_telemetry::user_agent::Product;
 use kasal_telemetry::{InMemoryExporter, Telemetry};
 
-/// Forwards to `System`, counting live bytes and their peak.
-struct CountingAllocator;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-fn grew(bytes: usize) {
-    let live = LIVE.fetch_add(bytes, Relaxed) + bytes;
-    PEAK.fetch_max(live, Relaxed);
-}
-
-// SAFETY: every method forwards to `System` with the caller's arguments unchanged, so it upholds
-// `GlobalAlloc`'s contract exactly as `System` does; the counters do not touch the memory.
-unsafe impl GlobalAlloc for CountingAllocator {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: forwarded unchanged.
-        let ptr = unsafe { System.alloc(layout) };
-        if !ptr.is_null() {
-            grew(layout.size());
-        }
-        ptr
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: forwarded unchanged.
-        let ptr = unsafe { System.alloc_zeroed(layout) };
-        if !ptr.is_null() {
-            grew(layout.size());
-        }
-        ptr
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded unchanged.
-        unsafe { System.dealloc(ptr, layout) };
-        LIVE.fetch_sub(layout.size(), Relaxed);
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: forwarded unchanged.
-        let new = unsafe { System.realloc(ptr, layout, new_size) };
-        if !new.is_null() {
-            LIVE.fetch_sub(layout.size(), Relaxed);
-            grew(new_size);
-        }
-        new
-    }
-}
+use common::{peak_above, reset_peak};
 
 #[global_allocator]
-static GLOBAL: CountingAllocator = CountingAllocator;
+static GLOBAL: common::CountingAllocator = common::CountingAllocator;
 
 const CALLS: usize = 1_000_000;
 const OPERATIONS: usize = 100_000;
@@ -135,8 +85,7 @@ fn run(runtime: &tokio::runtime::Runtime, paced: bool) -> usize {
     let filler = "x".repeat(MESSAGE_BYTES);
     // Let the aggregator task start and settle before the baseline.
     runtime.block_on(tokio::task::yield_now());
-    let baseline = LIVE.load(Relaxed);
-    PEAK.store(baseline, Relaxed);
+    let baseline = reset_peak();
 
     let start = Instant::now();
     for i in 0..CALLS {
@@ -147,9 +96,9 @@ fn run(runtime: &tokio::runtime::Runtime, paced: bool) -> usize {
         }
     }
     let recorded = start.elapsed();
-    let peak_before_shutdown = PEAK.load(Relaxed).saturating_sub(baseline);
+    let peak_before_shutdown = peak_above(baseline);
     let stats = runtime.block_on(telemetry.shutdown());
-    let peak = PEAK.load(Relaxed).saturating_sub(baseline);
+    let peak = peak_above(baseline);
     drop(telemetry);
 
     println!(
@@ -194,8 +143,7 @@ fn oversized(runtime: &tokio::runtime::Runtime) -> usize {
     let huge: Arc<str> = Arc::from("e".repeat(256 * 1024));
     let long_id = "i".repeat(4096);
     runtime.block_on(tokio::task::yield_now());
-    let baseline = LIVE.load(Relaxed);
-    PEAK.store(baseline, Relaxed);
+    let baseline = reset_peak();
     for i in 0..2048 {
         let mut record = failing_call(i, &filler);
         // The caller's 256 KiB allocation is shared, not counted as the pipeline's.
@@ -210,9 +158,9 @@ fn oversized(runtime: &tokio::runtime::Runtime) -> usize {
             std::thread::yield_now();
         }
     }
-    let before_shutdown = PEAK.load(Relaxed).saturating_sub(baseline);
+    let before_shutdown = peak_above(baseline);
     runtime.block_on(telemetry.shutdown());
-    let peak = PEAK.load(Relaxed).saturating_sub(baseline);
+    let peak = peak_above(baseline);
     drop(telemetry);
     println!(
         "  2,048 x 256 KiB errors + 100,000 x 4 KiB ids: peak above baseline {:.2} MiB, before shutdown {:.2} MiB",

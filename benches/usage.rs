@@ -13,18 +13,16 @@
 //! reading on and off, for 64 KiB, 1 MiB and 5 MiB bodies: the scanner's share must not grow
 //! with the body.
 //!
-//! Run: `cargo bench --bench usage -- --warm-up-time 1 --measurement-time 3`
-// The one place `unsafe` is needed: a `GlobalAlloc` implementation that forwards to `System`.
-#![allow(unsafe_code)]
+//! Run: `cargo bench --bench usage -- --warm-up-time 1 --measurement-time 3`; for instruction
+//! counts see [`instructions`].
+mod common;
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_group};
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
 use hyper::body::Frame;
@@ -34,56 +32,10 @@ use kasal_telemetry::user_agent::Product;
 use kasal_telemetry::{BoxError, Telemetry, TelemetryLayer};
 use tower::{Layer, Service, ServiceExt};
 
-struct CountingAllocator;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-fn grew(bytes: usize) {
-    let live = LIVE.fetch_add(bytes, Relaxed) + bytes;
-    PEAK.fetch_max(live, Relaxed);
-}
-
-// SAFETY: every method forwards to `System` with the caller's arguments unchanged, so it upholds
-// `GlobalAlloc`'s contract exactly as `System` does; the counters are plain atomics.
-unsafe impl GlobalAlloc for CountingAllocator {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: forwarded unchanged.
-        let ptr = unsafe { System.alloc(layout) };
-        if !ptr.is_null() {
-            grew(layout.size());
-        }
-        ptr
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: forwarded unchanged.
-        let ptr = unsafe { System.alloc_zeroed(layout) };
-        if !ptr.is_null() {
-            grew(layout.size());
-        }
-        ptr
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded unchanged.
-        unsafe { System.dealloc(ptr, layout) };
-        LIVE.fetch_sub(layout.size(), Relaxed);
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: forwarded unchanged.
-        let new = unsafe { System.realloc(ptr, layout, new_size) };
-        if !new.is_null() {
-            LIVE.fetch_sub(layout.size(), Relaxed);
-            grew(new_size);
-        }
-        new
-    }
-}
+use common::{peak_above, reset_peak};
 
 #[global_allocator]
-static GLOBAL: CountingAllocator = CountingAllocator;
+static GLOBAL: common::CountingAllocator = common::CountingAllocator;
 
 const MB: usize = 1_000_000;
 const FRAME: usize = 16 * 1024;
@@ -275,20 +227,45 @@ fn bench(c: &mut Criterion) {
     memory(&rt, &telemetry);
 }
 
-/// The scanner by itself, fed each body in 16 KiB frames.
+/// The scanner by itself, fed each body in 16 KiB frames: by reference (`feed_bytes`, what the
+/// layers do with `Bytes` bodies) and copied (`feed`, for other buffers); with the most it held.
 fn scanner_alone(bodies: &[(&str, Bytes)]) {
-    println!("\nscanner alone (UsageScanner::feed per 16 KiB frame, then finish)");
+    println!("\nscanner alone (16 KiB frames, then finish): time per body, most bytes held");
     for (name, body) in bodies {
         const N: u32 = 2_000;
-        let start = Instant::now();
-        for _ in 0..N {
-            let mut scanner = kasal_telemetry::usage::UsageScanner::new();
-            for frame in body.chunks(FRAME) {
-                scanner.feed(frame);
+        let frames: Vec<Bytes> = (0..body.len())
+            .step_by(FRAME)
+            .map(|at| body.slice(at..(at + FRAME).min(body.len())))
+            .collect();
+        for by_ref in [true, false] {
+            let mut held = 0;
+            let mut run = |measure_held: bool| {
+                let mut scanner = kasal_telemetry::usage::UsageScanner::new();
+                for frame in &frames {
+                    if by_ref {
+                        scanner.feed_bytes(frame);
+                    } else {
+                        scanner.feed(frame);
+                    }
+                    if measure_held {
+                        held = held.max(scanner.retained_bytes());
+                    }
+                }
+                assert!(std::hint::black_box(scanner.finish()).usage.is_some());
+            };
+            run(true);
+            let start = Instant::now();
+            for _ in 0..N {
+                run(false);
             }
-            assert!(std::hint::black_box(scanner.finish()).usage.is_some());
+            let per_body = start.elapsed() / N;
+            println!(
+                "  {name:8} {:10} {:>9.2?} per body ({:>6.1} ns per frame), held {held:>6} B",
+                if by_ref { "feed_bytes" } else { "feed" },
+                per_body,
+                per_body.as_nanos() as f64 / frames.len() as f64,
+            );
         }
-        println!("  {name:8}  {:>9.2?} per body", start.elapsed() / N);
     }
 }
 
@@ -392,10 +369,9 @@ fn memory(rt: &tokio::runtime::Runtime, telemetry: &Telemetry) {
                 let url = format!("http://127.0.0.1{PATH}");
                 // Warm up (first-call allocations: the rollup key, the thread's shard).
                 rt.block_on(call(&mut client, &url));
-                let before = LIVE.load(Relaxed);
-                PEAK.store(before, Relaxed);
+                let before = reset_peak();
                 rt.block_on(call(&mut client, &url));
-                peaks.push(PEAK.load(Relaxed) - before);
+                peaks.push(peak_above(before));
             }
             println!(
                 "  {name:4} {:>8} bytes: with usage {:>8} B, without {:>8} B, scanner share {:>6} B",
@@ -408,5 +384,53 @@ fn memory(rt: &tokio::runtime::Runtime, telemetry: &Telemetry) {
     }
 }
 
+/// For instruction counts (stable on a busy machine): `USAGE_CALLS=<json|sse>,<on|off>,<n>`
+/// makes `n` in-process calls and nothing else. Run it under
+/// `valgrind --tool=callgrind` for two `n` and both settings: the differences give the
+/// instructions per call of the floor and of usage reading.
+fn instructions(spec: &str) {
+    let parts: Vec<&str> = spec.split(',').collect();
+    let [kind, on, n] = parts[..] else {
+        panic!("USAGE_CALLS=<json|sse>,<on|off>,<n>");
+    };
+    let body = if kind == "json" {
+        json_body(MB)
+    } else {
+        sse_body(MB)
+    };
+    let n: usize = n.parse().unwrap();
+    let rt = runtime();
+    let telemetry = rt.block_on(async {
+        Telemetry::builder()
+            .exporter(tower::service_fn(|_batch: kasal_telemetry::Batch| async {
+                Ok::<_, Infallible>(())
+            }))
+            .ignore_env()
+            .build()
+    });
+    let mut client = layer(&telemetry, on == "on").layer(tower::service_fn(
+        move |_request: Request<Full<Bytes>>| {
+            let body = framed(&body);
+            async move { Ok::<_, Infallible>(Response::new(body)) }
+        },
+    ));
+    let url = format!("http://127.0.0.1{PATH}");
+    rt.block_on(async {
+        for _ in 0..n {
+            std::hint::black_box(call(&mut client, &url).await);
+        }
+    });
+    let stats = telemetry.stats();
+    assert_eq!(stats.usage_read, if on == "on" { n as u64 } else { 0 });
+}
+
 criterion_group!(benches, bench);
-criterion_main!(benches);
+
+fn main() {
+    if let Ok(spec) = std::env::var("USAGE_CALLS") {
+        instructions(&spec);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -1,5 +1,6 @@
-//! HTTP metrics through the OpenTelemetry metrics API (feature `otel`), fed from the pipeline's
-//! rollups: `http.client.request.duration` and `http.server.request.duration`.
+//! HTTP and GenAI metrics through the OpenTelemetry metrics API (feature `otel`), fed from the
+//! pipeline's rollups: `http.client.request.duration`, `http.server.request.duration` and
+//! `gen_ai.client.token.usage`.
 //!
 //! [`HttpMetrics`] is an exporter (`tower::Service<Batch>`): give it to the pipeline alone or
 //! next to another exporter with [`FanOut`](crate::export::FanOut), and every rollup the
@@ -12,7 +13,7 @@
 //! |---|---|---|
 //! | `http.client.request.duration` (histogram) | `s` | `http.request.method`, `http.response.status_code`, `server.address`, `server.port` (when the authority has one), `url.template`, `error.type`, `kasal.product` |
 //! | `http.server.request.duration` (histogram) | `s` | the same, with `http.route` instead of `url.template` |
-//! | `gen_ai.client.token.usage` (histogram) | `{token}` | `gen_ai.token.type` (`input`, `output`), `gen_ai.request.model`, `gen_ai.provider.name`, `kasal.product`; via [`HttpMetrics::record_token_usage`] |
+//! | `gen_ai.client.token.usage` (histogram) | `{token}` | `gen_ai.token.type` (`input`, `output`), `gen_ai.operation.name`, `gen_ai.provider.name` (`databricks`), `gen_ai.request.model`, `gen_ai.response.model`, `kasal.product` |
 //!
 //! Bucket boundaries are the HTTP semantic conventions' `[0.005, 0.01, 0.025, 0.05, 0.075, 0.1,
 //! 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10]` seconds, the same as the rollup's
@@ -26,8 +27,19 @@
 //! sum. Bucket counts, count, sum, min and max of the exported histogram are the pipeline's.
 //!
 //! Only calls folded into rollups (calls without an [`OperationId`](crate::trace::OperationId))
-//! appear here: calls inside an operation are summarised per operation instead, without route
-//! or status.
+//! appear in the duration histograms: calls inside an operation are summarised per operation
+//! instead, without route or status.
+//!
+//! Token usage comes from the batch's [`UsageRollup`]s (every model call that reported usage,
+//! with or without an operation, and every `Telemetry::record_usage`): per (product, model,
+//! window), one data point per token type whose count is the rollup's calls and whose sum is
+//! its tokens. The pipeline keeps sums, not each call's count, so the tokens are spread evenly
+//! over the calls (values that differ by at most one): count, sum, min and max are exact for
+//! calls of equal size, the bucket of each call is not known. A token type the window's calls
+//! reported none of (the output of embeddings) gives no point. The record carries one model
+//! (the one the response named, else the serving endpoint called), so it is both
+//! `gen_ai.request.model` and `gen_ai.response.model`; `gen_ai.operation.name` is `embeddings`
+//! for the `embedding` product and `chat` for the others.
 //!
 //! Must never: panic on a strange rollup (an empty one, a sum outside min..max), allocate per
 //! call, or hold the pipeline (recording is synchronous and never fails).
@@ -42,7 +54,7 @@ use kasal_trace::Direction;
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Histogram, Meter};
 
-use crate::event::{Batch, Rollup, RollupKey};
+use crate::event::{Batch, Rollup, RollupKey, UsageRollup};
 
 /// `http.client.request.duration`.
 pub const HTTP_CLIENT_REQUEST_DURATION: &str = "http.client.request.duration";
@@ -107,16 +119,30 @@ impl HttpMetrics {
         HttpMetrics::new(&opentelemetry::global::meter("kasal-telemetry"))
     }
 
-    /// Records every rollup of the batch.
+    /// Records every rollup of the batch: call durations and token usage.
     pub fn record_batch(&self, batch: &Batch) {
         for rollup in &batch.rollups {
             self.record_rollup(rollup);
         }
+        for usage in &batch.usage {
+            self.record_usage_rollup(usage);
+        }
+    }
+
+    /// Records one usage rollup into `gen_ai.client.token.usage`: its calls and tokens, per
+    /// token type (see the [module docs](self)).
+    pub fn record_usage_rollup(&self, rollup: &UsageRollup) {
+        self.record_token_usage(
+            &rollup.product,
+            &rollup.model,
+            rollup.calls,
+            rollup.usage.input_tokens,
+            rollup.usage.output_tokens,
+        );
     }
 
     /// Records the token usage of `calls` model calls of one window into
-    /// `gen_ai.client.token.usage` (`gen_ai.token.type` `input` and `output`,
-    /// `gen_ai.request.model`, `gen_ai.provider.name` `databricks`, `kasal.product`).
+    /// `gen_ai.client.token.usage`, as [`record_usage_rollup`](Self::record_usage_rollup) does.
     ///
     /// Usage is aggregated per (product, model, window), not per call, so the tokens are spread
     /// evenly over the calls: count and sum are exact, the per-call distribution is not known.
@@ -128,21 +154,20 @@ impl HttpMetrics {
         input_tokens: u64,
         output_tokens: u64,
     ) {
-        if calls == 0 {
-            return;
-        }
-        for (token_type, tokens) in [("input", input_tokens), ("output", output_tokens)] {
-            let attributes = [
-                KeyValue::new("gen_ai.token.type", token_type),
-                KeyValue::new("gen_ai.request.model", model.to_owned()),
-                KeyValue::new("gen_ai.provider.name", "databricks"),
-                KeyValue::new("kasal.product", product.as_str().to_owned()),
-            ];
-            spread(tokens, calls, |value, times| {
+        for point in token_points(calls, input_tokens, output_tokens) {
+            let attributes: Vec<KeyValue> =
+                token_attribute_values(product, model, point.token_type)
+                    .into_iter()
+                    .map(|(name, value)| match value {
+                        AttributeValue::Str(text) => KeyValue::new(name, text),
+                        AttributeValue::Int(number) => KeyValue::new(name, number),
+                    })
+                    .collect();
+            for (value, times) in point.values {
                 for _ in 0..times {
                     self.token_usage.record(value, &attributes);
                 }
-            });
+            }
         }
     }
 
@@ -260,16 +285,81 @@ fn error_type(key: &RollupKey) -> Option<String> {
     }
 }
 
-/// `total` spread over `calls` values that differ by at most one and add up to `total`:
-/// `record(value, times)`.
-fn spread(total: u64, calls: u64, mut record: impl FnMut(u64, u64)) {
-    let (quotient, remainder) = (total / calls, total % calls);
-    if remainder > 0 {
-        record(quotient + 1, remainder);
-    }
-    if calls > remainder {
-        record(quotient, calls - remainder);
-    }
+/// One `gen_ai.client.token.usage` data point: the tokens of one type of `count` calls, spread
+/// evenly over them (values that differ by at most one). One rule for the metrics API (which
+/// replays [`values`](Self::values)) and OTLP (which sends the rest as they are).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct TokenPoint {
+    /// `input` or `output`.
+    pub(crate) token_type: &'static str,
+    pub(crate) count: u64,
+    pub(crate) sum: u64,
+    pub(crate) min: u64,
+    pub(crate) max: u64,
+    /// Counts per [`TOKEN_BOUNDARIES`] bucket (one more than the boundaries).
+    pub(crate) buckets: [u64; TOKEN_BOUNDARIES.len() + 1],
+    /// The values a call carried, with how many calls carried each: `(value, calls)`.
+    pub(crate) values: [(u64, u64); 2],
+}
+
+/// The data points of `calls` calls that carried `input` and `output` tokens in all: one per
+/// token type, none for a type without tokens (an embedding's output) or without calls.
+pub(crate) fn token_points(
+    calls: u64,
+    input: u64,
+    output: u64,
+) -> impl Iterator<Item = TokenPoint> {
+    [("input", input), ("output", output)]
+        .into_iter()
+        .filter(move |&(_, tokens)| calls > 0 && tokens > 0)
+        .map(move |(token_type, tokens)| {
+            let (quotient, remainder) = (tokens / calls, tokens % calls);
+            // `remainder` calls carried one token more than the others.
+            let values = [(quotient + 1, remainder), (quotient, calls - remainder)];
+            let mut buckets = [0; TOKEN_BOUNDARIES.len() + 1];
+            for (value, times) in values {
+                buckets[token_bucket(value)] += times;
+            }
+            TokenPoint {
+                token_type,
+                count: calls,
+                sum: tokens,
+                min: quotient,
+                max: if remainder > 0 {
+                    quotient + 1
+                } else {
+                    quotient
+                },
+                buckets,
+                values,
+            }
+        })
+}
+
+/// The [`TOKEN_BOUNDARIES`] bucket of `tokens`: buckets are `(previous bound, bound]`.
+fn token_bucket(tokens: u64) -> usize {
+    TOKEN_BOUNDARIES.partition_point(|&bound| bound < tokens as f64)
+}
+
+/// The attributes of a `gen_ai.client.token.usage` point, per the GenAI semantic conventions.
+pub(crate) fn token_attribute_values(
+    product: &kasal_user_agent::Product,
+    model: &str,
+    token_type: &'static str,
+) -> Vec<(&'static str, AttributeValue)> {
+    use AttributeValue::Str;
+    let operation = match product {
+        kasal_user_agent::Product::Embedding => "embeddings",
+        _ => "chat",
+    };
+    vec![
+        ("gen_ai.token.type", Str(token_type.to_owned())),
+        ("gen_ai.operation.name", Str(operation.to_owned())),
+        ("gen_ai.provider.name", Str("databricks".to_owned())),
+        ("gen_ai.request.model", Str(model.to_owned())),
+        ("gen_ai.response.model", Str(model.to_owned())),
+        ("kasal.product", Str(product.as_str().to_owned())),
+    ]
 }
 
 /// Calls `record(seconds, times)` so that the recorded values reproduce the rollup: the same
@@ -337,5 +427,56 @@ pub(crate) fn replay(rollup: &Rollup, mut record: impl FnMut(f64, u64)) {
     };
     for (count, low, high) in ranges {
         record(low + t * (high - low), count);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_points_keep_count_sum_and_buckets() {
+        let points: Vec<_> = token_points(3, 1_000, 50).collect();
+        assert_eq!(points.len(), 2);
+        let input = &points[0];
+        assert_eq!(
+            (
+                input.token_type,
+                input.count,
+                input.sum,
+                input.min,
+                input.max
+            ),
+            ("input", 3, 1_000, 333, 334)
+        );
+        assert_eq!(input.values, [(334, 1), (333, 2)]);
+        // 333 and 334 are both in (256, 1024].
+        assert_eq!(input.buckets[token_bucket(333)], 3);
+        assert_eq!(input.buckets.iter().sum::<u64>(), 3);
+        let output = &points[1];
+        assert_eq!(
+            (output.min, output.max, output.values),
+            (16, 17, [(17, 2), (16, 1)])
+        );
+        assert_eq!(output.buckets[3], 2); // (16, 64]
+        assert_eq!(output.buckets[2], 1); // (4, 16]: 16 sits on its bound
+        // Embeddings: no output point; no calls: nothing.
+        let points: Vec<_> = token_points(2, 10, 0).collect();
+        assert_eq!(points.len(), 1);
+        assert_eq!(points[0].token_type, "input");
+        assert_eq!(token_points(0, 10, 10).count(), 0);
+        // Fewer tokens than calls: some calls carried none.
+        let point = token_points(4, 3, 0).next().unwrap();
+        assert_eq!((point.min, point.max, point.buckets[0]), (0, 1, 4));
+    }
+
+    #[test]
+    fn token_buckets_are_upper_inclusive() {
+        assert_eq!(token_bucket(0), 0);
+        assert_eq!(token_bucket(1), 0);
+        assert_eq!(token_bucket(2), 1);
+        assert_eq!(token_bucket(67_108_864), 13);
+        assert_eq!(token_bucket(67_108_865), 14);
+        assert_eq!(token_bucket(u64::MAX), 14);
     }
 }

@@ -3,6 +3,10 @@
 //! counts, count, sum, min and max, and the conventions' attributes.
 #![cfg(feature = "otel")]
 mod common;
+#[path = "common/model_calls.rs"]
+mod model_calls;
+#[path = "common/model_serving.rs"]
+mod model_serving;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
@@ -365,4 +369,94 @@ fn token_usage_has_exact_count_and_sum_per_token_type() {
         assert_eq!(point.bounds[0], 1.0);
         assert_eq!(point.buckets.iter().sum::<u64>(), 3);
     }
+}
+
+/// GenAI attribute names, checked against the conventions crate (which marks the GenAI
+/// constants deprecated: they moved to the GenAI conventions repository).
+#[allow(deprecated)]
+const GEN_AI_ATTRIBUTES: [&str; 5] = [
+    semconv::GEN_AI_TOKEN_TYPE,
+    semconv::GEN_AI_OPERATION_NAME,
+    semconv::GEN_AI_PROVIDER_NAME,
+    semconv::GEN_AI_REQUEST_MODEL,
+    semconv::GEN_AI_RESPONSE_MODEL,
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_calls_token_usage_equals_what_the_calls_carried() {
+    #[allow(deprecated)]
+    let name = semconv_metric::GEN_AI_CLIENT_TOKEN_USAGE;
+    assert_eq!(kasal_telemetry::metrics::GEN_AI_CLIENT_TOKEN_USAGE, name);
+    let server = model_serving::ModelServer::start().await;
+    let (provider, metric_exporter) = provider();
+    let telemetry = Telemetry::builder()
+        .exporter(HttpMetrics::new(&provider.meter("kasal")))
+        .ignore_env()
+        .flush_interval(Duration::from_secs(3600))
+        .build();
+    let carried = model_calls::make_model_calls(&telemetry, &server).await;
+    telemetry.flush().await;
+
+    // The server's own count of what it reported, over the HTTP calls.
+    let http_calls: (u64, u64, u64) = carried
+        .iter()
+        .filter(|((_, model), _)| model != "external-model")
+        .fold((0, 0, 0), |a, (_, c)| (a.0 + c.0, a.1 + c.1, a.2 + c.2));
+    assert_eq!(server.reported(), http_calls);
+
+    let points: Vec<Point> = points(&provider, &metric_exporter)
+        .into_iter()
+        .filter(|point| point.metric == name)
+        .collect();
+    let mut got = model_calls::Carried::new();
+    for point in &points {
+        assert_eq!(point.unit, "{token}");
+        assert_eq!(point.bounds, kasal_telemetry::metrics::TOKEN_BOUNDARIES);
+        assert_eq!(point.buckets.iter().sum::<u64>(), point.count);
+        let a = &point.attributes;
+        for name in a.keys() {
+            assert!(
+                GEN_AI_ATTRIBUTES.contains(&name.as_str()) || name == "kasal.product",
+                "{name}"
+            );
+        }
+        let text = |name: &str| a[name].as_str().into_owned();
+        let product = text("kasal.product");
+        let model = text(GEN_AI_ATTRIBUTES[3]);
+        assert_eq!(text(GEN_AI_ATTRIBUTES[4]), model);
+        assert_eq!(text(GEN_AI_ATTRIBUTES[2]), "databricks");
+        let operation = if product == "embedding" {
+            "embeddings"
+        } else {
+            "chat"
+        };
+        assert_eq!(text(GEN_AI_ATTRIBUTES[1]), operation);
+        let entry = got.entry((product, model)).or_default();
+        // Every point of a (product, model) counts the same calls.
+        assert!(entry.0 == 0 || entry.0 == point.count);
+        entry.0 = point.count;
+        match text(GEN_AI_ATTRIBUTES[0]).as_str() {
+            "input" => entry.1 = point.sum as u64,
+            "output" => entry.2 = point.sum as u64,
+            other => panic!("token type {other}"),
+        }
+        assert!(point.min.unwrap() <= point.max.unwrap());
+    }
+    assert_eq!(got, carried);
+    // Embeddings report no output tokens: no output point for them.
+    assert_eq!(points.len(), 2 * carried.len() - 1);
+    // Three chats of 100, 7 and 5000 input tokens: the sum is exact, spread over three calls.
+    let chat = points
+        .iter()
+        .find(|p| {
+            p.attributes["kasal.product"] == Value::from("llm")
+                && p.attributes[GEN_AI_ATTRIBUTES[0]] == Value::from("input")
+                && p.attributes[GEN_AI_ATTRIBUTES[3]] == Value::from("databricks-claude-sonnet")
+        })
+        .unwrap();
+    assert_eq!(
+        (chat.count, chat.sum, chat.min, chat.max),
+        (3, 5107.0, Some(1702.0), Some(1703.0))
+    );
+    telemetry.shutdown().await;
 }

@@ -3,6 +3,10 @@
 //! nothing and receives nothing twice; 16 pipelines (replicas) into one receiver add up.
 #![cfg(feature = "otlp")]
 mod common;
+#[path = "common/model_calls.rs"]
+mod model_calls;
+#[path = "common/model_serving.rs"]
+mod model_serving;
 #[path = "common/otlp_receiver.rs"]
 mod otlp_receiver;
 
@@ -333,4 +337,89 @@ async fn sixteen_replicas_into_one_receiver_add_up() {
         "16 replicas, {seconds} s: {accepted} calls in {} OTLP requests",
         totals.accepted
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_usage_reaches_the_receiver_as_the_calls_carried_it() {
+    use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+
+    let server = model_serving::ModelServer::start().await;
+    let receiver = OtlpReceiver::start().await;
+    let otlp = exporter(&receiver);
+    let memory = InMemoryExporter::new();
+    let telemetry = pipeline(
+        FanOut::new()
+            .exporter(otlp.clone())
+            .exporter(memory.clone()),
+    );
+    let carried = model_calls::make_model_calls(&telemetry, &server).await;
+    telemetry.flush().await;
+
+    let totals = receiver.totals();
+    assert_eq!((totals.accepted, totals.duplicates), (1, 0));
+    let tokens = &totals.metrics["gen_ai.client.token.usage"];
+    let (input, output): (u64, u64) = carried
+        .values()
+        .fold((0, 0), |(i, o), c| (i + c.1, o + c.2));
+    assert_eq!(tokens.sum, (input + output) as f64);
+    assert_eq!(tokens.buckets.iter().sum::<u64>(), tokens.count);
+    assert_eq!(tokens.buckets.len(), 15);
+    // The duration histogram still counts the plain calls only (an operation's are summarised).
+    let plain_calls: u64 = memory.rollups().iter().map(|r| r.count).sum();
+    assert_eq!(
+        totals.metrics["http.client.request.duration"].count,
+        plain_calls
+    );
+    assert_eq!(otlp.stats().calls_sent, plain_calls);
+
+    // Point by point: per (product, model), the calls and the tokens of each type.
+    let mut got = model_calls::Carried::new();
+    let mut points = 0;
+    for metric in &totals.decoded[0].resource_metrics[0].scope_metrics[0].metrics {
+        if metric.name != "gen_ai.client.token.usage" {
+            continue;
+        }
+        assert_eq!(metric.unit, "{token}");
+        let Some(Data::Histogram(histogram)) = &metric.data else {
+            panic!("not a histogram");
+        };
+        assert_eq!(histogram.aggregation_temporality, 1); // delta
+        for point in &histogram.data_points {
+            points += 1;
+            assert_eq!(
+                point.explicit_bounds,
+                kasal_telemetry::metrics::TOKEN_BOUNDARIES
+            );
+            assert!(point.start_time_unix_nano <= point.time_unix_nano);
+            let text = |name: &str| match point
+                .attributes
+                .iter()
+                .find(|kv| kv.key == name)
+                .and_then(|kv| kv.value.clone())
+                .and_then(|v| v.value)
+            {
+                Some(Value::StringValue(text)) => text,
+                other => panic!("{name}: {other:?}"),
+            };
+            let model = text("gen_ai.request.model");
+            assert_eq!(text("gen_ai.response.model"), model);
+            assert_eq!(text("gen_ai.provider.name"), "databricks");
+            let entry = got.entry((text("kasal.product"), model)).or_default();
+            entry.0 = point.count;
+            let sum = point.sum.unwrap() as u64;
+            match text("gen_ai.token.type").as_str() {
+                "input" => entry.1 = sum,
+                "output" => entry.2 = sum,
+                other => panic!("token type {other}"),
+            }
+        }
+    }
+    assert_eq!(got, carried);
+    // Every (product, model) has an input point; the embedding has no output point.
+    assert_eq!(points, 2 * carried.len() as u64 - 1);
+    assert_eq!(
+        otlp.stats().points_sent,
+        points + memory.rollups().len() as u64
+    );
+    telemetry.shutdown().await;
 }

@@ -232,12 +232,19 @@ async fn bodies_are_byte_identical_with_and_without_the_layer() {
     assert_eq!(telemetry.stats().usage_read, 4);
 }
 
-/// Feeds a body in the server's 16 KiB frames; returns the most the scanner held at any time.
-fn peak_retained(body: &[u8]) -> usize {
+/// Feeds a body in the server's 16 KiB frames, copied or by reference (as the layers feed
+/// `Bytes`); returns the most the scanner held at any time.
+fn peak_retained(body: &[u8], by_ref: bool) -> usize {
+    let body = Bytes::copy_from_slice(body);
     let mut scanner = UsageScanner::new();
     let mut peak = 0;
-    for frame in body.chunks(16 * 1024) {
-        scanner.feed(frame);
+    for at in (0..body.len()).step_by(16 * 1024) {
+        let frame = body.slice(at..(at + 16 * 1024).min(body.len()));
+        if by_ref {
+            scanner.feed_bytes(&frame);
+        } else {
+            scanner.feed(&frame);
+        }
         peak = peak.max(scanner.retained_bytes());
     }
     assert!(scanner.finish().usage.is_some());
@@ -249,7 +256,7 @@ fn the_scanner_holds_the_same_few_kib_whatever_the_body_size() {
     for ask in [Ask::chat(1, 2), Ask::stream(1, 2), Ask::embedding(1)] {
         let peaks: Vec<usize> = [64 * 1024, 512 * 1024, 5 * MIB]
             .into_iter()
-            .map(|pad| peak_retained(&body_of(&ask.clone().padded(pad))))
+            .map(|pad| peak_retained(&body_of(&ask.clone().padded(pad)), false))
             .collect();
         assert!(
             peaks.iter().all(|&p| p == peaks[0]),
@@ -257,6 +264,12 @@ fn the_scanner_holds_the_same_few_kib_whatever_the_body_size() {
             ask.reply
         );
         assert!(peaks[0] <= 32 * 1024, "{} {peaks:?}", ask.reply);
+        // By reference: the newest frames (what covers the window) plus at most a window
+        // copied, at every size.
+        for pad in [64 * 1024, 512 * 1024, 5 * MIB] {
+            let peak = peak_retained(&body_of(&ask.clone().padded(pad)), true);
+            assert!(peak <= 3 * 16 * 1024, "{} {pad} {peak}", ask.reply);
+        }
     }
 }
 

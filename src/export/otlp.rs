@@ -38,12 +38,14 @@
 //!
 //! Each batch's rollups become one `ExportMetricsServiceRequest` (protobuf, `POST
 //! {endpoint}`, `Content-Type: application/x-protobuf`) with delta-temporality histograms, one
-//! data point per rollup (its window is the point's start and end time):
+//! data point per rollup (its window is the point's start and end time), and one per usage
+//! rollup and token type:
 //!
-//! | metric | unit | buckets (s) |
+//! | metric | unit | buckets |
 //! |---|---|---|
 //! | `http.client.request.duration` | `s` | 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10 |
 //! | `http.server.request.duration` | `s` | the same |
+//! | `gen_ai.client.token.usage` | `{token}` | 1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864 |
 //!
 //! | attribute | on | value |
 //! |---|---|---|
@@ -54,6 +56,11 @@
 //! | `http.route` | server | the matched route |
 //! | `error.type` | both | status code (client 4xx/5xx, server 5xx), short error name, or `_OTHER` |
 //! | `kasal.product` | both | the Kasal product (`genie`, `vectorsearch`, ...) |
+//!
+//! `gen_ai.client.token.usage` carries `gen_ai.token.type` (`input`, `output`),
+//! `gen_ai.operation.name`, `gen_ai.provider.name`, `gen_ai.request.model`,
+//! `gen_ai.response.model` and `kasal.product`; its count is the calls that reported usage and
+//! its sum their tokens, as [`HttpMetrics`](crate::metrics::HttpMetrics) records them.
 //!
 //! Resource: `service.name` from `OTEL_SERVICE_NAME` (else `unknown_service`), plus
 //! `OTEL_RESOURCE_ATTRIBUTES` and [`resource_attribute`](OtlpExporterBuilder::resource_attribute).
@@ -123,10 +130,11 @@ use tower::util::BoxCloneSyncService;
 
 use super::databricks::client::{self, HttpClient};
 use crate::BoxError;
-use crate::event::{Batch, Rollup};
+use crate::event::Batch;
 use crate::metrics::{
-    AttributeValue, DURATION_BOUNDARIES_S, HTTP_CLIENT_REQUEST_DURATION,
-    HTTP_SERVER_REQUEST_DURATION, attribute_values,
+    AttributeValue, DURATION_BOUNDARIES_S, GEN_AI_CLIENT_TOKEN_USAGE, HTTP_CLIENT_REQUEST_DURATION,
+    HTTP_SERVER_REQUEST_DURATION, TOKEN_BOUNDARIES, attribute_values, token_attribute_values,
+    token_points,
 };
 
 /// Default backlog bound: encoded requests kept for a later attempt.
@@ -172,7 +180,7 @@ pub enum OtlpError {
 pub struct OtlpStats {
     /// Requests the Collector answered 2xx.
     pub requests_sent: u64,
-    /// Histogram data points (rollups) in those requests.
+    /// Histogram data points (rollups, and usage rollups per token type) in those requests.
     pub points_sent: u64,
     /// Calls (histogram counts) in those requests.
     pub calls_sent: u64,
@@ -279,10 +287,10 @@ impl OtlpExporter {
         inner.lock().queue.len()
     }
 
-    /// Encodes a batch's rollups as one OTLP metrics request (what this exporter posts). `None`
-    /// when the batch has no rollup.
+    /// Encodes a batch's rollups and usage rollups as one OTLP metrics request (what this
+    /// exporter posts). `None` when the batch has neither.
     pub fn encode(&self, batch: &Batch) -> Option<ExportMetricsServiceRequest> {
-        encode(&batch.rollups, &self.inner.resource)
+        encode(batch, &self.inner.resource).map(|(request, _)| request)
     }
 }
 
@@ -436,10 +444,9 @@ impl Inner {
     }
 
     async fn export(self: Arc<Self>, batch: Batch) -> Result<(), OtlpError> {
-        let Some(request) = encode(&batch.rollups, &self.resource) else {
+        let Some((request, points)) = encode(&batch, &self.resource) else {
             return Ok(());
         };
-        let points = batch.rollups.len() as u64;
         let calls = batch.rollups.iter().map(|rollup| rollup.count).sum();
         let mut body = request.encode_to_vec();
         if self.gzip {
@@ -782,29 +789,31 @@ fn unix_nanos(time: SystemTime) -> u64 {
     })
 }
 
-/// One data point per rollup, in one histogram per direction.
-fn encode(rollups: &[Rollup], resource: &Resource) -> Option<ExportMetricsServiceRequest> {
-    if rollups.iter().all(|rollup| rollup.count == 0) {
-        return None;
-    }
+fn key_values(values: Vec<(&'static str, AttributeValue)>) -> Vec<KeyValue> {
+    values
+        .into_iter()
+        .map(|(name, value)| KeyValue {
+            key: name.to_owned(),
+            value: Some(AnyValue {
+                value: Some(match value {
+                    AttributeValue::Str(text) => Value::StringValue(text),
+                    AttributeValue::Int(number) => Value::IntValue(number),
+                }),
+            }),
+            ..Default::default()
+        })
+        .collect()
+}
+
+/// One data point per rollup, in one histogram per direction, and one per usage rollup and
+/// token type in `gen_ai.client.token.usage`; with the number of points. `None` when there is
+/// no point.
+fn encode(batch: &Batch, resource: &Resource) -> Option<(ExportMetricsServiceRequest, u64)> {
     let mut client = Vec::new();
     let mut server = Vec::new();
-    for rollup in rollups.iter().filter(|rollup| rollup.count > 0) {
-        let attributes = attribute_values(&rollup.key)
-            .into_iter()
-            .map(|(name, value)| KeyValue {
-                key: name.to_owned(),
-                value: Some(AnyValue {
-                    value: Some(match value {
-                        AttributeValue::Str(text) => Value::StringValue(text),
-                        AttributeValue::Int(number) => Value::IntValue(number),
-                    }),
-                }),
-                ..Default::default()
-            })
-            .collect();
+    for rollup in batch.rollups.iter().filter(|rollup| rollup.count > 0) {
         let point = HistogramDataPoint {
-            attributes,
+            attributes: key_values(attribute_values(&rollup.key)),
             start_time_unix_nano: unix_nanos(rollup.window_start),
             time_unix_nano: unix_nanos(rollup.window_end),
             count: rollup.count,
@@ -820,21 +829,48 @@ fn encode(rollups: &[Rollup], resource: &Resource) -> Option<ExportMetricsServic
             Direction::Server => server.push(point),
         }
     }
-    let histogram = |name: &str, description: &str, data_points| Metric {
+    let mut tokens = Vec::new();
+    for usage in &batch.usage {
+        let (input, output) = (usage.usage.input_tokens, usage.usage.output_tokens);
+        for point in token_points(usage.calls, input, output) {
+            tokens.push(HistogramDataPoint {
+                attributes: key_values(token_attribute_values(
+                    &usage.product,
+                    &usage.model,
+                    point.token_type,
+                )),
+                start_time_unix_nano: unix_nanos(usage.window_start),
+                time_unix_nano: unix_nanos(usage.window_end),
+                count: point.count,
+                sum: Some(point.sum as f64),
+                bucket_counts: point.buckets.to_vec(),
+                explicit_bounds: TOKEN_BOUNDARIES.to_vec(),
+                min: Some(point.min as f64),
+                max: Some(point.max as f64),
+                ..Default::default()
+            });
+        }
+    }
+    let points = (client.len() + server.len() + tokens.len()) as u64;
+    if points == 0 {
+        return None;
+    }
+    let histogram = |name: &str, description: &str, unit: &str, data_points| Metric {
         name: name.to_owned(),
         description: description.to_owned(),
-        unit: "s".to_owned(),
+        unit: unit.to_owned(),
         data: Some(Data::Histogram(Histogram {
             data_points,
             aggregation_temporality: AggregationTemporality::Delta as i32,
         })),
         ..Default::default()
     };
-    let mut metrics = Vec::with_capacity(2);
+    let mut metrics = Vec::with_capacity(3);
     if !client.is_empty() {
         metrics.push(histogram(
             HTTP_CLIENT_REQUEST_DURATION,
             "Duration of HTTP client requests.",
+            "s",
             client,
         ));
     }
@@ -842,10 +878,19 @@ fn encode(rollups: &[Rollup], resource: &Resource) -> Option<ExportMetricsServic
         metrics.push(histogram(
             HTTP_SERVER_REQUEST_DURATION,
             "Duration of HTTP server requests.",
+            "s",
             server,
         ));
     }
-    Some(ExportMetricsServiceRequest {
+    if !tokens.is_empty() {
+        metrics.push(histogram(
+            GEN_AI_CLIENT_TOKEN_USAGE,
+            "Number of input and output tokens used.",
+            "{token}",
+            tokens,
+        ));
+    }
+    let request = ExportMetricsServiceRequest {
         resource_metrics: vec![ResourceMetrics {
             resource: Some(resource.clone()),
             scope_metrics: vec![ScopeMetrics {
@@ -859,7 +904,8 @@ fn encode(rollups: &[Rollup], resource: &Resource) -> Option<ExportMetricsServic
             }],
             ..Default::default()
         }],
-    })
+    };
+    Some((request, points))
 }
 
 fn gzip(body: &[u8]) -> Vec<u8> {

@@ -87,6 +87,8 @@ where
     S: Service<Request<B>, Response = Response<ResBody>>,
     S::Error: Into<BoxError>,
     ResBody: Body,
+    // The usage hook recognises `Bytes` chunks (to keep them by reference) through `Any`.
+    ResBody::Data: 'static,
 {
     type Response = Response<TelemetryBody<ResBody>>;
     type Error = BoxError;
@@ -110,6 +112,7 @@ where
     S::Error: Into<BoxError>,
     B: TryCloneBody,
     ResBody: Body,
+    ResBody::Data: 'static,
 {
     type Response = Response<TelemetryBody<ResBody>>;
     type Error = BoxError;

@@ -1,10 +1,11 @@
 //! [`ReadUsage`]: the body hook that runs a [`UsageScanner`] over a model call's response and
 //! puts what it finds on the call (`gen_ai.*` span fields, `CallRecord::usage` and `model`).
 
+use std::any::Any;
 use std::fmt;
 use std::io::IoSlice;
 
-use bytes::Buf;
+use bytes::{Buf, Bytes};
 use kasal_trace::{CallSpan, OnBodyChunk};
 use kasal_user_agent::Product;
 
@@ -37,14 +38,15 @@ impl UsageReading {
 }
 
 /// The [`OnBodyChunk`] hook of the telemetry layers: each response body of a model call is fed
-/// through a fresh [`UsageScanner`] as it passes (borrowed, never changed or held back); when the
-/// body ends (or is dropped or fails) the usage and model go on the call, and the scan is
+/// through a fresh [`UsageScanner`] as it passes (never changed or held back from the caller;
+/// `Bytes` chunks are kept by reference while they hold the body's last bytes, other buffers
+/// copied up to a window); when the body ends (or is dropped or fails) the usage and model go on the call, and the scan is
 /// counted in [`Stats::usage_read`](crate::Stats::usage_read) or
 /// [`Stats::usage_ignored`](crate::Stats::usage_ignored). Responses that are not 2xx are not
 /// counted.
 ///
 /// Cloned for each call: off, it is a `None` and costs nothing; on, a clone is a fresh scanner
-/// (no allocation until a body arrives) and a [`Telemetry`] handle.
+/// and a [`Telemetry`] handle.
 #[derive(Default)]
 pub struct ReadUsage {
     state: Option<Box<State>>,
@@ -112,7 +114,9 @@ impl State {
     }
 }
 
-impl<D: Buf> OnBodyChunk<D> for ReadUsage {
+/// `D: 'static` so that `Bytes` chunks (every hyper, axum and reqwest body) are recognised and
+/// kept by reference; other buffers are copied (at most a window of each).
+impl<D: Buf + 'static> OnBodyChunk<D> for ReadUsage {
     #[inline]
     fn on_body_chunk(&mut self, chunk: &D, call: &mut CallSpan) {
         let Some(state) = self.state.as_deref_mut() else {
@@ -120,6 +124,10 @@ impl<D: Buf> OnBodyChunk<D> for ReadUsage {
         };
         if !state.active(call) {
             self.state = None;
+            return;
+        }
+        if let Some(bytes) = (chunk as &dyn Any).downcast_ref::<Bytes>() {
+            state.scanner.feed_bytes(bytes);
             return;
         }
         let first = chunk.chunk();

@@ -1,5 +1,9 @@
 //! The JSON body scanner: keeps the first and the last [`WINDOW`] bytes of the body, never more.
 //!
+//! Per chunk it only notes the chunk: the head is copied once (or read in place when the first
+//! chunk holds it), the tail is the newest chunk by reference ([`Tail`]), and nothing is parsed
+//! before the body ends. So a large body costs a few operations per chunk, not per byte.
+//!
 //! A body that fits in the window is parsed whole (serde_json validates it and reads the
 //! top-level `usage` and `model`). A larger body is read from both ends: the top-level scalar
 //! members before the first array or object (where OpenAI-compatible servers put `model`) from
@@ -13,71 +17,107 @@
 use std::ops::Range;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use kasal_trace::Usage;
 use memchr::memrchr;
 
 use super::Ignored;
 use super::parse::{parse_model, parse_top, parse_usage};
+use super::tail::Tail;
 
 /// Bytes kept from each end of a JSON body.
 pub const WINDOW: usize = 4 * 1024;
 
 /// The JSON scanner's state.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct JsonScan {
-    /// The first `WINDOW` bytes.
+    /// The first bytes, copied, until the body outgrows `WINDOW` (a small body is parsed whole).
     head: Vec<u8>,
-    /// The last `WINDOW` bytes (up to `2 * WINDOW` between trims), once the body is larger.
-    tail: Vec<u8>,
+    /// What the first `WINDOW` bytes gave, once the body outgrew them.
+    head_read: Option<Head>,
+    /// The last `WINDOW` bytes.
+    tail: Tail,
     total: u64,
 }
 
+impl Default for JsonScan {
+    fn default() -> Self {
+        JsonScan {
+            head: Vec::new(),
+            head_read: None,
+            tail: Tail::new(WINDOW),
+            total: 0,
+        }
+    }
+}
+
 impl JsonScan {
+    /// Reads a chunk by copying what is needed of it.
     pub(crate) fn feed(&mut self, chunk: &[u8]) {
+        self.feed_head(chunk);
+        self.tail.push_slice(chunk);
+    }
+
+    /// Reads a chunk, keeping it by reference.
+    #[inline]
+    pub(crate) fn feed_bytes(&mut self, chunk: &Bytes) {
+        if self.total < WINDOW as u64 {
+            self.feed_head(chunk);
+        } else {
+            self.total += chunk.len() as u64;
+        }
+        self.tail.push_bytes(chunk);
+    }
+
+    /// Counts the chunk, and keeps or reads what of it falls in the first `WINDOW` bytes.
+    fn feed_head(&mut self, chunk: &[u8]) {
         let before = self.total;
         self.total += chunk.len() as u64;
-        if self.total <= WINDOW as u64 {
-            if self.head.capacity() == 0 {
-                self.head.reserve_exact(WINDOW);
-            }
-            self.head.extend_from_slice(chunk);
+        if before >= WINDOW as u64 {
             return;
         }
-        let rest = if before < WINDOW as u64 {
-            // Crossing the window: fill the head, and start the tail with all seen so far.
-            let take = WINDOW - before as usize;
-            self.head.extend_from_slice(&chunk[..take]);
-            self.tail.reserve_exact(2 * WINDOW);
-            self.tail.extend_from_slice(&self.head);
-            &chunk[take..]
-        } else {
-            chunk
-        };
-        if rest.len() >= WINDOW {
-            self.tail.clear();
-            self.tail.extend_from_slice(&rest[rest.len() - WINDOW..]);
-        } else {
-            if self.tail.len() + rest.len() > 2 * WINDOW {
-                let cut = self.tail.len() - WINDOW;
-                self.tail.drain(..cut);
-            }
-            self.tail.extend_from_slice(rest);
+        if before == 0 && chunk.len() > WINDOW {
+            // The first chunk holds the whole head: read it in place.
+            self.head_read = Some(head_members(&chunk[..WINDOW]));
+            return;
+        }
+        let take = (WINDOW - before as usize).min(chunk.len());
+        if self.head.capacity() == 0 {
+            self.head.reserve_exact(WINDOW);
+        }
+        self.head.extend_from_slice(&chunk[..take]);
+        if self.total > WINDOW as u64 {
+            self.head_read = Some(head_members(&self.head));
+            self.head = Vec::new();
         }
     }
 
     pub(crate) fn retained_bytes(&self) -> usize {
-        self.head.capacity() + self.tail.capacity()
+        self.head.capacity() + self.tail.retained_bytes()
     }
 
-    pub(crate) fn finish(&self) -> (Result<Usage, Ignored>, Option<Arc<str>>) {
+    pub(crate) fn finish(&mut self) -> (Result<Usage, Ignored>, Option<Arc<str>>) {
         if self.total <= WINDOW as u64 {
             let parsed = parse_top(&self.head);
             return (parsed.usage, parsed.model);
         }
-        let tail = &self.tail[self.tail.len().saturating_sub(WINDOW)..];
-        let head = head_members(&self.head);
-        // The model named in the head spares walking the tail past the usage.
-        let walk = tail_members(tail, head.model.is_none());
+        let head = self
+            .head_read
+            .take()
+            .unwrap_or_else(|| head_members(&self.head));
+        // Walk the last KiB first, further back only when it runs out: the result is the
+        // window's either way.
+        let mut look = FIRST_LOOK;
+        let (tail, walk) = loop {
+            let tail = self.tail.suffix(look);
+            // The model named in the head spares walking the tail past the usage.
+            let walk = tail_members(&tail, head.model.is_none());
+            let ran_out = walk.end == End::Exhausted || tail.trim_ascii_end().is_empty();
+            if !ran_out || look >= WINDOW {
+                break (tail, walk);
+            }
+            look = (4 * look).min(WINDOW);
+        };
         let model = walk
             .model
             .and_then(|range| parse_model(&tail[range]))
@@ -96,7 +136,11 @@ impl JsonScan {
     }
 }
 
+/// Bytes of the body's end walked first.
+const FIRST_LOOK: usize = 1024;
+
 /// What the head gave.
+#[derive(Debug)]
 struct Head {
     model: Option<Arc<str>>,
     malformed: bool,
@@ -356,13 +400,21 @@ fn skip_ws_back(t: &[u8], mut i: usize) -> usize {
 mod tests {
     use super::*;
 
+    /// Scans the chunks copied, and by reference: both must agree.
     fn scan(chunks: &[&[u8]]) -> (Result<Usage, Ignored>, Option<Arc<str>>) {
-        let mut scan = JsonScan::default();
+        let mut copied = JsonScan::default();
+        let mut by_ref = JsonScan::default();
         for chunk in chunks {
-            scan.feed(chunk);
+            copied.feed(chunk);
+            assert!(copied.retained_bytes() <= 3 * WINDOW);
+            let chunk = Bytes::copy_from_slice(chunk);
+            by_ref.feed_bytes(&chunk);
+            // Head, ring, and the pieces kept by reference (under two windows, or one large chunk).
+            assert!(by_ref.retained_bytes() <= 4 * WINDOW + chunk.len());
         }
-        assert!(scan.retained_bytes() <= 3 * WINDOW);
-        scan.finish()
+        let result = copied.finish();
+        assert_eq!(by_ref.finish(), result);
+        result
     }
 
     fn big(content_len: usize, after: &str) -> String {

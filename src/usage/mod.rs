@@ -3,15 +3,17 @@
 //! model name.
 //!
 //! [`UsageScanner`] is the sans-IO reader: fed the response body chunk by chunk, it keeps only
-//! the bytes it needs (the two ends of a JSON body, the last event of a stream: a few KiB,
-//! whatever the body's size) and gives the OpenAI-compatible `usage` object
+//! the bytes it needs (the two ends of a JSON body, the end of a stream: a few KiB, whatever
+//! the body's size; the newest chunks by reference, so a chunk costs a few operations however
+//! large it is), parses them once at the end, and gives the OpenAI-compatible `usage` object
 //! (`prompt_tokens`, `completion_tokens`, `total_tokens`, `prompt_tokens_details.cached_tokens`,
 //! `completion_tokens_details.reasoning_tokens`) and the `model`:
 //!
 //! - from a JSON body: the top-level `usage` and `model` members (chat completions,
 //!   embeddings, `/serving-endpoints/{name}/invocations`);
 //! - from a server-sent-events stream: the last data event before `data: [DONE]`, where the
-//!   usage arrives with `stream_options: {"include_usage": true}`.
+//!   usage arrives with `stream_options: {"include_usage": true}` (within the stream's last
+//!   [`EVENT_WINDOW`] bytes).
 //!
 //! It must never change, hold back or buffer the body, and never panic: a body it cannot read
 //! (malformed, cut off, no usage, `usage: null`, negative counts or counts over
@@ -26,6 +28,7 @@ mod json;
 mod parse;
 mod scanner;
 mod sse;
+mod tail;
 
 pub use hook::{ReadUsage, UsageReading};
 pub use json::WINDOW;

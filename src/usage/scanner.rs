@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use kasal_trace::Usage;
 
 use super::Ignored;
@@ -12,9 +13,11 @@ use super::sse::SseScan;
 /// Reads the token usage and the model from a model-serving response body, chunk by chunk,
 /// keeping a few KiB at most whatever the body's size.
 ///
-/// Feed it every data chunk in order with [`feed`](Self::feed), then call
-/// [`finish`](Self::finish) once. It never fails and never panics: what it cannot read is
-/// reported as [`Ignored`]. It only reads: the chunks are borrowed, never changed.
+/// Feed it every data chunk in order with [`feed_bytes`](Self::feed_bytes) (kept by
+/// reference: a few operations per chunk, whatever its size) or [`feed`](Self::feed) (copied,
+/// at most a window of each), then call [`finish`](Self::finish) once: the bytes kept are
+/// parsed then. It never fails and never panics: what it cannot read is reported as
+/// [`Ignored`]. It only reads: the chunks are never changed.
 ///
 /// ```
 /// use kasal_telemetry::trace::Usage;
@@ -61,21 +64,14 @@ impl UsageScanner {
         UsageScanner::default()
     }
 
-    /// Reads the next chunk of the body.
+    /// Reads the next chunk of the body, copying what it keeps of it.
     pub fn feed(&mut self, chunk: &[u8]) {
         match &mut self.state {
             State::Sniffing => {
-                let Some(first) = chunk.iter().position(|b| !b.is_ascii_whitespace()) else {
+                let Some(first) = self.sniff(chunk) else {
                     return;
                 };
-                let rest = &chunk[first..];
-                self.state = match rest[0] {
-                    b'{' | b'[' => State::Json(JsonScan::default()),
-                    // An event stream starts with a field name or a comment.
-                    b'd' | b'e' | b'i' | b'r' | b':' => State::Sse(Box::default()),
-                    _ => State::Other,
-                };
-                self.feed(rest);
+                self.feed(&chunk[first..]);
             }
             State::Json(scan) => scan.feed(chunk),
             State::Sse(scan) => scan.feed(chunk),
@@ -83,8 +79,45 @@ impl UsageScanner {
         }
     }
 
-    /// The bytes the scanner holds on to (its buffers' capacity): bounded by a few times
-    /// [`WINDOW`](super::WINDOW) or [`EVENT_WINDOW`](super::EVENT_WINDOW), whatever was fed.
+    /// Reads the next chunk of the body, keeping it by reference (a clone of `chunk`, no copy)
+    /// while it is among the last bytes: the cost does not grow with the chunk's size. The
+    /// chunk's buffer stays allocated until newer chunks replace it.
+    #[inline]
+    pub fn feed_bytes(&mut self, chunk: &Bytes) {
+        match &mut self.state {
+            State::Json(scan) => scan.feed_bytes(chunk),
+            State::Sse(scan) => scan.feed_bytes(chunk),
+            State::Other => {}
+            State::Sniffing => {
+                let Some(first) = self.sniff(chunk) else {
+                    return;
+                };
+                if first == 0 {
+                    self.feed_bytes(chunk);
+                } else {
+                    self.feed_bytes(&chunk.slice(first..));
+                }
+            }
+        }
+    }
+
+    /// Picks the body's kind from its first byte that is not whitespace; returns where that
+    /// byte is, `None` while there is none.
+    fn sniff(&mut self, chunk: &[u8]) -> Option<usize> {
+        let first = chunk.iter().position(|b| !b.is_ascii_whitespace())?;
+        self.state = match chunk[first] {
+            b'{' | b'[' => State::Json(JsonScan::default()),
+            // An event stream starts with a field name or a comment.
+            b'd' | b'e' | b'i' | b'r' | b':' => State::Sse(Box::default()),
+            _ => State::Other,
+        };
+        Some(first)
+    }
+
+    /// The bytes the scanner holds on to (its buffers' capacity, and the length of the chunks
+    /// it keeps by reference): bounded by twice [`WINDOW`](super::WINDOW) or by
+    /// [`EVENT_WINDOW`](super::EVENT_WINDOW), plus the chunks kept by reference (those that
+    /// hold the window), whatever was fed.
     pub fn retained_bytes(&self) -> usize {
         match &self.state {
             State::Json(scan) => scan.retained_bytes(),
@@ -123,18 +156,27 @@ mod tests {
 
     use super::*;
 
-    /// Feeds `body` split at the given cut points (positions, any order, any range).
+    /// Feeds `body` split at the given cut points (positions, any order, any range), copied
+    /// and by reference (alternating per chunk): both must agree.
     fn scan_split(body: &[u8], cuts: &[usize]) -> UsageScan {
         let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (body.len() + 1)).collect();
         cuts.sort_unstable();
-        let mut scanner = UsageScanner::new();
+        let mut copied = UsageScanner::new();
+        let mut mixed = UsageScanner::new();
         let mut at = 0;
-        for cut in cuts.into_iter().chain([body.len()]) {
-            scanner.feed(&body[at..cut]);
+        for (i, cut) in cuts.into_iter().chain([body.len()]).enumerate() {
+            copied.feed(&body[at..cut]);
+            if i % 2 == 0 {
+                mixed.feed_bytes(&Bytes::copy_from_slice(&body[at..cut]));
+            } else {
+                mixed.feed(&body[at..cut]);
+            }
             at = cut;
-            assert!(scanner.retained_bytes() <= 3 * super::super::EVENT_WINDOW);
+            assert!(copied.retained_bytes() <= 3 * super::super::EVENT_WINDOW);
         }
-        scanner.finish()
+        let result = copied.finish();
+        assert_eq!(mixed.finish(), result);
+        result
     }
 
     /// Bytes that look like responses often enough to reach the deep states.

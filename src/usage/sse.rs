@@ -1,24 +1,111 @@
-//! The server-sent-events scanner: keeps the event being received and the data of the last
-//! complete data event, each at most [`EVENT_WINDOW`] bytes, never more.
+//! The server-sent-events scanner: keeps the last [`EVENT_WINDOW`] bytes of the stream, never
+//! more, and reads its last data event once, at the end.
 //!
 //! OpenAI-compatible streams (with `stream_options.include_usage`) send the usage in the last
-//! data event before `data: [DONE]`; every event names the model. So only the last data event
-//! matters, and it is parsed once, at the end. Per chunk, the scanner finds the chunk's last
-//! blank line searching backwards, and looks only at the event(s) just before it, keeping the
-//! last one with data (one copy): the cost per chunk is the size of its last events, not of the
-//! chunk. The kept event is split into lines and parsed once, at the end. Lines may end in `\n` or `\r\n`
-//! (a stream using bare `\r` line ends is not read: no usage, counted).
+//! data event before `data: [DONE]`; every event names the model. So only the end of the stream
+//! matters. Per chunk the scanner only notes the chunk (the newest one by reference, see
+//! [`Tail`]): no byte is looked at before the stream ends. Then the events of the window are
+//! walked backwards from the end (blank lines found with `memrchr`), past `[DONE]` and events
+//! without data, to the last data event, whose data is joined and parsed. The last data event
+//! and everything after it must lie within the window: an event that starts before it is
+//! [`Ignored::OutOfWindow`]. Lines may end in `\n` or `\r\n` (a stream using bare `\r` line
+//! ends is not read: no usage, counted).
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use kasal_trace::Usage;
 use memchr::{memmem, memrchr};
 
 use super::Ignored;
 use super::parse::parse_top;
+use super::tail::Tail;
 
-/// The largest event (and event data) kept, in bytes. A final usage event is a few hundred.
+/// The bytes at the end of a stream that are read, in bytes: the last data event (a final usage
+/// event is a few hundred) and what follows it must fit.
 pub const EVENT_WINDOW: usize = 16 * 1024;
+
+/// The SSE scanner's state: the end of the stream.
+#[derive(Debug)]
+pub(crate) struct SseScan {
+    tail: Tail,
+    total: u64,
+}
+
+impl Default for SseScan {
+    fn default() -> Self {
+        SseScan {
+            tail: Tail::new(EVENT_WINDOW),
+            total: 0,
+        }
+    }
+}
+
+impl SseScan {
+    /// Reads a chunk by copying what is needed of it.
+    pub(crate) fn feed(&mut self, chunk: &[u8]) {
+        self.total += chunk.len() as u64;
+        self.tail.push_slice(chunk);
+    }
+
+    /// Reads a chunk, keeping it by reference.
+    #[inline]
+    pub(crate) fn feed_bytes(&mut self, chunk: &Bytes) {
+        self.total += chunk.len() as u64;
+        self.tail.push_bytes(chunk);
+    }
+
+    pub(crate) fn retained_bytes(&self) -> usize {
+        self.tail.retained_bytes()
+    }
+
+    pub(crate) fn finish(&mut self) -> (Result<Usage, Ignored>, Option<Arc<str>>) {
+        // Look at the last KiB first (where the usage event and `[DONE]` are), and further back
+        // only when no data event was found in it: the result is the window's either way.
+        let mut look = FIRST_LOOK;
+        loop {
+            let suffix = self.tail.suffix(look);
+            let whole = self.total <= suffix.len() as u64;
+            match read_events(&suffix, whole) {
+                Some(result) => return result,
+                None if look >= EVENT_WINDOW => return (Err(Ignored::OutOfWindow), None),
+                None => look = (4 * look).min(EVENT_WINDOW),
+            }
+        }
+    }
+}
+
+/// Bytes of the stream's end looked at first.
+const FIRST_LOOK: usize = 1024;
+
+/// What a read gave: the usage (or why none) and the model.
+type Read = (Result<Usage, Ignored>, Option<Arc<str>>);
+
+/// Reads the events of `bytes`: the whole stream, or (`whole` false) its end, whose first
+/// event is skipped (it may have started earlier). `None` when the end holds no data event
+/// (one may lie further back).
+fn read_events(bytes: &[u8], whole: bool) -> Option<Read> {
+    let mut events = EventScan::default();
+    if whole {
+        events.feed(bytes);
+        return Some(events.finish());
+    }
+    events.feed(&bytes[first_event(bytes)?..]);
+    events.finish_end()
+}
+
+/// Where the first event that starts after a blank line begins.
+fn first_event(bytes: &[u8]) -> Option<usize> {
+    let mut from = 0;
+    loop {
+        let lf = from + memchr::memchr(b'\n', &bytes[from..])?;
+        match (bytes.get(lf + 1), bytes.get(lf + 2)) {
+            (Some(b'\n'), _) => return Some(lf + 2),
+            (Some(b'\r'), Some(b'\n')) => return Some(lf + 3),
+            _ => from = lf + 1,
+        }
+    }
+}
 
 /// What the last complete data event was.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -31,9 +118,12 @@ enum Last {
     Oversized,
 }
 
-/// The SSE scanner's state.
+/// Reads events in order, chunk by chunk, keeping the event being received and the last data
+/// event (each at most [`EVENT_WINDOW`]): run once over the window at the end. Per chunk, it
+/// finds the chunk's last blank line searching backwards and looks only at the event(s) just
+/// before it.
 #[derive(Debug)]
-pub(crate) struct SseScan {
+struct EventScan {
     /// The event being received: the bytes since the last blank line.
     pending: Vec<u8>,
     /// `pending` outgrew the window (its start is lost).
@@ -47,9 +137,9 @@ pub(crate) struct SseScan {
     saw_done: bool,
 }
 
-impl Default for SseScan {
+impl Default for EventScan {
     fn default() -> Self {
-        SseScan {
+        EventScan {
             pending: Vec::new(),
             pending_overflow: false,
             last: Vec::new(),
@@ -73,8 +163,8 @@ enum Kind {
     Oversized,
 }
 
-impl SseScan {
-    pub(crate) fn feed(&mut self, chunk: &[u8]) {
+impl EventScan {
+    fn feed(&mut self, chunk: &[u8]) {
         if chunk.is_empty() {
             return;
         }
@@ -93,11 +183,14 @@ impl SseScan {
         };
     }
 
-    pub(crate) fn retained_bytes(&self) -> usize {
-        self.pending.capacity() + self.last.capacity()
+    /// As [`finish`](Self::finish), for events read from the end of a stream: `None` when
+    /// they hold no data event.
+    fn finish_end(&mut self) -> Option<Read> {
+        let result = self.finish();
+        (self.last_state != Last::None).then_some(result)
     }
 
-    pub(crate) fn finish(&mut self) -> (Result<Usage, Ignored>, Option<Arc<str>>) {
+    fn finish(&mut self) -> (Result<Usage, Ignored>, Option<Arc<str>>) {
         // An event not closed by a blank line: taken if its last line is complete (some servers
         // end the stream after `data: …\n`); a stream cut mid-line is incomplete.
         let mut cut = false;
@@ -277,13 +370,60 @@ fn data_value(line: &[u8]) -> Option<&[u8]> {
 mod tests {
     use super::*;
 
+    /// Scans the chunks copied, and by reference: both must agree.
     fn scan(chunks: &[&[u8]]) -> (Result<Usage, Ignored>, Option<Arc<str>>) {
-        let mut scan = SseScan::default();
+        let mut copied = SseScan::default();
+        let mut by_ref = SseScan::default();
         for chunk in chunks {
-            scan.feed(chunk);
-            assert!(scan.retained_bytes() <= 3 * EVENT_WINDOW);
+            copied.feed(chunk);
+            assert!(copied.retained_bytes() <= EVENT_WINDOW);
+            let chunk = Bytes::copy_from_slice(chunk);
+            by_ref.feed_bytes(&chunk);
+            // The ring, and the pieces kept by reference (under two windows, or one large chunk).
+            assert!(by_ref.retained_bytes() <= 3 * EVENT_WINDOW + chunk.len());
         }
-        scan.finish()
+        let result = copied.finish();
+        assert_eq!(by_ref.finish(), result);
+        result
+    }
+
+    /// Whole-stream reading over many events (long streams): the window holds the end.
+    #[test]
+    fn a_long_stream_is_read_from_its_last_window() {
+        let mut body = String::new();
+        while body.len() < 5 * EVENT_WINDOW {
+            body += "data: {\"model\":\"m\",\"choices\":[{\"delta\":{\"content\":\"x\"}}],\"usage\":null}\n\n";
+        }
+        let end = "data: {\"model\":\"m\",\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":4}}\n\ndata: [DONE]\n\n";
+        let whole = format!("{body}{end}");
+        for size in [1, 100, 4096, EVENT_WINDOW, whole.len()] {
+            let chunks: Vec<&[u8]> = whole.as_bytes().chunks(size).collect();
+            let (usage, model) = scan(&chunks);
+            assert_eq!(usage, Ok(Usage::new(3, 4)), "{size}");
+            assert_eq!(model.as_deref(), Some("m"));
+        }
+        // Keep-alives after the usage event, more than the window: out of window.
+        let keep_alive = ": ping\n\n".repeat(EVENT_WINDOW / 8 + 1);
+        let late = format!("{body}{end}{keep_alive}");
+        assert_eq!(scan(&[late.as_bytes()]).0, Err(Ignored::OutOfWindow));
+        // Not one blank line in the last window: out of window.
+        let unterminated = format!("{body}{end}: {}", "z".repeat(EVENT_WINDOW));
+        assert_eq!(
+            scan(&[unterminated.as_bytes()]).0,
+            Err(Ignored::OutOfWindow)
+        );
+        // A usage event that fills the window after the blank line before it is read; one
+        // byte longer, its start is not in the window: out of window.
+        let event = |len: usize| {
+            let head = "data: {\"usage\":{\"prompt_tokens\":1},\"pad\":\"";
+            let pad = "y".repeat(len - head.len() - "\"}\n\n".len());
+            format!("{head}{pad}\"}}\n\n")
+        };
+        let comment = format!(": {}\n\n", "z".repeat(3 * EVENT_WINDOW));
+        let fits = format!("{comment}{}", event(EVENT_WINDOW - 2));
+        assert_eq!(scan(&[fits.as_bytes()]).0, Ok(Usage::new(1, 0)));
+        let over = format!("{comment}{}", event(EVENT_WINDOW - 1));
+        assert_eq!(scan(&[over.as_bytes()]).0, Err(Ignored::OutOfWindow));
     }
 
     fn stream(line_end: &str) -> String {
