@@ -6,9 +6,9 @@
 //! produce the same spans and records. Nothing here may copy the context's `user_token` or an
 //! unredacted URL or error message into a span field or a record.
 
+use std::borrow::Cow;
 use std::cell::Cell as StdCell;
 use std::error::Error;
-use std::fmt;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -70,12 +70,14 @@ impl CallSpan {
         // The one place the template is chosen: a `Route` extension (the server adapter sets it
         // from the router's matched path), else, for client calls, the template inferred from
         // the path (`route::infer_shared`): never the raw path.
-        let route = extensions
-            .get::<Route>()
-            .map(|route| route.0.clone())
-            .or_else(|| {
-                (direction == Direction::Client).then(|| crate::route::infer_shared(uri.path()))
-            });
+        let (route, route_index) = match extensions.get::<Route>() {
+            Some(route) => (Some(route.0.clone()), None),
+            None if direction == Direction::Client => {
+                let (route, index) = crate::route::infer_path_indexed(uri.path());
+                (Some(route), index)
+            }
+            None => (None, None),
+        };
         let (mode, caller_id, obo_dev_fallback, context_operation) =
             ExecutionContext::read_for_request(extensions, |ctx| {
                 (
@@ -103,7 +105,9 @@ impl CallSpan {
             }
             None => (None, None),
         };
-        let known_method = is_known_method(method);
+        let method_index = known_method_index(method);
+        let known_method = method_index.is_some();
+        let otel_name = otel_name(method_index, route_index, route.as_deref());
         let is_server = direction == Direction::Server;
         // Client: `url.full` and `url.template`. Server: `url.path`, `url.scheme`, `http.route`,
         // `user_agent.original`, `client.address`.
@@ -132,10 +136,10 @@ impl CallSpan {
             target: "kasal_trace",
             "HTTP",
             otel.kind = direction.as_str(),
-            otel.name = %OtelName { method, known_method, route: route.as_deref() },
+            otel.name = &*otel_name,
             otel.status_code = Empty,
             otel.status_description = Empty,
-            http.request.method = if known_method { method.as_str() } else { OTHER },
+            http.request.method = method_index.map_or(OTHER, |index| KNOWN_METHODS[index]),
             http.request.method_original = (!known_method).then(|| method.as_str()),
             http.route = route.as_deref().filter(|_| is_server),
             url.template = route.as_deref().filter(|_| !is_server),
@@ -511,23 +515,33 @@ fn server_authority(uri: &Uri, authority: Option<&str>, headers: &HeaderMap) -> 
 }
 
 /// `otel.name`: `"{METHOD}"` or `"{METHOD} {template}"` (`HTTP` for a method the conventions do
-/// not know), formatted only by subscribers that want it.
-struct OtelName<'a> {
-    method: &'a Method,
-    known_method: bool,
-    route: Option<&'a str>,
-}
-
-impl fmt::Display for OtelName<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let method = match self.known_method {
-            true => self.method.as_str(),
-            false => "HTTP",
-        };
-        match self.route {
-            Some(route) => write!(f, "{method} {route}"),
-            None => f.write_str(method),
-        }
+/// not know). A plain string, so subscribers record it without formatting: shared and
+/// allocated once per (method, table row) for a template of
+/// [`DATABRICKS_ROUTES`](crate::route::DATABRICKS_ROUTES) (`route_index`) and static without a
+/// route; formatted here only for another template.
+fn otel_name(
+    method_index: Option<usize>,
+    route_index: Option<usize>,
+    route: Option<&str>,
+) -> Cow<'static, str> {
+    let method = method_index.map_or("HTTP", |index| KNOWN_METHODS[index]);
+    let Some(route) = route else {
+        return Cow::Borrowed(method);
+    };
+    let Some(row) = route_index else {
+        return Cow::Owned(format!("{method} {route}"));
+    };
+    static NAMES: OnceLock<Box<[OnceLock<Box<str>>]>> = OnceLock::new();
+    let rows = crate::route::DATABRICKS_ROUTES.len();
+    let names = NAMES.get_or_init(|| {
+        (0..(KNOWN_METHODS.len() + 1) * rows)
+            .map(|_| OnceLock::new())
+            .collect()
+    });
+    let slot = method_index.unwrap_or(KNOWN_METHODS.len()) * rows + row;
+    match names.get(slot) {
+        Some(name) => Cow::Borrowed(name.get_or_init(|| format!("{method} {route}").into())),
+        None => Cow::Owned(format!("{method} {route}")),
     }
 }
 
@@ -535,19 +549,24 @@ impl fmt::Display for OtelName<'_> {
 const OTHER: &str = "_OTHER";
 
 /// The methods the HTTP conventions know (RFC 9110 and PATCH); any other is `_OTHER`.
-fn is_known_method(method: &Method) -> bool {
-    matches!(
-        *method,
-        Method::GET
-            | Method::HEAD
-            | Method::POST
-            | Method::PUT
-            | Method::DELETE
-            | Method::CONNECT
-            | Method::OPTIONS
-            | Method::TRACE
-            | Method::PATCH
-    )
+const KNOWN_METHODS: [&str; 9] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+];
+
+/// The index of `method` in [`KNOWN_METHODS`], `None` for a method the conventions do not know.
+fn known_method_index(method: &Method) -> Option<usize> {
+    Some(match *method {
+        Method::GET => 0,
+        Method::HEAD => 1,
+        Method::POST => 2,
+        Method::PUT => 3,
+        Method::DELETE => 4,
+        Method::CONNECT => 5,
+        Method::OPTIONS => 6,
+        Method::TRACE => 7,
+        Method::PATCH => 8,
+        _ => return None,
+    })
 }
 
 /// `network.protocol.version` for `version`.
@@ -569,6 +588,8 @@ fn saturating_i64(value: u64) -> i64 {
 
 #[cfg(test)]
 mod tests {
+    use std::fmt;
+
     use super::*;
     use crate::redact::MAX_CHAIN_DEPTH;
 
