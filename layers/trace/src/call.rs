@@ -6,8 +6,7 @@
 //! produce the same spans and records. Nothing here may copy the context's `user_token` or an
 //! unredacted URL or error message into a span field or a record.
 
-use std::borrow::Cow;
-use std::cell::Cell as StdCell;
+use std::cell::{Cell as StdCell, RefCell};
 use std::error::Error;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
@@ -111,7 +110,9 @@ impl CallSpan {
         let is_server = direction == Direction::Server;
         // Client: `url.full` and `url.template`. Server: `url.path`, `url.scheme`, `http.route`,
         // `user_agent.original`, `client.address`.
-        let url_full = (!is_server).then(|| display(RedactedUri::with_authority(uri, authority)));
+        let url_full = (!is_server).then(|| {
+            display(RedactedUri::with_authority(uri, authority).with_route_row(route_index))
+        });
         let url_path = is_server.then(|| redact(uri.path()));
         let user_agent = match is_server {
             true => headers
@@ -510,26 +511,43 @@ fn server_authority(uri: &Uri, authority: Option<&str>, headers: &HeaderMap) -> 
         _ => headers
             .get(http::header::HOST)
             .and_then(|host| host.to_str().ok())
-            .and_then(|host| host_and_port(host).parse().ok()),
+            .and_then(|host| parse_host(host_and_port(host))),
     }
+}
+
+/// `host` as an [`Authority`], shared from this thread's last one when it is the same (a
+/// server sees the same `Host` on nearly every request: this saves a parse and a copy).
+fn parse_host(host: &str) -> Option<Authority> {
+    thread_local! {
+        static LAST: RefCell<Option<Authority>> = const { RefCell::new(None) };
+    }
+    LAST.try_with(|last| {
+        let Ok(mut last) = last.try_borrow_mut() else {
+            return host.parse().ok();
+        };
+        if let Some(authority) = last.as_ref().filter(|a| a.as_str() == host) {
+            return Some(authority.clone());
+        }
+        let authority: Authority = host.parse().ok()?;
+        *last = Some(authority.clone());
+        Some(authority)
+    })
+    .unwrap_or_else(|_| host.parse().ok())
 }
 
 /// `otel.name`: `"{METHOD}"` or `"{METHOD} {template}"` (`HTTP` for a method the conventions do
 /// not know). A plain string, so subscribers record it without formatting: shared and
 /// allocated once per (method, table row) for a template of
-/// [`DATABRICKS_ROUTES`](crate::route::DATABRICKS_ROUTES) (`route_index`) and static without a
-/// route; formatted here only for another template.
-fn otel_name(
-    method_index: Option<usize>,
-    route_index: Option<usize>,
-    route: Option<&str>,
-) -> Cow<'static, str> {
+/// [`DATABRICKS_ROUTES`](crate::route::DATABRICKS_ROUTES) (`route_index`), static without a
+/// route; for another template (a server's matched route), formatted once and reused while
+/// the thread's calls keep the same method and template.
+fn otel_name(method_index: Option<usize>, route_index: Option<usize>, route: Option<&str>) -> Name {
     let method = method_index.map_or("HTTP", |index| KNOWN_METHODS[index]);
     let Some(route) = route else {
-        return Cow::Borrowed(method);
+        return Name::Static(method);
     };
     let Some(row) = route_index else {
-        return Cow::Owned(format!("{method} {route}"));
+        return last_name(method, route);
     };
     static NAMES: OnceLock<Box<[OnceLock<Box<str>>]>> = OnceLock::new();
     let rows = crate::route::DATABRICKS_ROUTES.len();
@@ -540,8 +558,48 @@ fn otel_name(
     });
     let slot = method_index.unwrap_or(KNOWN_METHODS.len()) * rows + row;
     match names.get(slot) {
-        Some(name) => Cow::Borrowed(name.get_or_init(|| format!("{method} {route}").into())),
-        None => Cow::Owned(format!("{method} {route}")),
+        Some(name) => Name::Static(name.get_or_init(|| format!("{method} {route}").into())),
+        None => last_name(method, route),
+    }
+}
+
+/// `"{method} {route}"`, from this thread's last one when it is the same.
+fn last_name(method: &'static str, route: &str) -> Name {
+    thread_local! {
+        static LAST: RefCell<Option<(&'static str, Arc<str>, Arc<str>)>> =
+            const { RefCell::new(None) };
+    }
+    let make = || Arc::<str>::from(format!("{method} {route}"));
+    LAST.try_with(|last| {
+        let Ok(mut last) = last.try_borrow_mut() else {
+            return make();
+        };
+        if let Some((last_method, last_route, name)) = &*last {
+            if *last_method == method && **last_route == *route {
+                return name.clone();
+            }
+        }
+        let name = make();
+        *last = Some((method, Arc::from(route), name.clone()));
+        name
+    })
+    .map_or_else(|_| Name::Shared(make()), Name::Shared)
+}
+
+/// An `otel.name`, borrowed for the span's creation.
+enum Name {
+    Static(&'static str),
+    Shared(Arc<str>),
+}
+
+impl std::ops::Deref for Name {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        match self {
+            Name::Static(name) => name,
+            Name::Shared(name) => name,
+        }
     }
 }
 

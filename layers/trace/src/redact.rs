@@ -136,7 +136,7 @@ pub fn redact(text: &str) -> Cow<'_, str> {
 /// something else: `%` (URL-encoded separators) and any non-ASCII byte (the Kelvin sign, the
 /// long s, Unicode spaces). Without any of them the scanner cannot change the text, so skipping
 /// it keeps the result (and idempotence) exactly.
-fn might_hold_secret(text: &str) -> bool {
+pub(crate) fn might_hold_secret(text: &str) -> bool {
     let bytes = text.as_bytes();
     // One table lookup per byte: most bytes start no needle. A byte that does is followed up
     // only when the next byte is the needle's second letter (in any case), which is rare in
@@ -1099,6 +1099,10 @@ pub(crate) struct RedactedUri<'a> {
     uri: &'a Uri,
     /// The URI's authority without userinfo (see [`url_authority`]).
     authority: Option<&'a str>,
+    /// The row of [`DATABRICKS_ROUTES`](crate::route::DATABRICKS_ROUTES) the path matched, if
+    /// any: then only its placeholder segments need the prefilter (see
+    /// [`route::path_is_clean`](crate::route::path_is_clean)).
+    route_row: Option<usize>,
 }
 
 impl<'a> RedactedUri<'a> {
@@ -1108,7 +1112,17 @@ impl<'a> RedactedUri<'a> {
 
     /// For a caller that already has `url_authority(uri)`: saves scanning it again.
     pub(crate) fn with_authority(uri: &'a Uri, authority: Option<&'a str>) -> Self {
-        RedactedUri { uri, authority }
+        RedactedUri {
+            uri,
+            authority,
+            route_row: None,
+        }
+    }
+
+    /// Notes that the path matched row `row` of the route table (`None`: no row).
+    pub(crate) fn with_route_row(mut self, row: Option<usize>) -> Self {
+        self.route_row = row;
+        self
     }
 }
 
@@ -1145,7 +1159,12 @@ impl fmt::Display for RedactedUri<'_> {
         if let Some(authority) = self.authority {
             out.put(authority)?;
         }
-        out.put(&redact(uri.path()))?;
+        let path = uri.path();
+        match self.route_row {
+            // Every segment clean: `redact` would return the path as it is.
+            Some(row) if crate::route::path_is_clean(row, path) => out.put(path)?,
+            _ => out.put(&redact(path))?,
+        }
         if let Some(query) = uri.query() {
             out.put("?")?;
             for (n, pair) in query.split('&').enumerate() {

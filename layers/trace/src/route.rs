@@ -244,6 +244,31 @@ pub(crate) fn infer_path_indexed(path: &str) -> (Arc<str>, Option<usize>) {
     }
 }
 
+/// Whether [`redact`](crate::redact()) would leave `path` (no query), which matched row `row`
+/// of [`DATABRICKS_ROUTES`], as it is: no segment holds a needle of the prefilter. The
+/// segments the row's literals matched are clean when the literal is (checked once, when the
+/// table is built); only the others (placeholders, a final `{path}`) are read. A needle never
+/// holds a `/`, so the path is clean exactly when each of its segments is.
+pub(crate) fn path_is_clean(row: usize, path: &str) -> bool {
+    let Some(row) = table().rows.get(row) else {
+        return false;
+    };
+    let mut parts = segments(path);
+    for pattern in &row.fixed {
+        let Some(segment) = parts.next() else {
+            return false;
+        };
+        let clean = match pattern {
+            Pattern::Literal { text, clean } if *text == segment => *clean,
+            _ => !crate::redact::might_hold_secret(segment),
+        };
+        if !clean {
+            return false;
+        }
+    }
+    parts.all(|segment| !crate::redact::might_hold_secret(segment))
+}
+
 /// The [`DATABRICKS_ROUTES`] template that matches `path` (without query), if any.
 pub fn lookup(path: &str) -> Option<&'static str> {
     lookup_index(strip_query(path)).map(|index| DATABRICKS_ROUTES[index])
@@ -264,8 +289,23 @@ fn lookup_index(path: &str) -> Option<usize> {
 /// each node at most once whatever the path.
 struct Table {
     nodes: Vec<Node>,
+    /// Each row's segments but a final `{path}`.
+    rows: Vec<Row>,
     /// Each row's template as the `Arc` spans and records share.
     shared: Box<[Arc<str>]>,
+}
+
+struct Row {
+    fixed: Vec<Pattern>,
+}
+
+enum Pattern {
+    /// A literal segment, and whether the redaction prefilter passes it.
+    Literal {
+        text: &'static str,
+        clean: bool,
+    },
+    Placeholder,
 }
 
 #[derive(Default)]
@@ -344,6 +384,7 @@ fn table() -> &'static Table {
     TABLE.get_or_init(|| {
         let mut table = Table {
             nodes: vec![Node::default()],
+            rows: Vec::with_capacity(DATABRICKS_ROUTES.len()),
             shared: DATABRICKS_ROUTES.iter().map(|&t| Arc::from(t)).collect(),
         };
         for (index, template) in DATABRICKS_ROUTES.iter().enumerate() {
@@ -354,6 +395,18 @@ fn table() -> &'static Table {
             for &segment in fixed {
                 node = table.child(node, segment);
             }
+            table.rows.push(Row {
+                fixed: fixed
+                    .iter()
+                    .map(|segment| match segment.starts_with('{') {
+                        true => Pattern::Placeholder,
+                        false => Pattern::Literal {
+                            text: segment,
+                            clean: !crate::redact::might_hold_secret(segment),
+                        },
+                    })
+                    .collect(),
+            });
             let slot = match rest {
                 true => &mut table.nodes[node].rest,
                 false => &mut table.nodes[node].end,
@@ -535,6 +588,55 @@ mod tests {
                 "{path}"
             );
         }
+    }
+
+    #[test]
+    fn url_full_of_a_table_path_is_what_redaction_gives() {
+        use crate::redact::RedactedUri;
+        let fillers = [
+            "abc",
+            "token=abc",
+            "dapi0123456789",
+            "a@b.c",
+            "x%2Fy",
+            "Bearer",
+            "home",
+        ];
+        for &template in DATABRICKS_ROUTES {
+            for filler in fillers {
+                let path = template
+                    .split('/')
+                    .map(|segment| match segment.starts_with('{') {
+                        true => filler,
+                        false => segment,
+                    })
+                    .collect::<Vec<_>>()
+                    .join("/");
+                let Ok(uri) = format!("https://h.example{path}/?page=2").parse::<http::Uri>()
+                else {
+                    continue;
+                };
+                let row = lookup_index(uri.path());
+                assert_eq!(
+                    RedactedUri::new(&uri).with_route_row(row).to_string(),
+                    RedactedUri::new(&uri).to_string(),
+                    "{uri}"
+                );
+                let uri: http::Uri = format!("https://h.example{path}").parse().unwrap();
+                let row = lookup_index(uri.path());
+                assert_eq!(
+                    RedactedUri::new(&uri).with_route_row(row).to_string(),
+                    RedactedUri::new(&uri).to_string(),
+                    "{uri}"
+                );
+            }
+        }
+        // A row that does not match the path (never asked, but harmless): redacted in full.
+        let uri: http::Uri = "https://h/api/2.0/x/token=abc".parse().unwrap();
+        assert_eq!(
+            RedactedUri::new(&uri).with_route_row(Some(0)).to_string(),
+            RedactedUri::new(&uri).to_string()
+        );
     }
 
     #[test]
