@@ -69,11 +69,13 @@ impl CallSpan {
         // The one place the template is chosen: a `Route` extension (the server adapter sets it
         // from the router's matched path), else, for client calls, the template inferred from
         // the path (`route::infer_shared`): never the raw path.
-        let (route, route_index) = match extensions.get::<Route>() {
+        // For a template of the table: its row, and whether the path passes the redaction
+        // prefilter (then `url.full` writes it without `redact`).
+        let (route, table_match) = match extensions.get::<Route>() {
             Some(route) => (Some(route.0.clone()), None),
             None if direction == Direction::Client => {
-                let (route, index) = crate::route::infer_path_indexed(uri.path());
-                (Some(route), index)
+                let (route, found) = crate::route::infer_path_indexed(uri.path());
+                (Some(route), found)
             }
             None => (None, None),
         };
@@ -106,13 +108,14 @@ impl CallSpan {
         };
         let method_index = known_method_index(method);
         let known_method = method_index.is_some();
+        let route_index = table_match.map(|(row, _)| row);
+        let path_clean = table_match.is_some_and(|(_, clean)| clean);
         let otel_name = otel_name(method_index, route_index, route.as_deref());
         let is_server = direction == Direction::Server;
         // Client: `url.full` and `url.template`. Server: `url.path`, `url.scheme`, `http.route`,
         // `user_agent.original`, `client.address`.
-        let url_full = (!is_server).then(|| {
-            display(RedactedUri::with_authority(uri, authority).with_route_row(route_index))
-        });
+        let url_full = (!is_server)
+            .then(|| display(RedactedUri::with_authority(uri, authority).path_clean(path_clean)));
         let url_path = is_server.then(|| redact(uri.path()));
         let user_agent = match is_server {
             true => headers

@@ -1099,10 +1099,9 @@ pub(crate) struct RedactedUri<'a> {
     uri: &'a Uri,
     /// The URI's authority without userinfo (see [`url_authority`]).
     authority: Option<&'a str>,
-    /// The row of [`DATABRICKS_ROUTES`](crate::route::DATABRICKS_ROUTES) the path matched, if
-    /// any: then only its placeholder segments need the prefilter (see
-    /// [`route::path_is_clean`](crate::route::path_is_clean)).
-    route_row: Option<usize>,
+    /// The path is known to pass the prefilter (see `route::infer_path_indexed`): written as
+    /// it is.
+    path_clean: bool,
 }
 
 impl<'a> RedactedUri<'a> {
@@ -1115,13 +1114,13 @@ impl<'a> RedactedUri<'a> {
         RedactedUri {
             uri,
             authority,
-            route_row: None,
+            path_clean: false,
         }
     }
 
-    /// Notes that the path matched row `row` of the route table (`None`: no row).
-    pub(crate) fn with_route_row(mut self, row: Option<usize>) -> Self {
-        self.route_row = row;
+    /// Notes that the path passes the prefilter (`redact` would return it as it is).
+    pub(crate) fn path_clean(mut self, clean: bool) -> Self {
+        self.path_clean = clean;
         self
     }
 }
@@ -1160,10 +1159,10 @@ impl fmt::Display for RedactedUri<'_> {
             out.put(authority)?;
         }
         let path = uri.path();
-        match self.route_row {
+        match self.path_clean {
             // Every segment clean: `redact` would return the path as it is.
-            Some(row) if crate::route::path_is_clean(row, path) => out.put(path)?,
-            _ => out.put(&redact(path))?,
+            true => out.put(path)?,
+            false => out.put(&redact(path))?,
         }
         if let Some(query) = uri.query() {
             out.put("?")?;

@@ -235,38 +235,16 @@ pub(crate) fn infer_path_shared(path: &str) -> Arc<str> {
     }
 }
 
-/// [`infer_path_shared`] and, for a table match, the template's index in
-/// [`DATABRICKS_ROUTES`].
-pub(crate) fn infer_path_indexed(path: &str) -> (Arc<str>, Option<usize>) {
-    match lookup_index(path) {
-        Some(index) => (table().shared[index].clone(), Some(index)),
+/// [`infer_path_shared`], and, for a table match, the template's index in
+/// [`DATABRICKS_ROUTES`] and whether [`redact`](crate::redact()) would leave the path as it
+/// is (no segment holds a needle of its prefilter: the literal segments were checked when the
+/// table was built, so only the others are read; a needle never holds a `/`, so the path is
+/// clean exactly when each segment is).
+pub(crate) fn infer_path_indexed(path: &str) -> (Arc<str>, Option<(usize, bool)>) {
+    match table().walk(0, segments(path)) {
+        Some((index, clean)) => (table().shared[index].clone(), Some((index, clean))),
         None => (Arc::from(collapse_ids(path)), None),
     }
-}
-
-/// Whether [`redact`](crate::redact()) would leave `path` (no query), which matched row `row`
-/// of [`DATABRICKS_ROUTES`], as it is: no segment holds a needle of the prefilter. The
-/// segments the row's literals matched are clean when the literal is (checked once, when the
-/// table is built); only the others (placeholders, a final `{path}`) are read. A needle never
-/// holds a `/`, so the path is clean exactly when each of its segments is.
-pub(crate) fn path_is_clean(row: usize, path: &str) -> bool {
-    let Some(row) = table().rows.get(row) else {
-        return false;
-    };
-    let mut parts = segments(path);
-    for pattern in &row.fixed {
-        let Some(segment) = parts.next() else {
-            return false;
-        };
-        let clean = match pattern {
-            Pattern::Literal { text, clean } if *text == segment => *clean,
-            _ => !crate::redact::might_hold_secret(segment),
-        };
-        if !clean {
-            return false;
-        }
-    }
-    parts.all(|segment| !crate::redact::might_hold_secret(segment))
 }
 
 /// The [`DATABRICKS_ROUTES`] template that matches `path` (without query), if any.
@@ -279,8 +257,7 @@ pub fn lookup(path: &str) -> Option<&'static str> {
 /// the templates' segments (literal segments first, then a placeholder), one pass over the
 /// path, no allocation, no hashing.
 fn lookup_index(path: &str) -> Option<usize> {
-    let table = table();
-    table.walk(0, segments(path))
+    table().walk(0, segments(path)).map(|(index, _)| index)
 }
 
 /// The table as a trie over segments: each node has its literal children, at most one
@@ -289,29 +266,15 @@ fn lookup_index(path: &str) -> Option<usize> {
 /// each node at most once whatever the path.
 struct Table {
     nodes: Vec<Node>,
-    /// Each row's segments but a final `{path}`.
-    rows: Vec<Row>,
     /// Each row's template as the `Arc` spans and records share.
     shared: Box<[Arc<str>]>,
 }
 
-struct Row {
-    fixed: Vec<Pattern>,
-}
-
-enum Pattern {
-    /// A literal segment, and whether the redaction prefilter passes it.
-    Literal {
-        text: &'static str,
-        clean: bool,
-    },
-    Placeholder,
-}
-
 #[derive(Default)]
 struct Node {
-    /// `(segment, child)`; the segment's length and first byte are compared before its bytes.
-    literals: Vec<(&'static str, usize)>,
+    /// `(segment, child, clean)`: the segment's length and first byte are compared before its
+    /// bytes; `clean` when the redaction prefilter passes it.
+    literals: Vec<(&'static str, usize, bool)>,
     placeholder: Option<usize>,
     /// The first row that ends at this node.
     end: Option<usize>,
@@ -320,19 +283,24 @@ struct Node {
 }
 
 impl Table {
-    /// The first row (lowest index) that matches `segments` from `node` on.
-    fn walk(&self, node: usize, mut segments: Segments<'_>) -> Option<usize> {
+    /// The first row (lowest index) that matches `segments` from `node` on, and whether those
+    /// segments are clean (see [`infer_path_indexed`]).
+    fn walk(&self, node: usize, mut segments: Segments<'_>) -> Option<(usize, bool)> {
         let node = &self.nodes[node];
+        let rest = segments.clone();
         let Some(segment) = segments.next() else {
-            return node.end;
+            return node.end.map(|row| (row, true));
         };
         // A `{path}` row matches whatever follows (one segment or more).
-        let mut best = node.rest;
-        if let Some(child) = node.literal(segment) {
-            best = first(best, self.walk(child, segments.clone()));
+        let mut best = node.rest.map(|row| (row, all_clean(rest)));
+        if let Some((child, clean)) = node.literal(segment) {
+            let found = self.walk(child, segments.clone());
+            best = first(best, found.map(|(row, rest)| (row, rest && clean)));
         }
         if let Some(child) = node.placeholder {
-            best = first(best, self.walk(child, segments));
+            let found = self.walk(child, segments);
+            let clean = || !crate::redact::might_hold_secret(segment);
+            best = first(best, found.map(|(row, rest)| (row, rest && clean())));
         }
         best
     }
@@ -340,7 +308,7 @@ impl Table {
     fn child(&mut self, node: usize, segment: &'static str) -> usize {
         let existing = match segment.starts_with('{') {
             true => self.nodes[node].placeholder,
-            false => self.nodes[node].literal(segment),
+            false => self.nodes[node].literal(segment).map(|(child, _)| child),
         };
         if let Some(child) = existing {
             return child;
@@ -349,34 +317,43 @@ impl Table {
         self.nodes.push(Node::default());
         match segment.starts_with('{') {
             true => self.nodes[node].placeholder = Some(child),
-            false => self.nodes[node].literals.push((segment, child)),
+            false => {
+                let clean = !crate::redact::might_hold_secret(segment);
+                self.nodes[node].literals.push((segment, child, clean))
+            }
         }
         child
     }
 }
 
 impl Node {
+    /// The literal child for `segment`, and whether the segment is clean.
     #[inline]
-    fn literal(&self, segment: &str) -> Option<usize> {
+    fn literal(&self, segment: &str) -> Option<(usize, bool)> {
         let first = segment.as_bytes().first();
         self.literals
             .iter()
-            .find(|(literal, _)| {
+            .find(|(literal, _, _)| {
                 literal.len() == segment.len()
                     && literal.as_bytes().first() == first
                     && *literal == segment
             })
-            .map(|&(_, child)| child)
+            .map(|&(_, child, clean)| (child, clean))
     }
 }
 
-/// The lower of two row indexes, either possibly absent.
-fn first(a: Option<usize>, b: Option<usize>) -> Option<usize> {
+/// The match with the lower row index, either possibly absent.
+fn first(a: Option<(usize, bool)>, b: Option<(usize, bool)>) -> Option<(usize, bool)> {
     match (a, b) {
-        (Some(a), Some(b)) => Some(a.min(b)),
+        (Some(a), Some(b)) => Some(if b.0 < a.0 { b } else { a }),
         (a, None) => a,
         (None, b) => b,
     }
+}
+
+/// Whether every one of `segments` passes the redaction prefilter.
+fn all_clean(mut segments: Segments<'_>) -> bool {
+    segments.all(|segment| !crate::redact::might_hold_secret(segment))
 }
 
 fn table() -> &'static Table {
@@ -384,7 +361,6 @@ fn table() -> &'static Table {
     TABLE.get_or_init(|| {
         let mut table = Table {
             nodes: vec![Node::default()],
-            rows: Vec::with_capacity(DATABRICKS_ROUTES.len()),
             shared: DATABRICKS_ROUTES.iter().map(|&t| Arc::from(t)).collect(),
         };
         for (index, template) in DATABRICKS_ROUTES.iter().enumerate() {
@@ -395,18 +371,6 @@ fn table() -> &'static Table {
             for &segment in fixed {
                 node = table.child(node, segment);
             }
-            table.rows.push(Row {
-                fixed: fixed
-                    .iter()
-                    .map(|segment| match segment.starts_with('{') {
-                        true => Pattern::Placeholder,
-                        false => Pattern::Literal {
-                            text: segment,
-                            clean: !crate::redact::might_hold_secret(segment),
-                        },
-                    })
-                    .collect(),
-            });
             let slot = match rest {
                 true => &mut table.nodes[node].rest,
                 false => &mut table.nodes[node].end,
@@ -616,27 +580,30 @@ mod tests {
                 else {
                     continue;
                 };
-                let row = lookup_index(uri.path());
+                let clean = infer_path_indexed(uri.path())
+                    .1
+                    .is_some_and(|(_, clean)| clean);
                 assert_eq!(
-                    RedactedUri::new(&uri).with_route_row(row).to_string(),
+                    RedactedUri::new(&uri).path_clean(clean).to_string(),
                     RedactedUri::new(&uri).to_string(),
                     "{uri}"
                 );
                 let uri: http::Uri = format!("https://h.example{path}").parse().unwrap();
-                let row = lookup_index(uri.path());
+                let clean = infer_path_indexed(uri.path())
+                    .1
+                    .is_some_and(|(_, clean)| clean);
                 assert_eq!(
-                    RedactedUri::new(&uri).with_route_row(row).to_string(),
+                    RedactedUri::new(&uri).path_clean(clean).to_string(),
                     RedactedUri::new(&uri).to_string(),
                     "{uri}"
                 );
             }
         }
-        // A row that does not match the path (never asked, but harmless): redacted in full.
-        let uri: http::Uri = "https://h/api/2.0/x/token=abc".parse().unwrap();
-        assert_eq!(
-            RedactedUri::new(&uri).with_route_row(Some(0)).to_string(),
-            RedactedUri::new(&uri).to_string()
-        );
+        // Secrets in a `{path}` tail are seen.
+        let (_, found) = infer_path_indexed("/api/2.0/fs/files/Volumes/a/token=abc");
+        assert!(matches!(found, Some((_, false))), "{found:?}");
+        let (_, found) = infer_path_indexed("/api/2.0/fs/files/Volumes/a/b.csv");
+        assert!(matches!(found, Some((_, true))), "{found:?}");
     }
 
     #[test]
