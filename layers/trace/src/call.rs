@@ -568,9 +568,10 @@ fn otel_name(method_index: Option<usize>, route_index: Option<usize>, route: Opt
 
 /// `"{method} {route}"`, from this thread's last one when it is the same.
 fn last_name(method: &'static str, route: &str) -> Name {
+    /// The method, the route and their name.
+    type Last = Option<(&'static str, Arc<str>, Arc<str>)>;
     thread_local! {
-        static LAST: RefCell<Option<(&'static str, Arc<str>, Arc<str>)>> =
-            const { RefCell::new(None) };
+        static LAST: RefCell<Last> = const { RefCell::new(None) };
     }
     let make = || Arc::<str>::from(format!("{method} {route}"));
     LAST.try_with(|last| {

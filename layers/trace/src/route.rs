@@ -543,7 +543,7 @@ mod tests {
                     .replace("{name}", "chat")
                     .replace("{space_id}", "spaces"),
             );
-            paths.push(template.replace('{', "").replace('}', ""));
+            paths.push(template.replace(['{', '}'], ""));
         }
         for path in &paths {
             assert_eq!(
