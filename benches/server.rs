@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::Body;
 use axum::routing::get;
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_group};
 use http::{Request, Response};
 use http_body_util::BodyExt;
 use kasal_telemetry::event::Batch;
@@ -219,4 +219,61 @@ criterion_group! {
         .measurement_time(Duration::from_secs(3));
     targets = server
 }
-criterion_main!(benches);
+
+/// Instruction counts: with `KASAL_BENCH_CALLS=<subscriber>/<service>/<calls>` (subscriber
+/// `recording` or `info`; service `ours`, `tower_http` or `floor`), makes that many calls
+/// (after 100 to warm up) and exits, without criterion. Run it under
+/// `valgrind --tool=callgrind` with two call counts: the difference of the totals divided by
+/// the difference of the counts is the exact cost of one call.
+fn count_calls(spec: &str) {
+    let mut parts = spec.split('/');
+    let (Some(subscriber), Some(service), Some(calls)) = (parts.next(), parts.next(), parts.next())
+    else {
+        panic!("KASAL_BENCH_CALLS=<recording|info>/<ours|tower_http|floor>/<calls>");
+    };
+    let calls: u64 = calls.parse().expect("a call count");
+    let level = match subscriber {
+        "recording" => LevelFilter::DEBUG,
+        "info" => LevelFilter::INFO,
+        other => panic!("unknown subscriber {other}"),
+    };
+    let dispatch =
+        tracing::Dispatch::new(tracing_subscriber::registry().with(Recording.with_filter(level)));
+    let _default = tracing::dispatcher::set_default(&dispatch);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let telemetry = rt.block_on(async {
+        Telemetry::builder()
+            .exporter(tower::service_fn(|_: Batch| async {
+                Ok::<_, BoxError>(())
+            }))
+            .ignore_env()
+            .build()
+    });
+    let router = match service {
+        "ours" => router()
+            .layer(ServerTelemetryLayer::new(Product::Agent, telemetry.clone()))
+            .with_state(()),
+        "tower_http" => router().layer(TraceLayer::new_for_http()).with_state(()),
+        "floor" => router().with_state(()),
+        other => panic!("unknown service {other}"),
+    };
+    per_call(&rt, &router, 100);
+    let elapsed = per_call(&rt, &router, calls);
+    println!(
+        "{spec}: {:.1} ns per call",
+        elapsed.as_nanos() as f64 / calls.max(1) as f64
+    );
+    rt.block_on(telemetry.shutdown());
+}
+
+fn main() {
+    if let Ok(spec) = std::env::var("KASAL_BENCH_CALLS") {
+        count_calls(&spec);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -34,7 +34,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_group};
 use http::header::USER_AGENT;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
@@ -444,4 +444,71 @@ criterion_group! {
         .measurement_time(Duration::from_secs(3));
     targets = telemetry_layer
 }
-criterion_main!(benches);
+
+/// Instruction counts: with `KASAL_BENCH_CALLS=<subscriber>/<service>/<calls>` (subscriber
+/// `recording`, `fmt` or `info`; service `ours`, `tower_http` or `floor`), makes that many
+/// calls (after 100 to warm up) and exits, without criterion. Run it under
+/// `valgrind --tool=callgrind` with two call counts: the difference of the totals divided by
+/// the difference of the counts is the exact cost of one call.
+fn count_calls(spec: &str) {
+    let mut parts = spec.split('/');
+    let (Some(subscriber), Some(service), Some(calls)) = (parts.next(), parts.next(), parts.next())
+    else {
+        panic!("KASAL_BENCH_CALLS=<recording|fmt|info>/<ours|tower_http|floor>/<calls>");
+    };
+    let calls: u32 = calls.parse().expect("a call count");
+    let [recording, fmt, info] = subscribers();
+    let make = match subscriber {
+        "recording" => recording.1,
+        "fmt" => fmt.1,
+        "info" => info.1,
+        other => panic!("unknown subscriber {other}"),
+    };
+    tracing::dispatcher::set_global_default(make()).expect("first global subscriber");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let telemetry = rt.block_on(async {
+        Telemetry::builder()
+            .exporter(tower::service_fn(|_: Batch| async {
+                Ok::<_, BoxError>(())
+            }))
+            .ignore_env()
+            .build()
+    });
+    let mut ours =
+        TelemetryLayer::new(Product::Genie, telemetry.clone()).layer(tower::service_fn(answer));
+    let value = UserAgent::new(Product::Genie).header_value().clone();
+    let mut tower_http = ServiceBuilder::new()
+        .layer(SetRequestHeaderLayer::overriding(USER_AGENT, value))
+        .layer(TraceLayer::new_for_http())
+        .service(tower::service_fn(answer));
+    let mut floor = tower::service_fn(answer);
+    let elapsed = match service {
+        "ours" => {
+            per_call(&rt, &mut ours, 100);
+            per_call(&rt, &mut ours, calls)
+        }
+        "tower_http" => {
+            per_call(&rt, &mut tower_http, 100);
+            per_call(&rt, &mut tower_http, calls)
+        }
+        "floor" => {
+            per_call(&rt, &mut floor, 100);
+            per_call(&rt, &mut floor, calls)
+        }
+        other => panic!("unknown service {other}"),
+    };
+    println!("{spec}: {elapsed:.1} ns per call");
+    rt.block_on(telemetry.shutdown());
+}
+
+fn main() {
+    if let Ok(spec) = std::env::var("KASAL_BENCH_CALLS") {
+        count_calls(&spec);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -75,7 +75,9 @@ where
     /// assert_eq!(record.response_bytes, 2);
     /// # }
     /// ```
-    pub fn new(inner: B, call: CallSpan, classifier: C, recorder: R) -> Self {
+    /// `call` may come boxed (`Box<CallSpan>`): it is kept in a box, and a boxed one is not
+    /// moved again.
+    pub fn new(inner: B, call: impl Into<Box<CallSpan>>, classifier: C, recorder: R) -> Self {
         TracedBody::with_on_body_chunk(inner, call, classifier, recorder, ())
     }
 }
@@ -90,7 +92,7 @@ where
     /// As [`new`](Self::new), with `on_body_chunk` shown every data chunk (see [`OnBodyChunk`]).
     pub fn with_on_body_chunk(
         inner: B,
-        call: CallSpan,
+        call: impl Into<Box<CallSpan>>,
         classifier: C,
         recorder: R,
         on_body_chunk: H,
@@ -99,7 +101,7 @@ where
             classifier,
             recorder,
         });
-        TracedBody::from_shared(inner, Box::new(call), hooks, on_body_chunk)
+        TracedBody::from_shared(inner, call.into(), hooks, on_body_chunk)
     }
 
     /// The layer's way in: the classifier and recorder shared by every call of a service.

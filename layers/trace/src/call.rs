@@ -6,9 +6,8 @@
 //! produce the same spans and records. Nothing here may copy the context's `user_token` or an
 //! unredacted URL or error message into a span field or a record.
 
-use std::cell::Cell as StdCell;
+use std::cell::{Cell as StdCell, RefCell};
 use std::error::Error;
-use std::fmt;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -70,12 +69,16 @@ impl CallSpan {
         // The one place the template is chosen: a `Route` extension (the server adapter sets it
         // from the router's matched path), else, for client calls, the template inferred from
         // the path (`route::infer_shared`): never the raw path.
-        let route = extensions
-            .get::<Route>()
-            .map(|route| route.0.clone())
-            .or_else(|| {
-                (direction == Direction::Client).then(|| crate::route::infer_shared(uri.path()))
-            });
+        // For a template of the table: its row, and whether the path passes the redaction
+        // prefilter (then `url.full` writes it without `redact`).
+        let (route, table_match) = match extensions.get::<Route>() {
+            Some(route) => (Some(route.0.clone()), None),
+            None if direction == Direction::Client => {
+                let (route, found) = crate::route::infer_path_indexed(uri.path());
+                (Some(route), found)
+            }
+            None => (None, None),
+        };
         let (mode, caller_id, obo_dev_fallback, context_operation) =
             ExecutionContext::read_for_request(extensions, |ctx| {
                 (
@@ -103,11 +106,16 @@ impl CallSpan {
             }
             None => (None, None),
         };
-        let known_method = is_known_method(method);
+        let method_index = known_method_index(method);
+        let known_method = method_index.is_some();
+        let route_index = table_match.map(|(row, _)| row);
+        let path_clean = table_match.is_some_and(|(_, clean)| clean);
+        let otel_name = otel_name(method_index, route_index, route.as_deref());
         let is_server = direction == Direction::Server;
         // Client: `url.full` and `url.template`. Server: `url.path`, `url.scheme`, `http.route`,
         // `user_agent.original`, `client.address`.
-        let url_full = (!is_server).then(|| display(RedactedUri::with_authority(uri, authority)));
+        let url_full = (!is_server)
+            .then(|| display(RedactedUri::with_authority(uri, authority).path_clean(path_clean)));
         let url_path = is_server.then(|| redact(uri.path()));
         let user_agent = match is_server {
             true => headers
@@ -132,10 +140,10 @@ impl CallSpan {
             target: "kasal_trace",
             "HTTP",
             otel.kind = direction.as_str(),
-            otel.name = %OtelName { method, known_method, route: route.as_deref() },
+            otel.name = &*otel_name,
             otel.status_code = Empty,
             otel.status_description = Empty,
-            http.request.method = if known_method { method.as_str() } else { OTHER },
+            http.request.method = method_index.map_or(OTHER, |index| KNOWN_METHODS[index]),
             http.request.method_original = (!known_method).then(|| method.as_str()),
             http.route = route.as_deref().filter(|_| is_server),
             url.template = route.as_deref().filter(|_| !is_server),
@@ -506,27 +514,95 @@ fn server_authority(uri: &Uri, authority: Option<&str>, headers: &HeaderMap) -> 
         _ => headers
             .get(http::header::HOST)
             .and_then(|host| host.to_str().ok())
-            .and_then(|host| host_and_port(host).parse().ok()),
+            .and_then(|host| parse_host(host_and_port(host))),
     }
 }
 
-/// `otel.name`: `"{METHOD}"` or `"{METHOD} {template}"` (`HTTP` for a method the conventions do
-/// not know), formatted only by subscribers that want it.
-struct OtelName<'a> {
-    method: &'a Method,
-    known_method: bool,
-    route: Option<&'a str>,
+/// `host` as an [`Authority`], shared from this thread's last one when it is the same (a
+/// server sees the same `Host` on nearly every request: this saves a parse and a copy).
+fn parse_host(host: &str) -> Option<Authority> {
+    thread_local! {
+        static LAST: RefCell<Option<Authority>> = const { RefCell::new(None) };
+    }
+    LAST.try_with(|last| {
+        let Ok(mut last) = last.try_borrow_mut() else {
+            return host.parse().ok();
+        };
+        if let Some(authority) = last.as_ref().filter(|a| a.as_str() == host) {
+            return Some(authority.clone());
+        }
+        let authority: Authority = host.parse().ok()?;
+        *last = Some(authority.clone());
+        Some(authority)
+    })
+    .unwrap_or_else(|_| host.parse().ok())
 }
 
-impl fmt::Display for OtelName<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let method = match self.known_method {
-            true => self.method.as_str(),
-            false => "HTTP",
+/// `otel.name`: `"{METHOD}"` or `"{METHOD} {template}"` (`HTTP` for a method the conventions do
+/// not know). A plain string, so subscribers record it without formatting: shared and
+/// allocated once per (method, table row) for a template of
+/// [`DATABRICKS_ROUTES`](crate::route::DATABRICKS_ROUTES) (`route_index`), static without a
+/// route; for another template (a server's matched route), formatted once and reused while
+/// the thread's calls keep the same method and template.
+fn otel_name(method_index: Option<usize>, route_index: Option<usize>, route: Option<&str>) -> Name {
+    let method = method_index.map_or("HTTP", |index| KNOWN_METHODS[index]);
+    let Some(route) = route else {
+        return Name::Static(method);
+    };
+    let Some(row) = route_index else {
+        return last_name(method, route);
+    };
+    static NAMES: OnceLock<Box<[OnceLock<Box<str>>]>> = OnceLock::new();
+    let rows = crate::route::DATABRICKS_ROUTES.len();
+    let names = NAMES.get_or_init(|| {
+        (0..(KNOWN_METHODS.len() + 1) * rows)
+            .map(|_| OnceLock::new())
+            .collect()
+    });
+    let slot = method_index.unwrap_or(KNOWN_METHODS.len()) * rows + row;
+    match names.get(slot) {
+        Some(name) => Name::Static(name.get_or_init(|| format!("{method} {route}").into())),
+        None => last_name(method, route),
+    }
+}
+
+/// `"{method} {route}"`, from this thread's last one when it is the same.
+fn last_name(method: &'static str, route: &str) -> Name {
+    /// The method, the route and their name.
+    type Last = Option<(&'static str, Arc<str>, Arc<str>)>;
+    thread_local! {
+        static LAST: RefCell<Last> = const { RefCell::new(None) };
+    }
+    let make = || Arc::<str>::from(format!("{method} {route}"));
+    LAST.try_with(|last| {
+        let Ok(mut last) = last.try_borrow_mut() else {
+            return make();
         };
-        match self.route {
-            Some(route) => write!(f, "{method} {route}"),
-            None => f.write_str(method),
+        if let Some((last_method, last_route, name)) = &*last {
+            if *last_method == method && **last_route == *route {
+                return name.clone();
+            }
+        }
+        let name = make();
+        *last = Some((method, Arc::from(route), name.clone()));
+        name
+    })
+    .map_or_else(|_| Name::Shared(make()), Name::Shared)
+}
+
+/// An `otel.name`, borrowed for the span's creation.
+enum Name {
+    Static(&'static str),
+    Shared(Arc<str>),
+}
+
+impl std::ops::Deref for Name {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        match self {
+            Name::Static(name) => name,
+            Name::Shared(name) => name,
         }
     }
 }
@@ -535,19 +611,24 @@ impl fmt::Display for OtelName<'_> {
 const OTHER: &str = "_OTHER";
 
 /// The methods the HTTP conventions know (RFC 9110 and PATCH); any other is `_OTHER`.
-fn is_known_method(method: &Method) -> bool {
-    matches!(
-        *method,
-        Method::GET
-            | Method::HEAD
-            | Method::POST
-            | Method::PUT
-            | Method::DELETE
-            | Method::CONNECT
-            | Method::OPTIONS
-            | Method::TRACE
-            | Method::PATCH
-    )
+const KNOWN_METHODS: [&str; 9] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+];
+
+/// The index of `method` in [`KNOWN_METHODS`], `None` for a method the conventions do not know.
+fn known_method_index(method: &Method) -> Option<usize> {
+    Some(match *method {
+        Method::GET => 0,
+        Method::HEAD => 1,
+        Method::POST => 2,
+        Method::PUT => 3,
+        Method::DELETE => 4,
+        Method::CONNECT => 5,
+        Method::OPTIONS => 6,
+        Method::TRACE => 7,
+        Method::PATCH => 8,
+        _ => return None,
+    })
 }
 
 /// `network.protocol.version` for `version`.
@@ -569,6 +650,8 @@ fn saturating_i64(value: u64) -> i64 {
 
 #[cfg(test)]
 mod tests {
+    use std::fmt;
+
     use super::*;
     use crate::redact::MAX_CHAIN_DEPTH;
 

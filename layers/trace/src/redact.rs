@@ -25,9 +25,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::sync::LazyLock;
 
-use aho_corasick::AhoCorasick;
 use http::Uri;
 
 /// The longest text [`redact`] returns, in bytes (cut on a char boundary). `url.full`
@@ -133,45 +131,113 @@ pub fn redact(text: &str) -> Cow<'_, str> {
 /// Whether any matcher of the [`Scanner`] could fire on `text`: the fast path for the common,
 /// clean text (URL paths on every call, most error messages). Every matcher needs one of these
 /// literally, in any ASCII case: a key of [`KEYS`] (`tokens`, `passwd`, `api_key`... contain
-/// the needles below), a scheme of [`SCHEMES`], a prefix of [`PAT_PREFIXES`], a JWT's `eyJ`,
+/// one of the [`NEEDLES`]), a scheme of [`SCHEMES`], a prefix of [`PAT_PREFIXES`], a JWT's `eyJ`,
 /// userinfo's `@`, a home directory's `home` / `Users`; or a byte the matchers read as
 /// something else: `%` (URL-encoded separators) and any non-ASCII byte (the Kelvin sign, the
 /// long s, Unicode spaces). Without any of them the scanner cannot change the text, so skipping
 /// it keeps the result (and idempotence) exactly.
-fn might_hold_secret(text: &str) -> bool {
-    static NEEDLES: LazyLock<Option<AhoCorasick>> = LazyLock::new(|| {
-        AhoCorasick::builder()
-            .ascii_case_insensitive(true)
-            .build([
-                "token",
-                "pass",
-                "pwd",
-                "secret",
-                "apikey",
-                "api_key",
-                "api-key",
-                "credential",
-                "private_key",
-                "bearer",
-                "basic",
-                "dapi",
-                "dkea",
-                "dose",
-                "eyj",
-                "home",
-                "users",
-                "@",
-                "%",
-            ])
-            .ok()
-    });
-    if !text.is_ascii() {
-        return true;
+pub(crate) fn might_hold_secret(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    // One table lookup per byte: most bytes start no needle. A byte that does is followed up
+    // only when the next byte is the needle's second letter (in any case), which is rare in
+    // URL paths, and only then are the needles compared.
+    for (i, &byte) in bytes.iter().enumerate() {
+        let seconds = NEEDLE_STARTS[usize::from(byte)];
+        if seconds == 0 {
+            continue;
+        }
+        if seconds == ALWAYS {
+            return true;
+        }
+        let Some(&next) = bytes.get(i + 1) else {
+            break;
+        };
+        // `next | 0x20` is a lowercase letter exactly when `next` is an ASCII letter.
+        let letter = (next | 0x20).wrapping_sub(b'a');
+        if letter < 26 && seconds >> letter & 1 == 1 && needle_at(bytes, i) {
+            return true;
+        }
     }
-    // Fails closed: without the automaton, every text goes through the scanner.
-    NEEDLES
-        .as_ref()
-        .is_none_or(|needles| needles.is_match(text))
+    false
+}
+
+/// Every needle of [`might_hold_secret`] (compared in any ASCII case), but `@` and `%`; each
+/// starts with two letters.
+const NEEDLES: [&str; 17] = [
+    "token",
+    "pass",
+    "pwd",
+    "secret",
+    "apikey",
+    "api_key",
+    "api-key",
+    "credential",
+    "private_key",
+    "bearer",
+    "basic",
+    "dapi",
+    "dkea",
+    "dose",
+    "eyj",
+    "home",
+    "users",
+];
+
+/// In [`NEEDLE_STARTS`]: a byte that alone makes the text suspect (`@`, `%`, non-ASCII).
+const ALWAYS: u32 = u32::MAX;
+
+/// For each byte: 0 if no needle starts with it; [`ALWAYS`]; else the set of the second letters
+/// (bit `c - b'a'`) of the needles that start with it, in either case.
+static NEEDLE_STARTS: [u32; 256] = needle_starts();
+
+const fn needle_starts() -> [u32; 256] {
+    let mut table = [0u32; 256];
+    let mut byte = 0x80;
+    while byte < 256 {
+        table[byte] = ALWAYS;
+        byte += 1;
+    }
+    table[b'@' as usize] = ALWAYS;
+    table[b'%' as usize] = ALWAYS;
+    let mut n = 0;
+    while n < NEEDLES.len() {
+        let needle = NEEDLES[n].as_bytes();
+        let second = 1 << (needle[1] - b'a');
+        table[needle[0] as usize] |= second;
+        table[needle[0].to_ascii_uppercase() as usize] |= second;
+        n += 1;
+    }
+    table
+}
+
+/// Whether one of [`NEEDLES`] starts at `bytes[i]` (any ASCII case).
+#[cold]
+fn needle_at(bytes: &[u8], i: usize) -> bool {
+    let rest = &bytes[i..];
+    let (first, second) = match rest {
+        [first, second, ..] => (first | 0x20, second | 0x20),
+        _ => return false,
+    };
+    let is = |needle: &str| {
+        let needle = needle.as_bytes();
+        needle[1] == second
+            && rest.len() >= needle.len()
+            && rest[2..needle.len()].eq_ignore_ascii_case(&needle[2..])
+    };
+    // By first letter: every needle of `NEEDLES` once (a test checks each is found).
+    match first {
+        b't' => is("token"),
+        b'p' => is("pass") || is("pwd") || is("private_key"),
+        b's' => is("secret"),
+        b'a' => is("apikey") || is("api_key") || is("api-key"),
+        b'c' => is("credential"),
+        b'b' => is("bearer") || is("basic"),
+        b'd' => is("dapi") || is("dkea") || is("dose"),
+        b'e' => is("eyj"),
+        b'h' => is("home"),
+        b'u' => is("users"),
+        _ => false,
+    }
 }
 
 /// How many times [`redact`] re-reads its own output at most.
@@ -1033,6 +1099,9 @@ pub(crate) struct RedactedUri<'a> {
     uri: &'a Uri,
     /// The URI's authority without userinfo (see [`url_authority`]).
     authority: Option<&'a str>,
+    /// The path is known to pass the prefilter (see `route::infer_path_indexed`): written as
+    /// it is.
+    path_clean: bool,
 }
 
 impl<'a> RedactedUri<'a> {
@@ -1042,7 +1111,17 @@ impl<'a> RedactedUri<'a> {
 
     /// For a caller that already has `url_authority(uri)`: saves scanning it again.
     pub(crate) fn with_authority(uri: &'a Uri, authority: Option<&'a str>) -> Self {
-        RedactedUri { uri, authority }
+        RedactedUri {
+            uri,
+            authority,
+            path_clean: false,
+        }
+    }
+
+    /// Notes that the path passes the prefilter (`redact` would return it as it is).
+    pub(crate) fn path_clean(mut self, clean: bool) -> Self {
+        self.path_clean = clean;
+        self
     }
 }
 
@@ -1079,7 +1158,12 @@ impl fmt::Display for RedactedUri<'_> {
         if let Some(authority) = self.authority {
             out.put(authority)?;
         }
-        out.put(&redact(uri.path()))?;
+        let path = uri.path();
+        match self.path_clean {
+            // Every segment clean: `redact` would return the path as it is.
+            true => out.put(path)?,
+            false => out.put(&redact(path))?,
+        }
         if let Some(query) = uri.query() {
             out.put("?")?;
             for (n, pair) in query.split('&').enumerate() {
@@ -1122,6 +1206,54 @@ pub(crate) fn host_and_port(authority: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The prefilter as it was specified: an Aho-Corasick search, in any ASCII case, for every
+    /// needle and `@`, `%`, plus any non-ASCII byte.
+    fn might_hold_secret_oracle(text: &str) -> bool {
+        static ORACLE: std::sync::LazyLock<aho_corasick::AhoCorasick> =
+            std::sync::LazyLock::new(|| {
+                aho_corasick::AhoCorasick::builder()
+                    .ascii_case_insensitive(true)
+                    .build(NEEDLES.iter().copied().chain(["@", "%"]))
+                    .unwrap()
+            });
+        !text.is_ascii() || ORACLE.is_match(text)
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(3_000))]
+
+        /// The table-driven prefilter says exactly what the automaton says, on text made of
+        /// the needles' own pieces in mixed case.
+        #[test]
+        fn the_prefilter_agrees_with_aho_corasick(
+            text in "([tTpPsSaAcCbBdDeEhHuU]|[oOkKeEnNwWrRiIyYjJmM_-]|token|pass|pwd|secret|api|key|credential|private|bearer|basic|dapi|dkea|dose|eyJ|home|users|[@%/.0-9 ]|é){0,24}"
+        ) {
+            proptest::prop_assert_eq!(might_hold_secret(&text), might_hold_secret_oracle(&text), "{:?}", text);
+        }
+    }
+
+    #[test]
+    fn the_prefilter_finds_every_needle_in_every_case_and_place() {
+        for needle in NEEDLES.iter().copied().chain(["@", "%", "é"]) {
+            for text in [
+                needle.to_string(),
+                needle.to_ascii_uppercase(),
+                format!("/x/{}y", needle.to_ascii_uppercase()),
+                format!("ab{needle}"),
+            ] {
+                assert!(might_hold_secret(&text), "{text}");
+            }
+            // Cut short by one byte, it is not there.
+            if needle.is_ascii() && needle.len() > 1 {
+                let cut = &needle[..needle.len() - 1];
+                assert!(!might_hold_secret(&format!("/{cut}")), "{cut}");
+            }
+        }
+        assert!(!might_hold_secret(
+            "/api/2.0/genie/spaces/01ef/start-conversation"
+        ));
+    }
 
     const PAT: &str = "dapi0123456789abcdef0123456789abcdef-2";
     const JWT: &str = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlLXNpZ25hdHVyZQ";

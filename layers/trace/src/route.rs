@@ -223,13 +223,27 @@ pub fn infer(path: &str) -> Cow<'static, str> {
 /// [`infer`] as a shared string, as spans and records hold it: a table match clones a cached
 /// `Arc` (no allocation); a collapsed path allocates once.
 pub fn infer_shared(path: &str) -> Arc<str> {
-    static SHARED: OnceLock<Box<[Arc<str>]>> = OnceLock::new();
-    let path = strip_query(path);
+    infer_path_shared(strip_query(path))
+}
+
+/// [`infer_shared`] for a path that has no query or fragment (`Uri::path`): what every client
+/// call span asks.
+pub(crate) fn infer_path_shared(path: &str) -> Arc<str> {
     match lookup_index(path) {
-        Some(index) => SHARED
-            .get_or_init(|| DATABRICKS_ROUTES.iter().map(|&t| Arc::from(t)).collect())[index]
-            .clone(),
+        Some(index) => table().shared[index].clone(),
         None => Arc::from(collapse_ids(path)),
+    }
+}
+
+/// [`infer_path_shared`], and, for a table match, the template's index in
+/// [`DATABRICKS_ROUTES`] and whether [`redact`](crate::redact()) would leave the path as it
+/// is (no segment holds a needle of its prefilter: the literal segments were checked when the
+/// table was built, so only the others are read; a needle never holds a `/`, so the path is
+/// clean exactly when each segment is).
+pub(crate) fn infer_path_indexed(path: &str) -> (Arc<str>, Option<(usize, bool)>) {
+    match table().walk(0, segments(path)) {
+        Some((index, clean)) => (table().shared[index].clone(), Some((index, clean))),
+        None => (Arc::from(collapse_ids(path)), None),
     }
 }
 
@@ -238,93 +252,132 @@ pub fn lookup(path: &str) -> Option<&'static str> {
     lookup_index(strip_query(path)).map(|index| DATABRICKS_ROUTES[index])
 }
 
-/// The index in [`DATABRICKS_ROUTES`] of the template that matches `path` (without query).
+/// The index in [`DATABRICKS_ROUTES`] of the template that matches `path` (without query): the
+/// first one in the table's order, as if each row were tried in turn. A walk down a trie of
+/// the templates' segments (literal segments first, then a placeholder), one pass over the
+/// path, no allocation, no hashing.
 fn lookup_index(path: &str) -> Option<usize> {
-    // The path's first segments, on the stack; no template has more than `MAX_ROW_SEGMENTS`
-    // (a final `{path}` takes the rest).
-    let mut parts = [""; MAX_ROW_SEGMENTS + 1];
-    let mut len = 0;
-    for segment in segments(path) {
-        if len == parts.len() {
-            len += 1;
-            break;
-        }
-        parts[len] = segment;
-        len += 1;
-    }
-    let parts = &parts[..len.min(parts.len())];
-    let table = table();
-    let key = area(parts)?;
-    let at = table
-        .by_area
-        .binary_search_by(|(area, _)| (area.0, area.1).cmp(&key))
-        .ok()?;
-    table.by_area[at]
-        .1
-        .iter()
-        .copied()
-        .find(|&index| table.rows[index].matches(parts, len))
+    table().walk(0, segments(path)).map(|(index, _)| index)
 }
 
-/// Longest template, in segments.
-const MAX_ROW_SEGMENTS: usize = 12;
-
-/// The table, split once: rows by area (first segment, plus the third under `/api/<version>`).
+/// The table as a trie over segments: each node has its literal children, at most one
+/// placeholder child (`{name}`: any one segment), and the rows that end there (`end`) or go on
+/// with a final `{path}` (`rest`: one or more segments). Built once; a tree, so a lookup visits
+/// each node at most once whatever the path.
 struct Table {
-    rows: Vec<Row>,
-    /// Sorted by area, for a binary search (a few string compares, no hashing).
-    by_area: Vec<((&'static str, &'static str), Vec<usize>)>,
+    nodes: Vec<Node>,
+    /// Each row's template as the `Arc` spans and records share.
+    shared: Box<[Arc<str>]>,
 }
 
-struct Row {
-    segments: Vec<&'static str>,
-    /// Ends with `{path}`: one or more segments.
-    rest: bool,
+#[derive(Default)]
+struct Node {
+    /// `(segment, child, clean)`: the segment's length and first byte are compared before its
+    /// bytes; `clean` when the redaction prefilter passes it.
+    literals: Vec<(&'static str, usize, bool)>,
+    placeholder: Option<usize>,
+    /// The first row that ends at this node.
+    end: Option<usize>,
+    /// The first row that ends at this node with a final `{path}`.
+    rest: Option<usize>,
 }
 
-impl Row {
-    /// `parts` are the path's first segments; `len` the path's segment count (more than
-    /// `parts.len()` when it was cut).
-    fn matches(&self, parts: &[&str], len: usize) -> bool {
-        let fixed = self.segments.len() - usize::from(self.rest);
-        let count_ok = if self.rest { len > fixed } else { len == fixed };
-        count_ok
-            && self.segments[..fixed]
-                .iter()
-                .zip(parts)
-                .all(|(pattern, segment)| pattern.starts_with('{') || pattern == segment)
+impl Table {
+    /// The first row (lowest index) that matches `segments` from `node` on, and whether those
+    /// segments are clean (see [`infer_path_indexed`]).
+    fn walk(&self, node: usize, mut segments: Segments<'_>) -> Option<(usize, bool)> {
+        let node = &self.nodes[node];
+        let rest = segments.clone();
+        let Some(segment) = segments.next() else {
+            return node.end.map(|row| (row, true));
+        };
+        // A `{path}` row matches whatever follows (one segment or more).
+        let mut best = node.rest.map(|row| (row, all_clean(rest)));
+        if let Some((child, clean)) = node.literal(segment) {
+            let found = self.walk(child, segments.clone());
+            best = first(best, found.map(|(row, rest)| (row, rest && clean)));
+        }
+        if let Some(child) = node.placeholder {
+            let found = self.walk(child, segments);
+            let clean = || !crate::redact::might_hold_secret(segment);
+            best = first(best, found.map(|(row, rest)| (row, rest && clean())));
+        }
+        best
+    }
+
+    fn child(&mut self, node: usize, segment: &'static str) -> usize {
+        let existing = match segment.starts_with('{') {
+            true => self.nodes[node].placeholder,
+            false => self.nodes[node].literal(segment).map(|(child, _)| child),
+        };
+        if let Some(child) = existing {
+            return child;
+        }
+        let child = self.nodes.len();
+        self.nodes.push(Node::default());
+        match segment.starts_with('{') {
+            true => self.nodes[node].placeholder = Some(child),
+            false => {
+                let clean = !crate::redact::might_hold_secret(segment);
+                self.nodes[node].literals.push((segment, child, clean))
+            }
+        }
+        child
     }
 }
 
-/// The area a path or template belongs to.
-fn area<'a>(parts: &[&'a str]) -> Option<(&'a str, &'a str)> {
-    match parts {
-        ["api", _, third, ..] => Some(("api", third)),
-        [first, ..] => Some((first, "")),
-        [] => None,
+impl Node {
+    /// The literal child for `segment`, and whether the segment is clean.
+    #[inline]
+    fn literal(&self, segment: &str) -> Option<(usize, bool)> {
+        let first = segment.as_bytes().first();
+        self.literals
+            .iter()
+            .find(|(literal, _, _)| {
+                literal.len() == segment.len()
+                    && literal.as_bytes().first() == first
+                    && *literal == segment
+            })
+            .map(|&(_, child, clean)| (child, clean))
     }
+}
+
+/// The match with the lower row index, either possibly absent.
+fn first(a: Option<(usize, bool)>, b: Option<(usize, bool)>) -> Option<(usize, bool)> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(if b.0 < a.0 { b } else { a }),
+        (a, None) => a,
+        (None, b) => b,
+    }
+}
+
+/// Whether every one of `segments` passes the redaction prefilter.
+fn all_clean(mut segments: Segments<'_>) -> bool {
+    segments.all(|segment| !crate::redact::might_hold_secret(segment))
 }
 
 fn table() -> &'static Table {
     static TABLE: OnceLock<Table> = OnceLock::new();
     TABLE.get_or_init(|| {
         let mut table = Table {
-            rows: Vec::with_capacity(DATABRICKS_ROUTES.len()),
-            by_area: Vec::new(),
+            nodes: vec![Node::default()],
+            shared: DATABRICKS_ROUTES.iter().map(|&t| Arc::from(t)).collect(),
         };
         for (index, template) in DATABRICKS_ROUTES.iter().enumerate() {
             let segments: Vec<&'static str> = segments(template).collect();
-            debug_assert!(segments.len() <= MAX_ROW_SEGMENTS, "{template}");
             let rest = segments.last() == Some(&"{path}");
-            if let Some(key) = area(&segments) {
-                match table.by_area.iter_mut().find(|(area, _)| *area == key) {
-                    Some((_, rows)) => rows.push(index),
-                    None => table.by_area.push((key, vec![index])),
-                }
+            let fixed = &segments[..segments.len() - usize::from(rest)];
+            let mut node = 0;
+            for &segment in fixed {
+                node = table.child(node, segment);
             }
-            table.rows.push(Row { segments, rest });
+            let slot = match rest {
+                true => &mut table.nodes[node].rest,
+                false => &mut table.nodes[node].end,
+            };
+            // Earlier rows win, as when the rows are tried in order.
+            slot.get_or_insert(index);
         }
-        table.by_area.sort_by(|a, b| a.0.cmp(&b.0));
         table
     })
 }
@@ -398,6 +451,7 @@ fn segments(path: &str) -> Segments<'_> {
     Segments { rest: path }
 }
 
+#[derive(Clone)]
 struct Segments<'a> {
     rest: &'a str,
 }
@@ -449,6 +503,107 @@ mod tests {
             })
             .collect::<Vec<_>>()
             .join("/")
+    }
+
+    /// The table's meaning, row by row: the first row whose segments match (`{x}` any one
+    /// segment, a final `{path}` one or more).
+    fn first_matching_row(path: &str) -> Option<usize> {
+        let parts: Vec<&str> = segments(strip_query(path)).collect();
+        DATABRICKS_ROUTES.iter().position(|template| {
+            let row: Vec<&str> = segments(template).collect();
+            let rest = row.last() == Some(&"{path}");
+            let fixed = &row[..row.len() - usize::from(rest)];
+            let count_ok = match rest {
+                true => parts.len() > fixed.len(),
+                false => parts.len() == fixed.len(),
+            };
+            count_ok
+                && fixed
+                    .iter()
+                    .zip(&parts)
+                    .all(|(pattern, segment)| pattern.starts_with('{') || pattern == segment)
+        })
+    }
+
+    #[test]
+    fn the_trie_finds_the_first_matching_row() {
+        let mut paths = vec![String::new(), "/".into(), "/api".into(), "/api/2.0".into()];
+        for &template in DATABRICKS_ROUTES {
+            let filled = example(template);
+            let parts: Vec<&str> = filled.split('/').collect();
+            // The row itself, every prefix of it, and it with one more segment or two.
+            for end in 0..=parts.len() {
+                paths.push(parts[..end].join("/"));
+            }
+            paths.push(format!("{filled}/extra"));
+            paths.push(format!("{filled}/extra/more"));
+            // Placeholders filled with the literal segments of other rows.
+            paths.push(
+                template
+                    .replace("{name}", "chat")
+                    .replace("{space_id}", "spaces"),
+            );
+            paths.push(template.replace(['{', '}'], ""));
+        }
+        for path in &paths {
+            assert_eq!(
+                lookup_index(strip_query(path)),
+                first_matching_row(path),
+                "{path}"
+            );
+        }
+    }
+
+    #[test]
+    fn url_full_of_a_table_path_is_what_redaction_gives() {
+        use crate::redact::RedactedUri;
+        let fillers = [
+            "abc",
+            "token=abc",
+            "dapi0123456789",
+            "a@b.c",
+            "x%2Fy",
+            "Bearer",
+            "home",
+        ];
+        for &template in DATABRICKS_ROUTES {
+            for filler in fillers {
+                let path = template
+                    .split('/')
+                    .map(|segment| match segment.starts_with('{') {
+                        true => filler,
+                        false => segment,
+                    })
+                    .collect::<Vec<_>>()
+                    .join("/");
+                let Ok(uri) = format!("https://h.example{path}/?page=2").parse::<http::Uri>()
+                else {
+                    continue;
+                };
+                let clean = infer_path_indexed(uri.path())
+                    .1
+                    .is_some_and(|(_, clean)| clean);
+                assert_eq!(
+                    RedactedUri::new(&uri).path_clean(clean).to_string(),
+                    RedactedUri::new(&uri).to_string(),
+                    "{uri}"
+                );
+                let uri: http::Uri = format!("https://h.example{path}").parse().unwrap();
+                let clean = infer_path_indexed(uri.path())
+                    .1
+                    .is_some_and(|(_, clean)| clean);
+                assert_eq!(
+                    RedactedUri::new(&uri).path_clean(clean).to_string(),
+                    RedactedUri::new(&uri).to_string(),
+                    "{uri}"
+                );
+            }
+        }
+        // Secrets in a `{path}` tail are seen.
+        let (_, found) = infer_path_indexed("/api/2.0/fs/files/Volumes/a/token=abc");
+        assert!(matches!(found, Some((_, false))), "{found:?}");
+        let (_, found) = infer_path_indexed("/api/2.0/fs/files/Volumes/a/b.csv");
+        assert!(matches!(found, Some((_, true))), "{found:?}");
     }
 
     #[test]

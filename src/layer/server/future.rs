@@ -26,7 +26,8 @@ pin_project! {
     pub struct ServerResponseFuture<F, R> {
         #[pin]
         inner: TaskLocalFuture<ExecutionContext, F>,
-        call: Option<CallSpan>,
+        // Boxed: the call is ~350 bytes, and axum moves this future several times.
+        call: Option<Box<CallSpan>>,
         shared: Arc<Shared<R>>,
     }
 }
@@ -34,7 +35,7 @@ pin_project! {
 impl<F, R> ServerResponseFuture<F, R> {
     pub(super) fn new(
         inner: TaskLocalFuture<ExecutionContext, F>,
-        call: CallSpan,
+        call: Box<CallSpan>,
         shared: Arc<Shared<R>>,
     ) -> Self {
         ServerResponseFuture {

@@ -108,14 +108,15 @@ where
 
         let context = forwarded.context;
         let (call, future) = context.clone().sync_scope(|| {
-            let mut call = CallSpan::start(
+            // Boxed at once: the call goes on in the response future, then the body.
+            let mut call = Box::new(CallSpan::start(
                 &shared.product,
                 Direction::Server,
                 request.method(),
                 request.uri(),
                 request.headers(),
                 request.extensions(),
-            );
+            ));
             call.set_protocol_version(request.version());
             #[cfg(feature = "otel")]
             crate::layer::propagation::set_remote_parent(call.span(), request.headers());
