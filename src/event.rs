@@ -250,7 +250,8 @@ impl TokenHistogram {
 
     /// Adds one call's count.
     pub fn add(&mut self, tokens: u64) {
-        if self.is_empty() {
+        // `max == 0` first: the bucket scan only while nothing above zero was added.
+        if self.max == 0 && self.is_empty() {
             (self.min, self.max) = (tokens, tokens);
         } else {
             self.min = self.min.min(tokens);

@@ -36,8 +36,8 @@
 //! (product, model, window), one data point per token type, replayed from the rollup's
 //! per-call [`TokenHistogram`]s, so each call is in its own bucket and count, sum, min and max
 //! are exact. A call adds a value of a token type when it reported tokens of that type: a type
-//! the window's calls reported none of (the output of embeddings) gives no point. The record carries one model
-//! (the one the response named, else the serving endpoint called), so it is both
+//! the window's calls reported none of (the output of embeddings) gives no point. The record
+//! carries one model (the one the response named, else the serving endpoint called), so it is both
 //! `gen_ai.request.model` and `gen_ai.response.model`; `gen_ai.operation.name` is `embeddings`
 //! for the `embedding` product and `chat` for the others.
 //!

@@ -62,7 +62,8 @@
 //! `gen_ai.response.model` and `kasal.product`; per (product, model, window) and token type,
 //! its bucket counts, min, max and sum are the usage rollup's per-call
 //! [`TokenHistogram`](crate::event::TokenHistogram) (each call in its bucket; count = the calls
-//! that reported tokens of that type), as [`HttpMetrics`](crate::metrics::HttpMetrics) records them.
+//! that reported tokens of that type), as [`HttpMetrics`](crate::metrics::HttpMetrics) records
+//! them.
 //!
 //! Resource: `service.name` from `OTEL_SERVICE_NAME` (else `unknown_service`), plus
 //! `OTEL_RESOURCE_ATTRIBUTES` and [`resource_attribute`](OtlpExporterBuilder::resource_attribute).
