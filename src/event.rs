@@ -177,7 +177,10 @@ impl Rollup {
 
 /// Model token usage per (product, model) over one time window: every call that reported
 /// usage (with or without an operation id) and every `Telemetry::record_usage`.
+///
+/// `#[non_exhaustive]`: only the pipeline builds these, and fields may be added.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct UsageRollup {
     /// The product the calls were made for.
     pub product: Product,
@@ -191,6 +194,82 @@ pub struct UsageRollup {
     pub calls: u64,
     /// Their tokens, summed.
     pub usage: Usage,
+    /// Each call's input tokens (calls that reported some): bucket counts, min, max and sum,
+    /// the `input` points of `gen_ai.client.token.usage`.
+    pub input_histogram: TokenHistogram,
+    /// Each call's output tokens (calls that reported some; embeddings report none): the
+    /// `output` points of `gen_ai.client.token.usage`.
+    pub output_histogram: TokenHistogram,
+}
+
+/// The token counts of one type (input or output) of the calls of a window, one value per call:
+/// counts per bucket over the OpenTelemetry GenAI conventions' bounds for
+/// `gen_ai.client.token.usage` ([`TokenHistogram::BOUNDS`]), with min, max and sum, so a
+/// metrics backend gets each call in its own bucket.
+///
+/// ```
+/// use kasal_telemetry::event::TokenHistogram;
+///
+/// let mut input = TokenHistogram::default();
+/// for tokens in [10, 100, 1000] {
+///     input.add(tokens);
+/// }
+/// assert_eq!((input.count(), input.sum, input.min, input.max), (3, 1110, 10, 1000));
+/// assert_eq!(input.buckets[TokenHistogram::bucket_index(10)], 1); // (4, 16]
+/// assert_eq!(input.buckets[2..6], [1, 0, 1, 1]); // (4, 16], (16, 64], (64, 256], (256, 1024]
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TokenHistogram {
+    /// Sum of the values (saturating).
+    pub sum: u64,
+    /// Smallest value (0 when empty).
+    pub min: u64,
+    /// Largest value (0 when empty).
+    pub max: u64,
+    /// Values per bucket: bucket `i` holds `(BOUNDS[i - 1], BOUNDS[i]]` (the first from 0, the
+    /// last unbounded).
+    pub buckets: [u64; TokenHistogram::BUCKETS],
+}
+
+impl TokenHistogram {
+    /// Number of buckets: one more than the bounds.
+    pub const BUCKETS: usize = 15;
+    /// Upper bounds (inclusive) of the first `BUCKETS - 1` buckets: the GenAI semantic
+    /// conventions' bucket boundaries for `gen_ai.client.token.usage`.
+    pub const BOUNDS: [u64; TokenHistogram::BUCKETS - 1] = [
+        1, 4, 16, 64, 256, 1_024, 4_096, 16_384, 65_536, 262_144, 1_048_576, 4_194_304, 16_777_216,
+        67_108_864,
+    ];
+
+    /// The bucket `tokens` falls in: the first whose upper bound is at least `tokens`, or the
+    /// last (unbounded) one.
+    pub fn bucket_index(tokens: u64) -> usize {
+        TokenHistogram::BOUNDS.partition_point(|&bound| bound < tokens)
+    }
+
+    /// Adds one call's count.
+    pub fn add(&mut self, tokens: u64) {
+        // `max == 0` first: the bucket scan only while nothing above zero was added.
+        if self.max == 0 && self.is_empty() {
+            (self.min, self.max) = (tokens, tokens);
+        } else {
+            self.min = self.min.min(tokens);
+            self.max = self.max.max(tokens);
+        }
+        self.sum = self.sum.saturating_add(tokens);
+        self.buckets[TokenHistogram::bucket_index(tokens)] += 1;
+    }
+
+    /// Values added (calls counted).
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().sum()
+    }
+
+    /// True when no value was added.
+    pub fn is_empty(&self) -> bool {
+        self.buckets.iter().all(|&count| count == 0)
+    }
 }
 
 /// What the aggregator hands the exporter in one go.

@@ -23,21 +23,21 @@
 //!
 //! How a rollup is replayed: the histogram API takes one value at a time, so a rollup of `n`
 //! calls becomes `n` recordings: the window's minimum and maximum once each, and the other calls
-//! at one value per bucket chosen inside that bucket so that the sum equals the rollup's latency
-//! sum. Bucket counts, count, sum, min and max of the exported histogram are the pipeline's.
+//! at (at most two) values per bucket chosen inside that bucket so that the sum equals the
+//! rollup's sum. Bucket counts, count, sum, min and max of the exported histogram are the
+//! pipeline's. One rule for durations (in nanoseconds, recorded as seconds) and tokens.
 //!
 //! Only calls folded into rollups (calls without an [`OperationId`](crate::trace::OperationId))
 //! appear in the duration histograms: calls inside an operation are summarised per operation
 //! instead, without route or status.
 //!
 //! Token usage comes from the batch's [`UsageRollup`]s (every model call that reported usage,
-//! with or without an operation, and every `Telemetry::record_usage`): per (product, model,
-//! window), one data point per token type whose count is the rollup's calls and whose sum is
-//! its tokens. The pipeline keeps sums, not each call's count, so the tokens are spread evenly
-//! over the calls (values that differ by at most one): count, sum, min and max are exact for
-//! calls of equal size, the bucket of each call is not known. A token type the window's calls
-//! reported none of (the output of embeddings) gives no point. The record carries one model
-//! (the one the response named, else the serving endpoint called), so it is both
+//! with or without an operation, and every `Telemetry::record_usage`, each one call): per
+//! (product, model, window), one data point per token type, replayed from the rollup's
+//! per-call [`TokenHistogram`]s, so each call is in its own bucket and count, sum, min and max
+//! are exact. A call adds a value of a token type when it reported tokens of that type: a type
+//! the window's calls reported none of (the output of embeddings) gives no point. The record
+//! carries one model (the one the response named, else the serving endpoint called), so it is both
 //! `gen_ai.request.model` and `gen_ai.response.model`; `gen_ai.operation.name` is `embeddings`
 //! for the `embedding` product and `chat` for the others.
 //!
@@ -54,7 +54,7 @@ use kasal_trace::Direction;
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Histogram, Meter};
 
-use crate::event::{Batch, Rollup, RollupKey, UsageRollup};
+use crate::event::{Batch, Rollup, RollupKey, TokenHistogram, UsageRollup};
 
 /// `http.client.request.duration`.
 pub const HTTP_CLIENT_REQUEST_DURATION: &str = "http.client.request.duration";
@@ -64,11 +64,29 @@ pub const HTTP_SERVER_REQUEST_DURATION: &str = "http.server.request.duration";
 /// `gen_ai.client.token.usage`.
 pub const GEN_AI_CLIENT_TOKEN_USAGE: &str = "gen_ai.client.token.usage";
 
-/// The GenAI semantic conventions' bucket boundaries for `gen_ai.client.token.usage`.
-pub const TOKEN_BOUNDARIES: [f64; 14] = [
-    1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0,
-    16777216.0, 67108864.0,
-];
+/// The GenAI semantic conventions' bucket boundaries for `gen_ai.client.token.usage`
+/// ([`TokenHistogram::BOUNDS`]).
+pub const TOKEN_BOUNDARIES: [f64; TokenHistogram::BUCKETS - 1] = {
+    let mut bounds = [0.0; TokenHistogram::BUCKETS - 1];
+    let mut i = 0;
+    while i < bounds.len() {
+        bounds[i] = TokenHistogram::BOUNDS[i] as f64;
+        i += 1;
+    }
+    bounds
+};
+
+/// The duration bounds in nanoseconds, from [`Rollup::BUCKETS_MS`]: durations are replayed as
+/// integers, then recorded in seconds.
+const DURATION_BOUNDS_NS: [u64; Rollup::BUCKETS - 1] = {
+    let mut bounds = [0; Rollup::BUCKETS - 1];
+    let mut i = 0;
+    while i < bounds.len() {
+        bounds[i] = Rollup::BUCKETS_MS[i] * 1_000_000;
+        i += 1;
+    }
+    bounds
+};
 
 /// The HTTP semantic conventions' bucket boundaries for request durations, in seconds.
 pub const DURATION_BOUNDARIES_S: [f64; Rollup::BUCKETS - 1] = [
@@ -129,45 +147,41 @@ impl HttpMetrics {
         }
     }
 
-    /// Records one usage rollup into `gen_ai.client.token.usage`: its calls and tokens, per
-    /// token type (see the [module docs](self)).
+    /// Records one usage rollup into `gen_ai.client.token.usage`: its calls' input and output
+    /// tokens, each call in its bucket (see the [module docs](self)).
     pub fn record_usage_rollup(&self, rollup: &UsageRollup) {
         self.record_token_usage(
             &rollup.product,
             &rollup.model,
-            rollup.calls,
-            rollup.usage.input_tokens,
-            rollup.usage.output_tokens,
+            &rollup.input_histogram,
+            &rollup.output_histogram,
         );
     }
 
-    /// Records the token usage of `calls` model calls of one window into
-    /// `gen_ai.client.token.usage`, as [`record_usage_rollup`](Self::record_usage_rollup) does.
-    ///
-    /// Usage is aggregated per (product, model, window), not per call, so the tokens are spread
-    /// evenly over the calls: count and sum are exact, the per-call distribution is not known.
+    /// Records the per-call token counts of one window's model calls into
+    /// `gen_ai.client.token.usage`, as [`record_usage_rollup`](Self::record_usage_rollup)
+    /// does: the exported histogram has the same count per bucket, min, max, sum and count as
+    /// `input` and `output`. An empty histogram gives no point.
     pub fn record_token_usage(
         &self,
         product: &kasal_user_agent::Product,
         model: &str,
-        calls: u64,
-        input_tokens: u64,
-        output_tokens: u64,
+        input: &TokenHistogram,
+        output: &TokenHistogram,
     ) {
-        for point in token_points(calls, input_tokens, output_tokens) {
-            let attributes: Vec<KeyValue> =
-                token_attribute_values(product, model, point.token_type)
-                    .into_iter()
-                    .map(|(name, value)| match value {
-                        AttributeValue::Str(text) => KeyValue::new(name, text),
-                        AttributeValue::Int(number) => KeyValue::new(name, number),
-                    })
-                    .collect();
-            for (value, times) in point.values {
+        for (token_type, histogram) in token_histograms(input, output) {
+            let attributes: Vec<KeyValue> = token_attribute_values(product, model, token_type)
+                .into_iter()
+                .map(|(name, value)| match value {
+                    AttributeValue::Str(text) => KeyValue::new(name, text),
+                    AttributeValue::Int(number) => KeyValue::new(name, number),
+                })
+                .collect();
+            replay(Replay::tokens(histogram), |value, times| {
                 for _ in 0..times {
                     self.token_usage.record(value, &attributes);
                 }
-            }
+            });
         }
     }
 
@@ -181,7 +195,9 @@ impl HttpMetrics {
             Direction::Client => &self.client_duration,
             Direction::Server => &self.server_duration,
         };
-        replay(rollup, |seconds, times| {
+        replay(Replay::durations(rollup), |nanos, times| {
+            // Correctly rounded, so a bound in nanoseconds lands on the bound in seconds.
+            let seconds = nanos as f64 / 1e9;
             for _ in 0..times {
                 histogram.record(seconds, &attributes);
             }
@@ -285,60 +301,15 @@ fn error_type(key: &RollupKey) -> Option<String> {
     }
 }
 
-/// One `gen_ai.client.token.usage` data point: the tokens of one type of `count` calls, spread
-/// evenly over them (values that differ by at most one). One rule for the metrics API (which
-/// replays [`values`](Self::values)) and OTLP (which sends the rest as they are).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct TokenPoint {
-    /// `input` or `output`.
-    pub(crate) token_type: &'static str,
-    pub(crate) count: u64,
-    pub(crate) sum: u64,
-    pub(crate) min: u64,
-    pub(crate) max: u64,
-    /// Counts per [`TOKEN_BOUNDARIES`] bucket (one more than the boundaries).
-    pub(crate) buckets: [u64; TOKEN_BOUNDARIES.len() + 1],
-    /// The values a call carried, with how many calls carried each: `(value, calls)`.
-    pub(crate) values: [(u64, u64); 2],
-}
-
-/// The data points of `calls` calls that carried `input` and `output` tokens in all: one per
-/// token type, none for a type without tokens (an embedding's output) or without calls.
-pub(crate) fn token_points(
-    calls: u64,
-    input: u64,
-    output: u64,
-) -> impl Iterator<Item = TokenPoint> {
+/// The `gen_ai.client.token.usage` points of a usage rollup's histograms: `("input", input)`
+/// and `("output", output)`, without the empty ones. One rule for the metrics API and OTLP.
+pub(crate) fn token_histograms<'a>(
+    input: &'a TokenHistogram,
+    output: &'a TokenHistogram,
+) -> impl Iterator<Item = (&'static str, &'a TokenHistogram)> {
     [("input", input), ("output", output)]
         .into_iter()
-        .filter(move |&(_, tokens)| calls > 0 && tokens > 0)
-        .map(move |(token_type, tokens)| {
-            let (quotient, remainder) = (tokens / calls, tokens % calls);
-            // `remainder` calls carried one token more than the others.
-            let values = [(quotient + 1, remainder), (quotient, calls - remainder)];
-            let mut buckets = [0; TOKEN_BOUNDARIES.len() + 1];
-            for (value, times) in values {
-                buckets[token_bucket(value)] += times;
-            }
-            TokenPoint {
-                token_type,
-                count: calls,
-                sum: tokens,
-                min: quotient,
-                max: if remainder > 0 {
-                    quotient + 1
-                } else {
-                    quotient
-                },
-                buckets,
-                values,
-            }
-        })
-}
-
-/// The [`TOKEN_BOUNDARIES`] bucket of `tokens`: buckets are `(previous bound, bound]`.
-fn token_bucket(tokens: u64) -> usize {
-    TOKEN_BOUNDARIES.partition_point(|&bound| bound < tokens as f64)
+        .filter(|(_, histogram)| !histogram.is_empty())
 }
 
 /// The attributes of a `gen_ai.client.token.usage` point, per the GenAI semantic conventions.
@@ -362,71 +333,137 @@ pub(crate) fn token_attribute_values(
     ]
 }
 
-/// Calls `record(seconds, times)` so that the recorded values reproduce the rollup: the same
-/// count per bucket, the same min, max and (up to rounding) sum.
-pub(crate) fn replay(rollup: &Rollup, mut record: impl FnMut(f64, u64)) {
-    let mut counts = rollup.histogram;
-    let total: u64 = counts.iter().sum();
+/// A histogram to replay, in integers (nanoseconds or tokens): counts per bucket, the buckets'
+/// upper bounds (inclusive; one fewer than the counts, the last bucket is unbounded), and the
+/// values' min, max and sum.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Replay<'a> {
+    counts: &'a [u64],
+    bounds: &'a [u64],
+    min: u64,
+    max: u64,
+    sum: u64,
+}
+
+impl<'a> Replay<'a> {
+    /// A rollup's latencies, in nanoseconds.
+    fn durations(rollup: &'a Rollup) -> Replay<'a> {
+        let nanos = |latency: Duration| u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
+        Replay {
+            counts: &rollup.histogram,
+            bounds: &DURATION_BOUNDS_NS,
+            min: nanos(rollup.latency_min),
+            max: nanos(rollup.latency_max),
+            sum: nanos(rollup.latency_sum),
+        }
+    }
+
+    /// A token histogram.
+    fn tokens(histogram: &'a TokenHistogram) -> Replay<'a> {
+        Replay {
+            counts: &histogram.buckets,
+            bounds: &TokenHistogram::BOUNDS,
+            min: histogram.min,
+            max: histogram.max,
+            sum: histogram.sum,
+        }
+    }
+
+    fn bucket(&self, value: u64) -> usize {
+        self.bounds.partition_point(|&bound| bound < value)
+    }
+
+    /// The values bucket `bucket` can hold within `min..=max`: `(low, high)`, `low <= high`.
+    fn range(&self, bucket: usize) -> (u64, u64) {
+        let lower = match bucket {
+            0 => 0,
+            _ => self.bounds[bucket - 1].saturating_add(1),
+        };
+        let upper = self.bounds.get(bucket).copied().unwrap_or(u64::MAX);
+        let low = lower.max(self.min).min(upper);
+        let high = upper.min(self.max).max(low);
+        (low, high)
+    }
+}
+
+/// Calls `record(value, times)` so that the recorded values reproduce the histogram: the same
+/// count per bucket, the same min, max and sum (when the histogram is consistent; otherwise as
+/// close as the buckets allow, never a panic). At most two values per bucket, no allocation.
+pub(crate) fn replay(histogram: Replay<'_>, mut record: impl FnMut(u64, u64)) {
+    const MAX_BUCKETS: usize = 32;
+    let buckets = histogram.counts.len().min(MAX_BUCKETS);
+    let mut counts = [0u64; MAX_BUCKETS];
+    counts[..buckets].copy_from_slice(&histogram.counts[..buckets]);
+    let counts = &mut counts[..buckets];
+    let total: u64 = counts.iter().fold(0, |a, &c| a.saturating_add(c));
     if total == 0 {
         return;
     }
-    let (min, max) = (
-        rollup.latency_min.min(rollup.latency_max),
-        rollup.latency_max,
-    );
-    let seconds = |latency: Duration| latency.as_secs_f64();
+    let histogram = Replay {
+        min: histogram.min.min(histogram.max),
+        ..histogram
+    };
+    let (min, max) = (histogram.min, histogram.max);
     if total == 1 {
-        record(seconds(max), 1);
+        record(max, 1);
         return;
     }
     // The extremes, once each, in their own buckets (when the histogram agrees).
-    let mut extremes_sum = 0.0;
+    let mut left = histogram.sum;
     for extreme in [min, max] {
-        let bucket = Rollup::bucket_index(extreme);
-        if counts[bucket] > 0 {
-            counts[bucket] -= 1;
-            record(seconds(extreme), 1);
-            extremes_sum += seconds(extreme);
+        let bucket = histogram.bucket(extreme);
+        if let Some(count) = counts.get_mut(bucket).filter(|count| **count > 0) {
+            *count -= 1;
+            record(extreme, 1);
+            left = left.saturating_sub(extreme);
         }
     }
-    // The rest: one value per bucket, inside the bucket and within min..=max, interpolated so
-    // that the values add up to what is left of the sum.
-    let (min_s, max_s) = (seconds(min), seconds(max));
-    let ranges: Vec<(u64, f64, f64)> = counts
-        .iter()
-        .enumerate()
-        .filter(|(_, count)| **count > 0)
-        .map(|(bucket, &count)| {
-            let lower = match bucket {
-                0 => 0.0,
-                _ => DURATION_BOUNDARIES_S[bucket - 1].next_up(),
-            };
-            let upper = DURATION_BOUNDARIES_S
-                .get(bucket)
-                .copied()
-                .unwrap_or(f64::MAX);
-            let low = lower.max(min_s).min(upper);
-            let high = upper.min(max_s).max(low);
-            (count, low, high)
-        })
-        .collect();
-    let remaining: u64 = ranges.iter().map(|(count, ..)| count).sum();
-    if remaining == 0 {
-        return;
+    // The rest: each call at least its bucket's low value, and the tokens (or nanoseconds) left
+    // above that shared out over the buckets in proportion to their room, then within a bucket
+    // as two values that differ by one.
+    let (mut floor, mut room) = (0u128, 0u128);
+    for (bucket, &count) in counts.iter().enumerate() {
+        let (low, high) = histogram.range(bucket);
+        floor = floor.saturating_add(u128::from(count) * u128::from(low));
+        room = room.saturating_add(u128::from(count) * u128::from(high - low));
     }
-    let sum_s = seconds(rollup.latency_sum) - extremes_sum;
-    let floor: f64 = ranges.iter().map(|&(c, low, _)| c as f64 * low).sum();
-    let span: f64 = ranges
-        .iter()
-        .map(|&(c, low, high)| c as f64 * (high - low))
-        .sum();
-    let t = if span > 0.0 {
-        ((sum_s - floor) / span).clamp(0.0, 1.0)
-    } else {
-        0.0
+    let extra = u128::from(left).saturating_sub(floor).min(room);
+    // Each bucket's proportional share (and its room), never more than what is left of `extra`:
+    // the same sequence on both passes.
+    let shares = || {
+        let mut budget = extra;
+        counts.iter().enumerate().map(move |(bucket, &count)| {
+            let (low, high) = histogram.range(bucket);
+            let cap = u128::from(count) * u128::from(high - low);
+            // Approximate (f64); the rest is handed out below, so the sum stays exact.
+            let share = if room == 0 {
+                0
+            } else {
+                (cap as f64 * (extra as f64 / room as f64)) as u128
+            };
+            let share = share.min(cap).min(budget);
+            budget -= share;
+            (bucket, count, share, cap)
+        })
     };
-    for (count, low, high) in ranges {
-        record(low + t * (high - low), count);
+    let mut rest = extra - shares().map(|(.., share, _)| share).sum::<u128>();
+    for (bucket, count, share, cap) in shares() {
+        if count == 0 {
+            continue;
+        }
+        let more = rest.min(cap - share);
+        rest -= more;
+        let share = share + more;
+        let low = histogram.range(bucket).0;
+        // share <= count * (high - low): both values stay within the bucket's range.
+        let (step, above) = (share / u128::from(count), share % u128::from(count));
+        let value = low.saturating_add(u64::try_from(step).unwrap_or(u64::MAX));
+        // `above < count`, so it fits.
+        let above = u64::try_from(above).unwrap_or(0);
+        if above > 0 {
+            record(value.saturating_add(1), above);
+        }
+        record(value, count - above);
     }
 }
 
@@ -434,49 +471,124 @@ pub(crate) fn replay(rollup: &Rollup, mut record: impl FnMut(f64, u64)) {
 mod tests {
     use super::*;
 
-    #[test]
-    fn token_points_keep_count_sum_and_buckets() {
-        let points: Vec<_> = token_points(3, 1_000, 50).collect();
-        assert_eq!(points.len(), 2);
-        let input = &points[0];
-        assert_eq!(
-            (
-                input.token_type,
-                input.count,
-                input.sum,
-                input.min,
-                input.max
-            ),
-            ("input", 3, 1_000, 333, 334)
-        );
-        assert_eq!(input.values, [(334, 1), (333, 2)]);
-        // 333 and 334 are both in (256, 1024].
-        assert_eq!(input.buckets[token_bucket(333)], 3);
-        assert_eq!(input.buckets.iter().sum::<u64>(), 3);
-        let output = &points[1];
-        assert_eq!(
-            (output.min, output.max, output.values),
-            (16, 17, [(17, 2), (16, 1)])
-        );
-        assert_eq!(output.buckets[3], 2); // (16, 64]
-        assert_eq!(output.buckets[2], 1); // (4, 16]: 16 sits on its bound
-        // Embeddings: no output point; no calls: nothing.
-        let points: Vec<_> = token_points(2, 10, 0).collect();
-        assert_eq!(points.len(), 1);
-        assert_eq!(points[0].token_type, "input");
-        assert_eq!(token_points(0, 10, 10).count(), 0);
-        // Fewer tokens than calls: some calls carried none.
-        let point = token_points(4, 3, 0).next().unwrap();
-        assert_eq!((point.min, point.max, point.buckets[0]), (0, 1, 4));
+    /// Replays and returns the values recorded, one per call.
+    fn replayed(histogram: Replay<'_>) -> Vec<u64> {
+        let mut values = Vec::new();
+        replay(histogram, |value, times| {
+            values.extend(std::iter::repeat_n(value, times as usize));
+        });
+        values.sort_unstable();
+        values
+    }
+
+    fn tokens(values: &[u64]) -> TokenHistogram {
+        let mut histogram = TokenHistogram::default();
+        for &value in values {
+            histogram.add(value);
+        }
+        histogram
+    }
+
+    /// The replayed values have the histogram's buckets, min, max, sum and count.
+    fn assert_reproduces(values: &[u64]) {
+        let histogram = tokens(values);
+        let got = replayed(Replay::tokens(&histogram));
+        assert_eq!(tokens(&got), histogram, "{values:?} -> {got:?}");
     }
 
     #[test]
-    fn token_buckets_are_upper_inclusive() {
-        assert_eq!(token_bucket(0), 0);
-        assert_eq!(token_bucket(1), 0);
-        assert_eq!(token_bucket(2), 1);
-        assert_eq!(token_bucket(67_108_864), 13);
-        assert_eq!(token_bucket(67_108_865), 14);
-        assert_eq!(token_bucket(u64::MAX), 14);
+    fn replay_reproduces_buckets_min_max_and_sum() {
+        assert_eq!(
+            replayed(Replay::tokens(&tokens(&[10, 100, 1000]))),
+            [10, 100, 1000]
+        );
+        assert_reproduces(&[10, 100, 1000]);
+        assert_reproduces(&[7]);
+        assert_reproduces(&[5, 5, 5, 5]);
+        assert_reproduces(&[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17]);
+        assert_reproduces(&[0, 0, 1, 70_000_000, 3, 300, 301, 302, 5_000, 5_001]);
+        assert_reproduces(&[u64::MAX / 4, u64::MAX / 4, 2, 3]);
+        assert!(replayed(Replay::tokens(&TokenHistogram::default())).is_empty());
+        // Pseudo-random windows of 1..40 calls of 0..2^k tokens.
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..500 {
+            let calls = 1 + next() % 40;
+            let values: Vec<u64> = (0..calls)
+                .map(|_| {
+                    let bits = next() % 30;
+                    next() % (1 << bits).max(1)
+                })
+                .collect();
+            assert_reproduces(&values);
+        }
+    }
+
+    #[test]
+    fn replay_of_an_inconsistent_histogram_keeps_the_buckets() {
+        // A sum below what the buckets allow, min above max, counts beyond min..max.
+        let mut histogram = tokens(&[10, 100, 1000, 5000]);
+        histogram.sum = 3;
+        (histogram.min, histogram.max) = (2000, 50);
+        let got = replayed(Replay::tokens(&histogram));
+        assert_eq!(got.len(), 4);
+        assert_eq!(tokens(&got).buckets, histogram.buckets);
+        histogram.sum = u64::MAX;
+        assert_eq!(
+            tokens(&replayed(Replay::tokens(&histogram))).buckets,
+            histogram.buckets
+        );
+    }
+
+    #[test]
+    fn durations_replay_in_nanoseconds() {
+        let nanos = [3_000_000, 5_000_000, 5_000_001, 80_000_000, 20_000_000_000];
+        let mut histogram = [0; Rollup::BUCKETS];
+        for &value in &nanos {
+            histogram[Rollup::bucket_index(Duration::from_nanos(value))] += 1;
+        }
+        let rollup = Rollup {
+            key: RollupKey::of(&kasal_trace::CallRecord::new(
+                Direction::Client,
+                kasal_user_agent::Product::Genie,
+                Method::GET,
+                std::time::SystemTime::UNIX_EPOCH,
+            )),
+            window_start: std::time::SystemTime::UNIX_EPOCH,
+            window_end: std::time::SystemTime::UNIX_EPOCH,
+            count: nanos.len() as u64,
+            latency_sum: Duration::from_nanos(nanos.iter().sum()),
+            latency_min: Duration::from_nanos(3_000_000),
+            latency_max: Duration::from_nanos(20_000_000_000),
+            histogram,
+        };
+        let got = replayed(Replay::durations(&rollup));
+        let buckets = got
+            .iter()
+            .fold([0; Rollup::BUCKETS], |mut buckets, &value| {
+                buckets[Rollup::bucket_index(Duration::from_nanos(value))] += 1;
+                buckets
+            });
+        assert_eq!(buckets, histogram);
+        assert_eq!(got.iter().sum::<u64>(), nanos.iter().sum::<u64>());
+        assert_eq!((got[0], got[4]), (nanos[0], nanos[4]));
+        // The bound in nanoseconds is the bound in seconds.
+        for (nanos, seconds) in DURATION_BOUNDS_NS.iter().zip(DURATION_BOUNDARIES_S) {
+            assert_eq!(*nanos as f64 / 1e9, seconds);
+        }
+    }
+
+    #[test]
+    fn token_histograms_skip_empty_types() {
+        let (input, output) = (tokens(&[8, 9]), TokenHistogram::default());
+        let points: Vec<_> = token_histograms(&input, &output).collect();
+        assert_eq!(points, [("input", &input)]);
+        assert_eq!(TOKEN_BOUNDARIES[0], 1.0);
+        assert_eq!(TOKEN_BOUNDARIES[13], 67_108_864.0);
     }
 }

@@ -15,6 +15,7 @@ use bytes::Bytes;
 use common::{Reply, TestServer};
 use http::Request;
 use http_body_util::{BodyExt, Full};
+use kasal_telemetry::event::TokenHistogram;
 use kasal_telemetry::export::FanOut;
 use kasal_telemetry::metrics::{DURATION_BOUNDARIES_S, HttpMetrics};
 use kasal_telemetry::trace::Direction;
@@ -341,34 +342,59 @@ async fn calls_through_the_stack_become_metrics_with_the_conventions_attributes(
 }
 
 #[test]
-fn token_usage_has_exact_count_and_sum_per_token_type() {
+fn token_usage_has_each_call_in_its_bucket_per_token_type() {
     assert_eq!(
         kasal_telemetry::metrics::GEN_AI_CLIENT_TOKEN_USAGE,
         "gen_ai.client.token.usage"
     );
     let (provider, exporter) = provider();
     let metrics = HttpMetrics::new(&provider.meter("test"));
-    metrics.record_token_usage(&Product::Llm, "databricks-claude", 3, 1_000, 50);
+    let (mut input, mut output) = (TokenHistogram::default(), TokenHistogram::default());
+    for (i, o) in [(10, 3), (100, 70), (1000, 70)] {
+        input.add(i);
+        output.add(o);
+    }
+    metrics.record_token_usage(&Product::Llm, "databricks-claude", &input, &output);
     let points = points(&provider, &exporter);
     assert_eq!(points.len(), 2);
     for point in &points {
         assert_eq!(point.metric, "gen_ai.client.token.usage");
         assert_eq!(point.unit, "{token}");
-        assert_eq!(point.count, 3);
         assert_eq!(
             point.attributes["gen_ai.request.model"],
             Value::from("databricks-claude")
         );
         assert_eq!(point.attributes["kasal.product"], Value::from("llm"));
-        let sum = match point.attributes["gen_ai.token.type"].as_str().as_ref() {
-            "input" => 1_000.0,
-            "output" => 50.0,
+        assert_eq!(point.bounds, kasal_telemetry::metrics::TOKEN_BOUNDARIES);
+        let (buckets, min, max, sum) = match point.attributes["gen_ai.token.type"].as_str().as_ref()
+        {
+            // 10 in (4, 16], 100 in (64, 256], 1000 in (256, 1024].
+            "input" => (expected_buckets(&[10, 100, 1000]), 10.0, 1000.0, 1110.0),
+            // 3 in (1, 4], 70 twice in (64, 256].
+            "output" => (expected_buckets(&[3, 70, 70]), 3.0, 70.0, 143.0),
             other => panic!("{other}"),
         };
-        assert_eq!(point.sum, sum);
-        assert_eq!(point.bounds[0], 1.0);
-        assert_eq!(point.buckets.iter().sum::<u64>(), 3);
+        assert_eq!(
+            (&point.buckets, point.min, point.max, point.sum, point.count),
+            (&buckets, Some(min), Some(max), sum, 3)
+        );
     }
+    assert_eq!(expected_buckets(&[10, 100, 1000])[2..6], [1, 0, 1, 1]);
+}
+
+/// Counts per `gen_ai.client.token.usage` bucket of calls carrying `values` tokens, from the
+/// conventions' bounds (a bucket holds `(previous bound, bound]`).
+fn expected_buckets(values: &[u64]) -> Vec<u64> {
+    let bounds = kasal_telemetry::metrics::TOKEN_BOUNDARIES;
+    let mut buckets = vec![0; bounds.len() + 1];
+    for &value in values {
+        let bucket = bounds
+            .iter()
+            .position(|&bound| value as f64 <= bound)
+            .unwrap_or(bounds.len());
+        buckets[bucket] += 1;
+    }
+    buckets
 }
 
 /// GenAI attribute names, checked against the conventions crate (which marks the GenAI
@@ -445,7 +471,50 @@ async fn model_calls_token_usage_equals_what_the_calls_carried() {
     assert_eq!(got, carried);
     // Embeddings report no output tokens: no output point for them.
     assert_eq!(points.len(), 2 * carried.len() - 1);
-    // Three chats of 100, 7 and 5000 input tokens: the sum is exact, spread over three calls.
+    // Per (product, model) and token type: each call in its own bucket, exact min, max, sum
+    // and count, from the token counts the server sent each call.
+    let per_call = model_calls::per_call();
+    for (key, (inputs, outputs)) in &per_call {
+        let sums = (
+            inputs.len() as u64,
+            inputs.iter().sum(),
+            outputs.iter().sum(),
+        );
+        assert_eq!(carried[key], sums, "{key:?}");
+    }
+    for point in &points {
+        let a = &point.attributes;
+        let key = (
+            a["kasal.product"].as_str().into_owned(),
+            a[GEN_AI_ATTRIBUTES[3]].as_str().into_owned(),
+        );
+        let (inputs, outputs) = &per_call[&key];
+        let values = match a[GEN_AI_ATTRIBUTES[0]].as_str().as_ref() {
+            "input" => inputs,
+            _ => outputs,
+        };
+        let expected = (
+            expected_buckets(values),
+            values.iter().min().map(|&v| v as f64),
+            values.iter().max().map(|&v| v as f64),
+            values.iter().sum::<u64>() as f64,
+            values.len() as u64,
+        );
+        assert_eq!(
+            (
+                point.buckets.clone(),
+                point.min,
+                point.max,
+                point.sum,
+                point.count
+            ),
+            expected,
+            "{key:?} {:?}",
+            a[GEN_AI_ATTRIBUTES[0]]
+        );
+    }
+    // Three chats of 100, 7 and 5000 input tokens: one each in (4, 16], (64, 256] and
+    // (4096, 16384], min 7, max 5000.
     let chat = points
         .iter()
         .find(|p| {
@@ -456,7 +525,10 @@ async fn model_calls_token_usage_equals_what_the_calls_carried() {
         .unwrap();
     assert_eq!(
         (chat.count, chat.sum, chat.min, chat.max),
-        (3, 5107.0, Some(1702.0), Some(1703.0))
+        (3, 5107.0, Some(7.0), Some(5000.0))
     );
+    let mut buckets = vec![0; 15];
+    (buckets[2], buckets[4], buckets[7]) = (1, 1, 1);
+    assert_eq!(chat.buckets, buckets);
     telemetry.shutdown().await;
 }

@@ -372,7 +372,9 @@ async fn token_usage_reaches_the_receiver_as_the_calls_carried_it() {
     );
     assert_eq!(otlp.stats().calls_sent, plain_calls);
 
-    // Point by point: per (product, model), the calls and the tokens of each type.
+    // Point by point: per (product, model), the calls and the tokens of each type, and each
+    // call's tokens in its bucket.
+    let per_call = model_calls::per_call();
     let mut got = model_calls::Carried::new();
     let mut points = 0;
     for metric in &totals.decoded[0].resource_metrics[0].scope_metrics[0].metrics {
@@ -404,13 +406,46 @@ async fn token_usage_reaches_the_receiver_as_the_calls_carried_it() {
             let model = text("gen_ai.request.model");
             assert_eq!(text("gen_ai.response.model"), model);
             assert_eq!(text("gen_ai.provider.name"), "databricks");
-            let entry = got.entry((text("kasal.product"), model)).or_default();
-            entry.0 = point.count;
+            let key = (text("kasal.product"), model);
+            // Each call in its own bucket, with exact min, max, sum and count.
+            let (inputs, outputs) = &per_call[&key];
+            let values = match text("gen_ai.token.type").as_str() {
+                "input" => inputs,
+                "output" => outputs,
+                other => panic!("token type {other}"),
+            };
+            let mut buckets = vec![0u64; 15];
+            for &value in values {
+                let bucket = point
+                    .explicit_bounds
+                    .iter()
+                    .position(|&bound| value as f64 <= bound)
+                    .unwrap_or(14);
+                buckets[bucket] += 1;
+            }
+            assert_eq!(
+                (
+                    &point.bucket_counts,
+                    point.min,
+                    point.max,
+                    point.sum,
+                    point.count
+                ),
+                (
+                    &buckets,
+                    values.iter().min().map(|&v| v as f64),
+                    values.iter().max().map(|&v| v as f64),
+                    Some(values.iter().sum::<u64>() as f64),
+                    values.len() as u64
+                ),
+                "{key:?}"
+            );
+            let entry = got.entry(key).or_default();
+            entry.0 = entry.0.max(point.count);
             let sum = point.sum.unwrap() as u64;
             match text("gen_ai.token.type").as_str() {
                 "input" => entry.1 = sum,
-                "output" => entry.2 = sum,
-                other => panic!("token type {other}"),
+                _ => entry.2 = sum,
             }
         }
     }

@@ -488,6 +488,25 @@ async fn record_usage_is_summed_per_model_and_written_as_json_lines() {
         ),
         (&11.into(), &7.into(), &18.into())
     );
+    // Each call's tokens in its bucket: 10 in (4, 16], 1 in [0, 1]; 5 in (4, 16], 2 in (1, 4].
+    let input = &lines[1]["input_histogram"];
+    assert_eq!(
+        (&input["count"], &input["sum"], &input["min"], &input["max"]),
+        (&2.into(), &11.into(), &1.into(), &10.into())
+    );
+    assert_eq!(input["bounds"][0], 1);
+    assert_eq!(input["bounds"].as_array().unwrap().len(), 14);
+    let buckets = |line: &serde_json::Value| -> Vec<u64> {
+        serde_json::from_value(line["buckets"].clone()).unwrap()
+    };
+    assert_eq!(buckets(input)[..4], [1, 0, 1, 0]);
+    assert_eq!(buckets(input).iter().sum::<u64>(), 2);
+    let output = &lines[1]["output_histogram"];
+    assert_eq!((&output["min"], &output["max"]), (&2.into(), &5.into()));
+    assert_eq!(buckets(output)[..4], [0, 1, 1, 0]);
+    // The embedding reported no output tokens: no output histogram.
+    assert!(lines[0].get("output_histogram").is_none());
+    assert_eq!(lines[0]["input_histogram"]["count"], 1);
 }
 
 async fn beacon_requests(on: bool) -> Vec<common::Recorded> {

@@ -3,7 +3,9 @@
 //! Field names are stable (snake_case, durations in milliseconds as numbers, times in Unix
 //! milliseconds); each line has `"kind": "operation"`, `"kind": "rollup"` or `"kind": "usage"`
 //! (model tokens per product, model and window). Operation lines carry the operation's tokens
-//! in `usage` when any call reported some.
+//! in `usage` when any call reported some. Usage lines carry each call's tokens per type in
+//! `input_histogram` / `output_histogram` (`count`, `sum`, `min`, `max`, `bounds`, `buckets`;
+//! absent when no call reported tokens of that type).
 //!
 //! Must never block the runtime: lines are serialized on the aggregator task and written on
 //! tokio's blocking pool. Write errors are returned to the pipeline, which counts them.
@@ -22,7 +24,9 @@ use serde::Serialize;
 use tower::Service;
 
 use super::clock::unix_millis;
-use crate::event::{Batch, ErrorEntry, OperationSummary, OutcomeCounts, Rollup, UsageRollup};
+use crate::event::{
+    Batch, ErrorEntry, OperationSummary, OutcomeCounts, Rollup, TokenHistogram, UsageRollup,
+};
 use kasal_trace::Usage;
 
 /// Writes each batch as JSON lines to stdout, a file, or any `Write`.
@@ -184,6 +188,35 @@ struct UsageLine<'a> {
     calls: u64,
     #[serde(flatten)]
     tokens: TokensLine,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    input_histogram: Option<TokenHistogramLine<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    output_histogram: Option<TokenHistogramLine<'a>>,
+}
+
+/// Each call's tokens of one type: buckets over `bounds` (upper bounds, inclusive; one more
+/// bucket than bounds).
+#[derive(Serialize)]
+struct TokenHistogramLine<'a> {
+    count: u64,
+    sum: u64,
+    min: u64,
+    max: u64,
+    bounds: &'static [u64],
+    buckets: &'a [u64],
+}
+
+impl<'a> TokenHistogramLine<'a> {
+    fn of(histogram: &'a TokenHistogram) -> Option<Self> {
+        (!histogram.is_empty()).then(|| TokenHistogramLine {
+            count: histogram.count(),
+            sum: histogram.sum,
+            min: histogram.min,
+            max: histogram.max,
+            bounds: &TokenHistogram::BOUNDS,
+            buckets: &histogram.buckets,
+        })
+    }
 }
 
 impl<'a> From<&'a UsageRollup> for UsageLine<'a> {
@@ -196,6 +229,8 @@ impl<'a> From<&'a UsageRollup> for UsageLine<'a> {
             window_end_ms: unix_millis(rollup.window_end),
             calls: rollup.calls,
             tokens: rollup.usage.into(),
+            input_histogram: TokenHistogramLine::of(&rollup.input_histogram),
+            output_histogram: TokenHistogramLine::of(&rollup.output_histogram),
         }
     }
 }

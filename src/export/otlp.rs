@@ -59,8 +59,11 @@
 //!
 //! `gen_ai.client.token.usage` carries `gen_ai.token.type` (`input`, `output`),
 //! `gen_ai.operation.name`, `gen_ai.provider.name`, `gen_ai.request.model`,
-//! `gen_ai.response.model` and `kasal.product`; its count is the calls that reported usage and
-//! its sum their tokens, as [`HttpMetrics`](crate::metrics::HttpMetrics) records them.
+//! `gen_ai.response.model` and `kasal.product`; per (product, model, window) and token type,
+//! its bucket counts, min, max and sum are the usage rollup's per-call
+//! [`TokenHistogram`](crate::event::TokenHistogram) (each call in its bucket; count = the calls
+//! that reported tokens of that type), as [`HttpMetrics`](crate::metrics::HttpMetrics) records
+//! them.
 //!
 //! Resource: `service.name` from `OTEL_SERVICE_NAME` (else `unknown_service`), plus
 //! `OTEL_RESOURCE_ATTRIBUTES` and [`resource_attribute`](OtlpExporterBuilder::resource_attribute).
@@ -134,7 +137,7 @@ use crate::event::Batch;
 use crate::metrics::{
     AttributeValue, DURATION_BOUNDARIES_S, GEN_AI_CLIENT_TOKEN_USAGE, HTTP_CLIENT_REQUEST_DURATION,
     HTTP_SERVER_REQUEST_DURATION, TOKEN_BOUNDARIES, attribute_values, token_attribute_values,
-    token_points,
+    token_histograms,
 };
 
 /// Default backlog bound: encoded requests kept for a later attempt.
@@ -831,22 +834,23 @@ fn encode(batch: &Batch, resource: &Resource) -> Option<(ExportMetricsServiceReq
     }
     let mut tokens = Vec::new();
     for usage in &batch.usage {
-        let (input, output) = (usage.usage.input_tokens, usage.usage.output_tokens);
-        for point in token_points(usage.calls, input, output) {
+        for (token_type, histogram) in
+            token_histograms(&usage.input_histogram, &usage.output_histogram)
+        {
             tokens.push(HistogramDataPoint {
                 attributes: key_values(token_attribute_values(
                     &usage.product,
                     &usage.model,
-                    point.token_type,
+                    token_type,
                 )),
                 start_time_unix_nano: unix_nanos(usage.window_start),
                 time_unix_nano: unix_nanos(usage.window_end),
-                count: point.count,
-                sum: Some(point.sum as f64),
-                bucket_counts: point.buckets.to_vec(),
+                count: histogram.count(),
+                sum: Some(histogram.sum as f64),
+                bucket_counts: histogram.buckets.to_vec(),
                 explicit_bounds: TOKEN_BOUNDARIES.to_vec(),
-                min: Some(point.min as f64),
-                max: Some(point.max as f64),
+                min: Some(histogram.min as f64),
+                max: Some(histogram.max as f64),
                 ..Default::default()
             });
         }

@@ -1,4 +1,5 @@
-//! Model token usage summed per (product, model) over the current window, on the caller's side.
+//! Model token usage summed per (product, model) over the current window, on the caller's side,
+//! with each call's input and output tokens in a [`TokenHistogram`] (a few adds per call).
 //!
 //! Model calls are slow (hundreds of milliseconds each) and few, so one short-held mutex is
 //! enough; nothing is queued for them. The aggregator drains the table when it closes a window,
@@ -13,7 +14,7 @@ use std::time::SystemTime;
 use kasal_trace::Usage;
 use kasal_user_agent::Product;
 
-use crate::event::UsageRollup;
+use crate::event::{TokenHistogram, UsageRollup};
 
 /// Distinct (product, model) keys per window.
 pub(crate) const MAX_MODELS: usize = 512;
@@ -29,16 +30,26 @@ pub(crate) struct UsageTable {
     sums: Mutex<Sums>,
 }
 
-/// Per product, per model: (calls, tokens). Nested so a known key is found by reference,
-/// without allocating.
+/// Per product, per model: calls, tokens and per-call histograms. Nested so a known key is
+/// found by reference, without allocating.
 #[derive(Debug, Default)]
 struct Sums {
-    by_product: HashMap<Product, HashMap<Arc<str>, (u64, Usage)>>,
+    by_product: HashMap<Product, HashMap<Arc<str>, Sum>>,
     keys: usize,
 }
 
+/// One (product, model)'s window so far.
+#[derive(Debug, Default)]
+struct Sum {
+    calls: u64,
+    usage: Usage,
+    input: TokenHistogram,
+    output: TokenHistogram,
+}
+
 impl UsageTable {
-    /// Adds one call's usage.
+    /// Adds one call's usage: one call, its tokens, and its input and output counts to the
+    /// histograms (a type the call reported none of, like an embedding's output, adds no value).
     pub(crate) fn fold(&self, product: &Product, model: Option<&Arc<str>>, usage: Usage) {
         let model = model.map_or(UNKNOWN_MODEL, |model| &**model);
         let mut guard = self.sums.lock().unwrap_or_else(PoisonError::into_inner);
@@ -63,8 +74,14 @@ impl UsageTable {
                 models.entry(Arc::from(model)).or_default()
             }
         };
-        sum.0 += 1;
-        sum.1 += usage;
+        sum.calls += 1;
+        sum.usage += usage;
+        if usage.input_tokens > 0 {
+            sum.input.add(usage.input_tokens);
+        }
+        if usage.output_tokens > 0 {
+            sum.output.add(usage.output_tokens);
+        }
     }
 
     /// Takes the window's sums.
@@ -77,16 +94,16 @@ impl UsageTable {
         sums.by_product
             .into_iter()
             .flat_map(|(product, models)| {
-                models
-                    .into_iter()
-                    .map(move |(model, (calls, usage))| UsageRollup {
-                        product: product.clone(),
-                        model,
-                        window_start,
-                        window_end,
-                        calls,
-                        usage,
-                    })
+                models.into_iter().map(move |(model, sum)| UsageRollup {
+                    product: product.clone(),
+                    model,
+                    window_start,
+                    window_end,
+                    calls: sum.calls,
+                    usage: sum.usage,
+                    input_histogram: sum.input,
+                    output_histogram: sum.output,
+                })
             })
             .collect()
     }
@@ -127,7 +144,30 @@ mod tests {
                 ("llm", "unknown", 1, 7, 8)
             ]
         );
+        let llm = &rollups[1];
+        assert_eq!(
+            (llm.input_histogram.count(), llm.input_histogram.sum),
+            (2, 4)
+        );
+        assert_eq!((llm.input_histogram.min, llm.input_histogram.max), (1, 3));
+        // 1 in [0, 1], 3 in (1, 4]; 2 and 4 both in (1, 4].
+        assert_eq!(llm.input_histogram.buckets[..2], [1, 1]);
+        assert_eq!(llm.output_histogram.buckets[1], 2);
+        assert_eq!(llm.output_histogram.count(), 2);
         assert!(table.drain(now, now).is_empty());
+
+        // A call without output tokens (an embedding) adds no output value.
+        table.fold(&Product::Embedding, Some(&m), Usage::new(10, 0));
+        table.fold(&Product::Embedding, Some(&m), Usage::new(1000, 0));
+        let embedding = &table.drain(now, now)[0];
+        assert_eq!(embedding.calls, 2);
+        assert!(embedding.output_histogram.is_empty());
+        let input = embedding.input_histogram;
+        assert_eq!(
+            (input.count(), input.sum, input.min, input.max),
+            (2, 1010, 10, 1000)
+        );
+        assert_eq!((input.buckets[2], input.buckets[5]), (1, 1));
 
         for i in 0..MAX_MODELS + 10 {
             table.fold(

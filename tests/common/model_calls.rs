@@ -80,3 +80,26 @@ pub async fn make_model_calls(telemetry: &Telemetry, server: &ModelServer) -> Ca
         (key("agent", "external-model"), (1, 3, 4)),
     ])
 }
+
+/// Per (product, model): the input and output token counts of each call [`make_model_calls`]
+/// makes (a call without output tokens, an embedding, has no output value): what the
+/// `gen_ai.client.token.usage` buckets, min, max and sum must show.
+pub fn per_call() -> BTreeMap<(String, String), (Vec<u64>, Vec<u64>)> {
+    let key = |product: &str, model: &str| (product.to_owned(), model.to_owned());
+    BTreeMap::from([
+        (
+            key("llm", "databricks-claude-sonnet"),
+            (vec![100, 7, 5000], vec![20, 300, 1]),
+        ),
+        (
+            key("llm", "databricks-llama-stream"),
+            (vec![11, 12], vec![50, 51]),
+        ),
+        (key("embedding", "gte-endpoint"), (vec![8, 9], vec![])),
+        (
+            key("agent", "databricks-claude-sonnet"),
+            (vec![40], vec![4]),
+        ),
+        (key("agent", "external-model"), (vec![3], vec![4])),
+    ])
+}

@@ -116,6 +116,8 @@ mod tests {
             window_end: SystemTime::UNIX_EPOCH,
             calls: 3,
             usage: Usage::new(1200, 345),
+            input_histogram: Default::default(),
+            output_histogram: Default::default(),
         };
         assert_eq!(
             user_agent("kasal_telemetry/0.1.0", &rollup),
