@@ -13,7 +13,7 @@ use pin_project_lite::pin_project;
 use tokio::task::futures::TaskLocalFuture;
 
 use super::body::{ScopedBody, ServerTelemetryBody};
-use super::service::Shared;
+use super::shared::Shared;
 
 pin_project! {
     /// Response future of [`ServerTelemetryService`](super::ServerTelemetryService).

@@ -10,7 +10,8 @@ use kasal_user_agent::Product;
 use tower_layer::Layer;
 
 use super::rejections::{HeaderRejections, RejectionCounters};
-use super::service::{ServerTelemetryService, Shared};
+use super::service::ServerTelemetryService;
+use super::shared::Shared;
 use crate::Telemetry;
 
 /// Layer for servers: the request's execution context from its forwarded headers, one server

@@ -79,6 +79,7 @@ mod future;
 mod layer;
 mod rejections;
 mod service;
+mod shared;
 
 pub use body::{ScopedBody, ServerTelemetryBody};
 pub use future::ServerResponseFuture;

@@ -9,14 +9,13 @@ use std::task::{Context, Poll};
 use axum::extract::{ConnectInfo, MatchedPath};
 use http::{Extensions, Request, Response};
 use http_body::Body;
-use kasal_classify::{AsError, DefaultClassifier};
-use kasal_trace::{CallSpan, ClientAddress, Direction, ForwardedHeaders, RecordCall, Route};
-use kasal_user_agent::Product;
+use kasal_classify::AsError;
+use kasal_trace::{CallSpan, ClientAddress, Direction, RecordCall, Route};
 use tower_service::Service;
 
 use super::body::ServerTelemetryBody;
 use super::future::ServerResponseFuture;
-use super::rejections::RejectionCounters;
+use super::shared::Shared;
 use crate::Telemetry;
 
 /// A server wrapped by [`ServerTelemetryLayer`](super::ServerTelemetryLayer): each request runs
@@ -32,17 +31,6 @@ pub struct ServerTelemetryService<S, R = Telemetry> {
     /// same route: axum builds one service per route (and clones it per request), so this
     /// almost always hits.
     route: OnceLock<Route>,
-}
-
-/// What every request of every service of one layer shares, behind one `Arc`.
-#[derive(Clone)]
-pub(super) struct Shared<R> {
-    pub(super) product: Product,
-    pub(super) forwarded: ForwardedHeaders,
-    pub(super) on_behalf_of: bool,
-    pub(super) classifier: DefaultClassifier,
-    pub(super) recorder: R,
-    pub(super) rejections: RejectionCounters,
 }
 
 impl<S, R> ServerTelemetryService<S, R> {
