@@ -2,9 +2,6 @@
 //! reqwest-middleware client, over the same call core as the tower stack.
 
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::header::USER_AGENT;
@@ -12,13 +9,12 @@ use http::{Extensions, HeaderMap, HeaderName, HeaderValue, Uri};
 use kasal_classify::{AttemptCounter, Attempts, DefaultClassifier, RetryPolicy};
 use kasal_trace::{CallSpan, Direction, OnBodyChunk, OperationId};
 use kasal_user_agent::{Product, UserAgent};
-use pin_project_lite::pin_project;
 use reqwest::{Request, Response};
 use reqwest_middleware::{Middleware, Next, Result};
-use tracing::Span;
 
 use super::body::trace_response;
 use super::error::inner_error;
+use super::in_span::InSpan;
 use super::retry::with_retries;
 use crate::Telemetry;
 use crate::usage::{ReadUsage, UsageReading};
@@ -303,23 +299,4 @@ fn operation_from_header(call: &mut CallSpan, extensions: &Extensions, headers: 
     let id = OperationId::new(id);
     call.span().record("kasal.operation_id", id.as_str());
     call.record_mut().operation_id = Some(id);
-}
-
-pin_project! {
-    /// Polls the rest of the chain with a span entered, without cloning the span.
-    pub(super) struct InSpan<'a, F> {
-        pub(super) span: &'a Span,
-        #[pin]
-        pub(super) inner: F,
-    }
-}
-
-impl<F: Future> Future for InSpan<'_, F> {
-    type Output = F::Output;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        let this = self.project();
-        let _entered = this.span.enter();
-        this.inner.poll(cx)
-    }
 }

@@ -101,6 +101,7 @@
 mod body;
 mod circuit_breaker;
 mod error;
+mod in_span;
 mod invalid_url;
 mod middleware;
 mod retry;

@@ -7,7 +7,7 @@ use reqwest::{Request, Response};
 use reqwest_middleware::{Middleware, Next, Result};
 
 use super::error::classify_result;
-use super::middleware::InSpan;
+use super::in_span::InSpan;
 use crate::layer::attempt::{attempt_error, attempt_response, attempt_span};
 
 /// Retries calls that failed in a retryable way, by a [`RetryPolicy`] (the tower stack's):
