@@ -153,6 +153,18 @@ impl Rollup {
         5, 10, 25, 50, 75, 100, 250, 500, 750, 1_000, 2_500, 5_000, 7_500, 10_000,
     ];
 
+    /// [`BUCKETS_MS`](Self::BUCKETS_MS) in nanoseconds (the rollup fold and the metrics replay
+    /// work in whole nanoseconds).
+    pub(crate) const BOUNDS_NS: [u64; Rollup::BUCKETS - 1] = {
+        let mut bounds = [0; Rollup::BUCKETS - 1];
+        let mut i = 0;
+        while i < bounds.len() {
+            bounds[i] = Rollup::BUCKETS_MS[i] * 1_000_000;
+            i += 1;
+        }
+        bounds
+    };
+
     /// The histogram bucket a latency falls in: the first bucket whose upper bound (inclusive)
     /// is at least `latency`, or the last (unbounded) bucket.
     pub fn bucket_index(latency: Duration) -> usize {

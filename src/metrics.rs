@@ -76,18 +76,6 @@ pub const TOKEN_BOUNDARIES: [f64; TokenHistogram::BUCKETS - 1] = {
     bounds
 };
 
-/// The duration bounds in nanoseconds, from [`Rollup::BUCKETS_MS`]: durations are replayed as
-/// integers, then recorded in seconds.
-const DURATION_BOUNDS_NS: [u64; Rollup::BUCKETS - 1] = {
-    let mut bounds = [0; Rollup::BUCKETS - 1];
-    let mut i = 0;
-    while i < bounds.len() {
-        bounds[i] = Rollup::BUCKETS_MS[i] * 1_000_000;
-        i += 1;
-    }
-    bounds
-};
-
 /// The HTTP semantic conventions' bucket boundaries for request durations, in seconds.
 pub const DURATION_BOUNDARIES_S: [f64; Rollup::BUCKETS - 1] = [
     0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
@@ -351,7 +339,7 @@ impl<'a> Replay<'a> {
         let nanos = |latency: Duration| u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
         Replay {
             counts: &rollup.histogram,
-            bounds: &DURATION_BOUNDS_NS,
+            bounds: &Rollup::BOUNDS_NS,
             min: nanos(rollup.latency_min),
             max: nanos(rollup.latency_max),
             sum: nanos(rollup.latency_sum),
@@ -578,7 +566,7 @@ mod tests {
         assert_eq!(got.iter().sum::<u64>(), nanos.iter().sum::<u64>());
         assert_eq!((got[0], got[4]), (nanos[0], nanos[4]));
         // The bound in nanoseconds is the bound in seconds.
-        for (nanos, seconds) in DURATION_BOUNDS_NS.iter().zip(DURATION_BOUNDARIES_S) {
+        for (nanos, seconds) in Rollup::BOUNDS_NS.iter().zip(DURATION_BOUNDARIES_S) {
             assert_eq!(*nanos as f64 / 1e9, seconds);
         }
     }

@@ -35,17 +35,6 @@ const OVERFLOW_KEYS: usize = 32;
 /// The route of the overflow keys, which also have no host.
 const OVERFLOW_ROUTE: &str = "<other>";
 
-/// Histogram bounds in nanoseconds, from `Rollup::BUCKETS_MS`.
-const BOUNDS_NS: [u64; Rollup::BUCKETS - 1] = {
-    let mut bounds = [0; Rollup::BUCKETS - 1];
-    let mut i = 0;
-    while i < bounds.len() {
-        bounds[i] = Rollup::BUCKETS_MS[i] * 1_000_000;
-        i += 1;
-    }
-    bounds
-};
-
 /// The sharded rollup table, plus the per-shard record counters.
 #[derive(Debug)]
 pub(crate) struct RollupTable {
@@ -93,7 +82,7 @@ impl Sample {
     #[inline]
     fn of(latency: Duration) -> Sample {
         let nanos = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
-        let bucket = BOUNDS_NS
+        let bucket = Rollup::BOUNDS_NS
             .iter()
             .position(|&bound| nanos <= bound)
             .unwrap_or(Rollup::BUCKETS - 1);
