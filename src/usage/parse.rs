@@ -2,6 +2,7 @@
 //! into a [`Usage`] and a model name. The inputs are small and bounded; serde_json does the
 //! parsing, so escapes, duplicates and types are handled as JSON says.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use kasal_trace::{Usage, valid_model};
@@ -72,12 +73,6 @@ pub(crate) fn parse_top(bytes: &[u8]) -> Parsed {
 
 /// Parses the raw bytes of a `usage` value (`null` means none).
 pub(crate) fn parse_usage(bytes: &[u8]) -> Result<Usage, Ignored> {
-    if let Some(raw) = plain_usage(bytes) {
-        return match raw {
-            Some(raw) => raw.to_usage(),
-            None => Err(Ignored::NoUsage),
-        };
-    }
     match serde_json::from_slice::<Option<RawUsage>>(bytes) {
         Ok(Some(raw)) => raw.to_usage(),
         Ok(None) => Err(Ignored::NoUsage),
@@ -87,192 +82,15 @@ pub(crate) fn parse_usage(bytes: &[u8]) -> Result<Usage, Ignored> {
 
 /// Parses the raw bytes of a `model` value: a string, else nothing.
 pub(crate) fn parse_model(bytes: &[u8]) -> Option<Arc<str>> {
-    // A string without escapes or control characters is its own content: no parser needed.
-    if let [b'"', inner @ .., b'"'] = bytes {
-        if !inner.iter().any(|&b| b == b'"' || b == b'\\' || b < 0x20) {
-            return std::str::from_utf8(inner)
-                .ok()
-                .and_then(valid_model)
-                .map(Arc::from);
-        }
-    }
-    serde_json::from_slice::<serde_json::Value>(bytes)
+    serde_json::from_slice::<Cow<'_, str>>(bytes)
         .ok()
-        .as_ref()
-        .and_then(model_from_value)
+        .as_deref()
+        .and_then(valid_model)
+        .map(Arc::from)
 }
 
 fn model_from_value(value: &serde_json::Value) -> Option<Arc<str>> {
     value.as_str().and_then(valid_model).map(Arc::from)
-}
-
-/// The usual `usage` object read without serde: `null`, or an object whose keys have no
-/// escapes and whose values are `null`, integers without sign, fraction or exponent, or (for
-/// the `*_details` members) such objects. `None` for anything else, a repeated member included:
-/// serde then reads it and decides, so the result is serde's either way.
-fn plain_usage(bytes: &[u8]) -> Option<Option<RawUsage>> {
-    let mut at = Cursor { bytes, i: 0 };
-    at.ws();
-    if at.rest().starts_with(b"null") {
-        at.i += 4;
-        at.ws();
-        return at.done().then_some(None);
-    }
-    let mut raw = RawUsage {
-        prompt_tokens: None,
-        completion_tokens: None,
-        total_tokens: None,
-        input_tokens: None,
-        output_tokens: None,
-        prompt_tokens_details: None,
-        completion_tokens_details: None,
-        input_tokens_details: None,
-        output_tokens_details: None,
-    };
-    at.object(|at, key| {
-        let slot = match key {
-            b"prompt_tokens" => &mut raw.prompt_tokens,
-            b"completion_tokens" => &mut raw.completion_tokens,
-            b"total_tokens" => &mut raw.total_tokens,
-            b"input_tokens" => &mut raw.input_tokens,
-            b"output_tokens" => &mut raw.output_tokens,
-            _ => {
-                let details = match key {
-                    b"prompt_tokens_details" => &mut raw.prompt_tokens_details,
-                    b"completion_tokens_details" => &mut raw.completion_tokens_details,
-                    b"input_tokens_details" => &mut raw.input_tokens_details,
-                    b"output_tokens_details" => &mut raw.output_tokens_details,
-                    _ => return at.count().map(drop),
-                };
-                return at.details(details);
-            }
-        };
-        at.set(slot)
-    })?;
-    at.ws();
-    at.done().then_some(Some(raw))
-}
-
-/// A position in a small JSON text, for [`plain_usage`].
-struct Cursor<'a> {
-    bytes: &'a [u8],
-    i: usize,
-}
-
-impl<'a> Cursor<'a> {
-    fn rest(&self) -> &'a [u8] {
-        &self.bytes[self.i.min(self.bytes.len())..]
-    }
-
-    fn done(&self) -> bool {
-        self.i == self.bytes.len()
-    }
-
-    fn peek(&self) -> Option<u8> {
-        self.bytes.get(self.i).copied()
-    }
-
-    fn ws(&mut self) {
-        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
-            self.i += 1;
-        }
-    }
-
-    fn eat(&mut self, byte: u8) -> Option<()> {
-        self.ws();
-        (self.peek() == Some(byte)).then(|| self.i += 1)
-    }
-
-    /// `{ "key": value, ... }`, each value read by `member`.
-    fn object(&mut self, mut member: impl FnMut(&mut Self, &'a [u8]) -> Option<()>) -> Option<()> {
-        self.eat(b'{')?;
-        if self.eat(b'}').is_some() {
-            return Some(());
-        }
-        loop {
-            self.eat(b'"')?;
-            let rest = self.rest();
-            let end = memchr::memchr2(b'"', b'\\', rest)?;
-            if rest[end] != b'"' {
-                return None;
-            }
-            self.i += end + 1;
-            self.eat(b':')?;
-            self.ws();
-            member(self, &rest[..end])?;
-            self.ws();
-            match self.peek()? {
-                b',' => self.i += 1,
-                b'}' => {
-                    self.i += 1;
-                    return Some(());
-                }
-                _ => return None,
-            }
-        }
-    }
-
-    /// `null` or a plain integer.
-    fn count(&mut self) -> Option<Option<u64>> {
-        let rest = self.rest();
-        if rest.starts_with(b"null") {
-            self.i += 4;
-            return Some(None);
-        }
-        let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
-        if digits == 0 || digits > 19 || (digits > 1 && rest[0] == b'0') {
-            return None;
-        }
-        if matches!(rest.get(digits), Some(b'.' | b'e' | b'E')) {
-            return None;
-        }
-        let mut n = 0u64;
-        for &digit in &rest[..digits] {
-            n = n.checked_mul(10)?.checked_add(u64::from(digit - b'0'))?;
-        }
-        self.i += digits;
-        Some(Some(n))
-    }
-
-    /// A count into `slot`, which must not be set yet (serde refuses a repeated member).
-    fn set(&mut self, slot: &mut Option<Number>) -> Option<()> {
-        let value = self.count()?;
-        if slot.is_some() {
-            return None;
-        }
-        *slot = value.map(Number::from);
-        Some(())
-    }
-
-    /// `null` or `{"cached_tokens": n, "reasoning_tokens": n, ...}` into `slot`.
-    fn details(&mut self, slot: &mut Option<Details>) -> Option<()> {
-        if slot.is_some() {
-            return None;
-        }
-        if self.rest().starts_with(b"null") {
-            self.i += 4;
-            return Some(());
-        }
-        let mut details = Details {
-            cached_tokens: None,
-            reasoning_tokens: None,
-        };
-        let (mut cached, mut reasoning) = (false, false);
-        self.object(|at, key| match key {
-            b"cached_tokens" if !cached => {
-                cached = true;
-                at.set(&mut details.cached_tokens)
-            }
-            b"reasoning_tokens" if !reasoning => {
-                reasoning = true;
-                at.set(&mut details.reasoning_tokens)
-            }
-            b"cached_tokens" | b"reasoning_tokens" => None,
-            _ => at.count().map(drop),
-        })?;
-        *slot = Some(details);
-        Some(())
-    }
 }
 
 impl RawUsage {
@@ -384,62 +202,6 @@ mod tests {
         );
         assert_eq!(parse_usage(b"{\"prompt_tokens\":"), Err(Ignored::Malformed));
         assert_eq!(parse_usage(b"[1]"), Err(Ignored::Malformed));
-    }
-
-    #[test]
-    fn the_plain_reader_agrees_with_serde() {
-        let cases: &[&[u8]] = &[
-            b"null",
-            b" null ",
-            b"{}",
-            br#"{"prompt_tokens":19,"completion_tokens":10,"total_tokens":29}"#,
-            br#"{ "prompt_tokens" : 1 , "completion_tokens" : null }"#,
-            br#"{"prompt_tokens":3,"prompt_tokens":4}"#,
-            br#"{"prompt_tokens":3,"prompt_tokens_details":{"cached_tokens":1,"audio_tokens":0}}"#,
-            br#"{"prompt_tokens_details":{"cached_tokens":1,"cached_tokens":2}}"#,
-            br#"{"prompt_tokens_details":null,"completion_tokens_details":{"reasoning_tokens":7}}"#,
-            br#"{"prompt_tokens_details":{},"prompt_tokens_details":{}}"#,
-            br#"{"input_tokens":5,"output_tokens":7,"output_tokens_details":{"reasoning_tokens":2}}"#,
-            br#"{"prompt_tokens":-1}"#,
-            br#"{"prompt_tokens":1000000001}"#,
-            br#"{"prompt_tokens":99999999999999999999}"#,
-            br#"{"prompt_tokens":1e3}"#,
-            br#"{"prompt_tokens":1.0}"#,
-            br#"{"prompt_tokens":01}"#,
-            br#"{"prompt_tokens":"5"}"#,
-            br#"{"prompt_tokens":5,"x":"y"}"#,
-            br#"{"prompt_tokens":5,"x":[1]}"#,
-            br#"{"prompt_tokens":5,"x":7}"#,
-            br#"{"prompt_\u0074okens":5}"#,
-            br#"{"prompt_tokens":5,}"#,
-            br#"{"prompt_tokens":5} x"#,
-            br#"{"prompt_tokens":5"#,
-            br#"{"prompt_tokens" 5}"#,
-            b"[1]",
-            b"",
-            b"nul",
-        ];
-        for case in cases {
-            let serde = match serde_json::from_slice::<Option<RawUsage>>(case) {
-                Ok(Some(raw)) => raw.to_usage(),
-                Ok(None) => Err(Ignored::NoUsage),
-                Err(_) => Err(Ignored::Malformed),
-            };
-            assert_eq!(
-                parse_usage(case),
-                serde,
-                "{}",
-                String::from_utf8_lossy(case)
-            );
-        }
-        // The usual objects take the plain path.
-        assert!(
-            plain_usage(
-                br#"{"prompt_tokens":1,"completion_tokens_details":{"reasoning_tokens":0}}"#
-            )
-            .is_some()
-        );
-        assert!(plain_usage(br#"{"prompt_tokens":1,"prompt_tokens":2}"#).is_none());
     }
 
     #[test]
