@@ -81,6 +81,7 @@ pub mod payload;
 mod stats;
 
 pub use builder::DatabricksExporterBuilder;
+pub use client::Transport;
 pub use errors::{ExportError, ExporterBuildError, FlagCacheBuildError, TlsError};
 pub use exporter::{DatabricksExporter, ExportFuture};
 pub use flags::{

@@ -29,7 +29,7 @@ pub mod otlp;
 pub(crate) mod undelivered;
 
 pub use databricks::{
-    DatabricksExporter, DatabricksExporterBuilder, ExportError, ExporterBuildError,
+    DatabricksExporter, DatabricksExporterBuilder, ExportError, ExporterBuildError, Transport,
 };
 pub use fanout::{FanOut, FanOutError};
 pub use jsonl::JsonLinesExporter;

@@ -131,8 +131,7 @@ use kasal_classify::{
 use tower::ServiceBuilder;
 use tower::util::BoxCloneSyncService;
 
-use super::databricks::client::{self, HttpClient};
-use crate::BoxError;
+use super::databricks::client::{self, HttpClient, Transport};
 use crate::event::Batch;
 use crate::metrics::{
     AttributeValue, DURATION_BOUNDARIES_S, GEN_AI_CLIENT_TOKEN_USAGE, HTTP_CLIENT_REQUEST_DURATION,
@@ -611,18 +610,7 @@ impl OtlpExporterBuilder {
 
     /// The HTTP transport (default: hyper-util with rustls). Any tower service taking
     /// `http::Request<Full<Bytes>>`; it gets the exporter's retry, breaker and timeout around it.
-    pub fn client<S, B>(mut self, service: S) -> Self
-    where
-        S: tower::Service<Request<Full<Bytes>>, Response = http::Response<B>>
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        S::Future: Send + 'static,
-        S::Error: Into<BoxError>,
-        B: http_body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<BoxError>,
-    {
+    pub fn client(mut self, service: impl Transport) -> Self {
         self.client = Some(client::boxed(service));
         self
     }

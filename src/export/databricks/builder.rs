@@ -7,20 +7,16 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::Request;
-use http_body_util::Full;
 use kasal_classify::{CircuitBreaker, CircuitBreakerConfig, Jitter, RetryPolicy};
 
 use super::beacon::Beacon;
-use super::client::{self, HttpClient};
+use super::client::{self, HttpClient, Transport};
 use super::errors::{ExporterBuildError, TlsError};
 use super::exporter::{DatabricksExporter, Inner};
 use super::flags::FeatureFlagCache;
 use super::host::validate_host;
 use super::payload::SystemConfiguration;
 use super::stats::Report;
-use crate::BoxError;
 use crate::credentials::Credentials;
 
 impl DatabricksExporter {
@@ -154,18 +150,7 @@ impl DatabricksExporterBuilder {
 
     /// The transport: any tower HTTP service (default: hyper-util legacy client over rustls).
     /// The User-Agent, timeout and retry are added on top.
-    pub fn client<S, B>(mut self, service: S) -> Self
-    where
-        S: tower::Service<Request<Full<Bytes>>, Response = http::Response<B>>
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        S::Future: Send + 'static,
-        S::Error: Into<BoxError>,
-        B: http_body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<BoxError>,
-    {
+    pub fn client(mut self, service: impl Transport) -> Self {
         self.transport = Some(client::boxed(service));
         self
     }

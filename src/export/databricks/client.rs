@@ -26,28 +26,58 @@ pub(crate) type HttpClient = BoxCloneSyncService<Request<Full<Bytes>>, Response<
 /// Telemetry and flag responses are tiny; anything larger is read up to here and dropped.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 
-/// Erases any tower HTTP service into an [`HttpClient`], collecting the response body.
-pub(crate) fn boxed<S, B>(service: S) -> HttpClient
-where
-    S: Service<Request<Full<Bytes>>, Response = Response<B>> + Clone + Send + Sync + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-{
-    let service = service
-        .map_err(Into::into)
-        .and_then(|response: Response<B>| async move {
-            let (parts, body) = response.into_parts();
-            let body = Limited::new(body, MAX_RESPONSE_BYTES)
-                .collect()
-                .await
-                .map(|collected| collected.to_bytes())
-                // An oversized or broken body does not change the outcome: the status decides.
-                .unwrap_or_default();
-            Ok::<_, BoxError>(Response::from_parts(parts, body))
-        });
-    BoxCloneSyncService::new(service)
+/// An HTTP transport for the exporters and the feature-flag cache: any tower service taking an
+/// `http::Request<Full<Bytes>>` and answering an `http::Response` whose body yields `Bytes`
+/// (hyper-util's legacy client, a `tower::service_fn`, layers over either), cloneable, `Send`
+/// and `Sync`, with a `Send` future and errors convertible into a [`BoxError`].
+///
+/// Implemented for every such service; it names those bounds once for
+/// [`DatabricksExporterBuilder::client`](super::DatabricksExporterBuilder::client),
+/// [`FeatureFlagCacheBuilder::client`](super::FeatureFlagCacheBuilder::client) and the OTLP
+/// exporter's `client`. It cannot be implemented by hand.
+pub trait Transport: sealed::Boxed {}
+
+impl<T: sealed::Boxed> Transport for T {}
+
+pub(crate) mod sealed {
+    use super::*;
+
+    /// The one blanket implementation behind [`Transport`](super::Transport).
+    pub trait Boxed {
+        /// Erases the service into an [`HttpClient`], collecting the response body.
+        fn boxed(self) -> HttpClient;
+    }
+
+    impl<S, B> Boxed for S
+    where
+        S: Service<Request<Full<Bytes>>, Response = Response<B>> + Clone + Send + Sync + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        fn boxed(self) -> HttpClient {
+            let service = self
+                .map_err(Into::into)
+                .and_then(|response: Response<B>| async move {
+                    let (parts, body) = response.into_parts();
+                    let body = Limited::new(body, MAX_RESPONSE_BYTES)
+                        .collect()
+                        .await
+                        .map(|collected| collected.to_bytes())
+                        // An oversized or broken body does not change the outcome: the status
+                        // decides.
+                        .unwrap_or_default();
+                    Ok::<_, BoxError>(Response::from_parts(parts, body))
+                });
+            BoxCloneSyncService::new(service)
+        }
+    }
+}
+
+/// Erases any [`Transport`] into an [`HttpClient`], collecting the response body.
+pub(crate) fn boxed(service: impl Transport) -> HttpClient {
+    sealed::Boxed::boxed(service)
 }
 
 /// The default transport: hyper-util's pooled legacy client, HTTP/1, rustls with the `ring`

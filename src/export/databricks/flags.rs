@@ -46,7 +46,7 @@ use http_body_util::Full;
 use tokio::time::Instant;
 use tower::ServiceExt;
 
-use super::client::{self, HttpClient};
+use super::client::{self, HttpClient, Transport};
 use super::errors::{FlagCacheBuildError, TlsError};
 use super::host::WorkspaceHost;
 use crate::credentials::Credentials;
@@ -465,18 +465,7 @@ impl FeatureFlagCacheBuilder {
 
     /// The transport: any tower HTTP service (default: hyper-util + rustls). A User-Agent and a
     /// timeout are added on top.
-    pub fn client<S, B>(mut self, service: S) -> Self
-    where
-        S: tower::Service<Request<Full<Bytes>>, Response = http::Response<B>>
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        S::Future: Send + 'static,
-        S::Error: Into<crate::BoxError>,
-        B: http_body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<crate::BoxError>,
-    {
+    pub fn client(mut self, service: impl Transport) -> Self {
         self.client = Some(client::boxed(service));
         self
     }
