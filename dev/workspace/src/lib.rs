@@ -52,6 +52,7 @@ mod flags;
 mod mcp;
 mod otlp;
 mod record;
+mod recorded;
 mod secrets;
 mod serving;
 mod state;
@@ -76,11 +77,9 @@ use tokio_util::sync::CancellationToken;
 
 pub use fault::Fault;
 pub use mcp::MCP_PATH;
-pub use otlp::OtlpReceived;
-pub use record::{RecordedCall, product_of};
-pub use serving::ServedUsage;
+pub use record::product_of;
+pub use recorded::{OtlpReceived, RecordedCall, ServedUsage, TelemetryBatch};
 pub use target::Target;
-pub use telemetry::TelemetryBatch;
 
 use state::{Settings, Shared};
 

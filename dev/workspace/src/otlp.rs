@@ -2,7 +2,6 @@
 //! bodies (`application/x-protobuf`, gzip allowed), decoded with `opentelemetry-proto` and kept
 //! as counts. JSON-encoded OTLP is answered `415` and counted as malformed.
 
-use std::collections::BTreeMap;
 use std::io::Read;
 use std::sync::Arc;
 
@@ -23,29 +22,10 @@ use opentelemetry_proto::tonic::metrics::v1::metric::Data;
 use opentelemetry_proto::tonic::metrics::v1::number_data_point;
 use prost::Message;
 
+use crate::recorded::OtlpReceived;
 use crate::state::Shared;
 
 const MAX_BODY: u64 = 16 * 1024 * 1024;
-
-/// What the OTLP receiver has decoded so far.
-#[derive(Clone, Debug, Default, PartialEq)]
-#[non_exhaustive]
-pub struct OtlpReceived {
-    /// Export requests decoded, all signals.
-    pub requests: u64,
-    /// Requests refused: not protobuf, not decodable, or too large.
-    pub malformed: u64,
-    /// Metric name → data points received.
-    pub metric_points: BTreeMap<String, u64>,
-    /// Metric name → the sum of its values: number points' values, histogram points' `sum`.
-    pub metric_sums: BTreeMap<String, f64>,
-    /// Metric name → its unit, as last received.
-    pub metric_units: BTreeMap<String, String>,
-    /// Span name → spans received.
-    pub spans: BTreeMap<String, u64>,
-    /// Log records received.
-    pub log_records: u64,
-}
 
 impl OtlpReceived {
     /// Data points received over every metric.

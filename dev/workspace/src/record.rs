@@ -7,41 +7,12 @@ use std::time::Duration;
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
-use http::{HeaderMap, Method, StatusCode, header};
+use http::{HeaderMap, StatusCode, header};
 use tokio::time::Instant;
 
 use crate::error::error_response;
+use crate::recorded::RecordedCall;
 use crate::state::Shared;
-
-/// One call the workspace answered (faults included), as the server saw it. Tokens are never
-/// kept: only whether there was one and, if the workspace knows it, whose it is.
-#[derive(Clone, Debug)]
-#[non_exhaustive]
-pub struct RecordedCall {
-    /// The request method.
-    pub method: Method,
-    /// The request path, without the query.
-    pub path: String,
-    /// The route template that matched (`/serving-endpoints/{name}/invocations`), if any.
-    pub route: Option<String>,
-    /// The `User-Agent` header as received.
-    pub user_agent: Option<String>,
-    /// `X-Forwarded-Email`, else `X-Forwarded-User`: the user a proxy says the call is for.
-    pub forwarded_user: Option<String>,
-    /// The user the bearer token belongs to (see [`WorkspaceBuilder::user`]); `None` for no
-    /// token or a token the workspace does not know.
-    ///
-    /// [`WorkspaceBuilder::user`]: crate::WorkspaceBuilder::user
-    pub caller: Option<String>,
-    /// Whether the call carried `Authorization: Bearer …`.
-    pub authenticated: bool,
-    /// The status answered.
-    pub status: StatusCode,
-    /// Whether an injected fault chose the status.
-    pub injected: bool,
-    /// Time from receiving the request to having the response head (streamed bodies continue).
-    pub latency: Duration,
-}
 
 impl RecordedCall {
     /// The Kasal product named by the User-Agent: `vectorsearch` for

@@ -15,21 +15,8 @@ use http::{HeaderValue, StatusCode, header};
 use serde_json::{Value, json};
 
 use crate::error::error_response;
+use crate::recorded::ServedUsage;
 use crate::state::Shared;
-
-/// Token usage the serving endpoint answered for one model (summed over its answers).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ServedUsage {
-    /// Answers that carried a usage object.
-    pub responses: u64,
-    /// `usage.prompt_tokens` summed.
-    pub prompt_tokens: u64,
-    /// `usage.completion_tokens` summed (0 for embeddings).
-    pub completion_tokens: u64,
-    /// `usage.total_tokens` summed.
-    pub total_tokens: u64,
-}
 
 impl ServedUsage {
     fn new(prompt_tokens: u64, completion_tokens: u64) -> ServedUsage {

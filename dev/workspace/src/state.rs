@@ -8,10 +8,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use crate::fault::{Fault, Faults};
-use crate::otlp::OtlpReceived;
-use crate::record::RecordedCall;
-use crate::serving::ServedUsage;
-use crate::telemetry::TelemetryBatch;
+use crate::recorded::{OtlpReceived, RecordedCall, ServedUsage, TelemetryBatch};
 
 /// The settings a [`WorkspaceBuilder`](crate::WorkspaceBuilder) gathers.
 #[derive(Clone, Debug)]

@@ -15,34 +15,11 @@ use serde_json::{Value, json};
 
 use crate::error::error_response;
 use crate::record::{bearer, header_str};
+use crate::recorded::TelemetryBatch;
 use crate::state::Shared;
 
 /// Decompressed uploads larger than this are refused (a gzip bomb must not take the server).
 const MAX_UPLOAD: u64 = 16 * 1024 * 1024;
-
-/// One telemetry upload the workspace received.
-#[derive(Clone, Debug)]
-#[non_exhaustive]
-pub struct TelemetryBatch {
-    /// `/telemetry-ext` or `/telemetry-unauth`.
-    pub path: String,
-    /// Whether the upload carried `Authorization: Bearer …`.
-    pub authenticated: bool,
-    /// The uploader's User-Agent.
-    pub user_agent: Option<String>,
-    /// Bytes on the wire (compressed size when gzip).
-    pub bytes: usize,
-    /// Whether it came with `Content-Encoding: gzip`.
-    pub gzip: bool,
-    /// `uploadTime` (ms since the epoch), if present.
-    pub upload_time: Option<i64>,
-    /// Length of `items`.
-    pub items: usize,
-    /// Every `protoLogs` entry, parsed.
-    pub proto_logs: Vec<Value>,
-    /// `protoLogs` entries that were not JSON objects (the service would reject them).
-    pub rejected_logs: usize,
-}
 
 pub(crate) async fn upload(
     State(shared): State<Arc<Shared>>,
