@@ -334,8 +334,7 @@ async fn ok_200_is_success() {
 #[tokio::test]
 async fn the_response_keeps_its_url_head_and_connection_info() {
     let (telemetry, _exporter) = pipeline();
-    let server =
-        TestServer::start(|_, _| Reply::text(200, "hello").header("x-kept", "yes")).await;
+    let server = TestServer::start(|_, _| Reply::text(200, "hello").header("x-kept", "yes")).await;
     let client = kasal_telemetry::reqwest::client(Product::Genie, &telemetry);
     let url = server.url("/api/2.0/genie/spaces?page=2");
     let response = client.get(&url).send().await.unwrap();

@@ -17,7 +17,7 @@ use crate::Telemetry;
 /// the response URL has to be carried over by hand: the `http` form has no field for it.
 pub(super) fn trace_response<H>(
     response: reqwest::Response,
-    call: CallSpan,
+    call: Box<CallSpan>,
     classifier: &DefaultClassifier,
     telemetry: &Telemetry,
     on_body_chunk: H,

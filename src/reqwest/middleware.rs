@@ -209,14 +209,16 @@ where
             extensions.insert(AttemptCounter::new());
         }
         let uri = uri_of(request.url());
-        let mut call = CallSpan::start(
+        // Boxed at once: the body keeps it boxed, and the future awaiting the response holds
+        // a pointer instead of the whole call.
+        let mut call = Box::new(CallSpan::start(
             self.user_agent.product(),
             Direction::Client,
             request.method(),
             &uri,
             request.headers(),
             extensions,
-        );
+        ));
         drop(uri);
         call.set_protocol_version(request.version());
         if self.body_sizes {
