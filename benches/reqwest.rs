@@ -1,22 +1,24 @@
 //! The reqwest stack over loopback, side by side in one run with what a reqwest user has today:
 //!
 //! - `plain`: a bare `reqwest::Client` (the floor);
+//! - `middleware`: the same client behind reqwest-middleware with no middleware (what
+//!   reqwest-middleware itself costs, which both stacks below pay);
 //! - `reqwest_tracing`: reqwest-middleware with a User-Agent middleware and reqwest-tracing's
 //!   `TracingMiddleware` (span per call, no classification, no records);
 //! - `kasal`: `kasal_telemetry::reqwest::client(..)`: User-Agent, span, classification, the
-//!   retry middleware, and a record into a real `Telemetry` pipeline (no-op exporter).
+//!   retry, and a record into a real `Telemetry` pipeline (no-op exporter).
 //!
-//! All three use the same transport settings and call the same hyper server on 127.0.0.1 (its own
+//! All use the same transport settings and call the same hyper server on 127.0.0.1 (its own
 //! thread), reading each small JSON body to its end. The same subscriber is installed globally:
 //! a registry with a layer that visits every field of every span at INFO (both middlewares open
 //! INFO spans). Criterion measures each client; then, under `cargo bench`, an interleaved run
-//! times single calls of the three clients in turn (order rotating) and prints the median and
-//! p99 latency of each and the latency each stack adds over `plain`: the figures to trust on a
-//! shared machine, since the three see the same load.
+//! times single calls of the clients in turn (order rotating) and prints the median and p99
+//! latency of each and the latency each adds over `plain`: the figures to trust on a shared
+//! machine, since the clients see the same load.
 //!
-//! `KASAL_BENCH_LOOP=<plain|reqwest_tracing|kasal>:<n>` runs only n calls of one client, for
-//! instruction counts under `valgrind --tool=callgrind`: the difference between two runs
-//! (n = 1500 and 500) divided by 1000 is the cost of one call, stable on a loaded machine.
+//! `KASAL_BENCH_LOOP=<plain|middleware|reqwest_tracing|kasal>:<n>` runs only n calls of one
+//! client, for instruction counts under `valgrind --tool=callgrind`: the difference between two
+//! runs (n = 1500 and 500) divided by 1000 is the cost of one call, stable on a loaded machine.
 use std::cell::Cell;
 use std::convert::Infallible;
 use std::hint::black_box;
@@ -122,19 +124,22 @@ fn start_server() -> SocketAddr {
     rx.recv().expect("server address")
 }
 
+/// A client under test: a bare `reqwest::Client`, or one behind reqwest-middleware.
+enum Client {
+    Bare(reqwest::Client),
+    Middleware(ClientWithMiddleware),
+}
+
 /// One GET, body read to its end.
-async fn call(client: &ClientWithMiddleware, url: &str) -> usize {
-    let response = client.get(url).send().await.expect("answer");
+async fn call(client: &Client, url: &str) -> usize {
+    let response = match client {
+        Client::Bare(client) => client.get(url).send().await.expect("answer"),
+        Client::Middleware(client) => client.get(url).send().await.expect("answer"),
+    };
     response.bytes().await.expect("body").len()
 }
 
-fn bench(
-    c: &mut Criterion,
-    rt: &tokio::runtime::Runtime,
-    id: &str,
-    client: &ClientWithMiddleware,
-    url: &str,
-) {
+fn bench(c: &mut Criterion, rt: &tokio::runtime::Runtime, id: &str, client: &Client, url: &str) {
     assert_eq!(rt.block_on(call(client, url)), REPLY.len());
     c.benchmark_group("reqwest").bench_function(id, |b| {
         b.iter_custom(|iters| {
@@ -151,7 +156,7 @@ fn bench(
 
 /// Single calls of each client in turn, the order rotating each round; per-client median and
 /// p99, and what each stack adds over the plain client.
-fn interleaved(rt: &tokio::runtime::Runtime, clients: &[(&str, &ClientWithMiddleware)], url: &str) {
+fn interleaved(rt: &tokio::runtime::Runtime, clients: &[(&str, &Client)], url: &str) {
     const ROUNDS: usize = 20_000;
     let mut samples: Vec<Vec<f64>> = vec![Vec::with_capacity(ROUNDS); clients.len()];
     rt.block_on(async {
@@ -183,7 +188,7 @@ fn interleaved(rt: &tokio::runtime::Runtime, clients: &[(&str, &ClientWithMiddle
         );
     }
     let added = |i: usize| (stats[i].0 - plain_median, stats[i].1 - plain_p99);
-    let (ours, peer) = (added(2), added(1));
+    let (ours, peer) = (added(3), added(2));
     println!(
         "interleaved reqwest: kasal added / reqwest-tracing added: median {:.2}  p99 {:.2}",
         ours.0 / peer.0,
@@ -215,13 +220,16 @@ fn reqwest_bench(c: &mut Criterion) {
             .build()
             .expect("reqwest client")
     };
-    let plain = ClientWithMiddleware::from(http());
+    let plain = Client::Bare(http());
+    let middleware = Client::Middleware(ClientWithMiddleware::from(http()));
     let user_agent = UserAgent::new(Product::Genie).header_value().clone();
-    let peer = ClientBuilder::new(http())
-        .with(SetUserAgent(user_agent))
-        .with(reqwest_tracing::TracingMiddleware::default())
-        .build();
-    let ours = kasal_telemetry::reqwest::client(Product::Genie, &telemetry);
+    let peer = Client::Middleware(
+        ClientBuilder::new(http())
+            .with(SetUserAgent(user_agent))
+            .with(reqwest_tracing::TracingMiddleware::default())
+            .build(),
+    );
+    let ours = Client::Middleware(kasal_telemetry::reqwest::client(Product::Genie, &telemetry));
 
     // `KASAL_BENCH_LOOP=<client>:<n>`: only n calls of that client, then exit (for instruction
     // counts under callgrind: the difference between two n gives the cost of one call).
@@ -230,6 +238,7 @@ fn reqwest_bench(c: &mut Criterion) {
         let n: usize = n.parse().expect("a count");
         let client = match name {
             "plain" => &plain,
+            "middleware" => &middleware,
             "reqwest_tracing" => &peer,
             "kasal" => &ours,
             other => panic!("unknown client {other}"),
@@ -243,6 +252,7 @@ fn reqwest_bench(c: &mut Criterion) {
         return;
     }
     bench(c, &rt, "plain", &plain, &url);
+    bench(c, &rt, "middleware", &middleware, &url);
     bench(c, &rt, "reqwest_tracing", &peer, &url);
     bench(c, &rt, "kasal", &ours, &url);
 
@@ -252,6 +262,7 @@ fn reqwest_bench(c: &mut Criterion) {
             &rt,
             &[
                 ("plain", &plain),
+                ("middleware", &middleware),
                 ("reqwest_tracing", &peer),
                 ("kasal", &ours),
             ],

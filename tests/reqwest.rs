@@ -329,6 +329,28 @@ async fn ok_200_is_success() {
     assert_eq!(seen.span.field("otel.status_code"), None);
 }
 
+/// The traced response is the response: its URL, head, length and connection info survive
+/// the body's rewrapping.
+#[tokio::test]
+async fn the_response_keeps_its_url_head_and_connection_info() {
+    let (telemetry, _exporter) = pipeline();
+    let server = TestServer::start(|_, _| Reply::text(200, "hello").header("x-kept", "yes")).await;
+    let client = kasal_telemetry::reqwest::client(Product::Genie, &telemetry);
+    let url = server.url("/api/2.0/genie/spaces?page=2");
+    let response = client.get(&url).send().await.unwrap();
+    assert_eq!(response.url().as_str(), url);
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-kept"], "yes");
+    assert_eq!(response.content_length(), Some(5));
+    assert_eq!(
+        response.remote_addr().map(|addr| addr.to_string()),
+        Some(server.authority())
+    );
+    assert_eq!(response.text().await.unwrap(), "hello");
+    telemetry.flush().await;
+    assert_eq!(telemetry.stats().accepted, 1);
+}
+
 #[tokio::test]
 async fn too_many_requests_429_waits_its_retry_after_and_is_retried() {
     let (telemetry, _exporter) = pipeline();

@@ -17,7 +17,7 @@ use crate::Telemetry;
 /// the response URL has to be carried over by hand: the `http` form has no field for it.
 pub(super) fn trace_response<H>(
     response: reqwest::Response,
-    call: CallSpan,
+    call: Box<CallSpan>,
     classifier: &DefaultClassifier,
     telemetry: &Telemetry,
     on_body_chunk: H,
@@ -35,9 +35,15 @@ where
         on_body_chunk,
     );
     // `ResponseBuilderExt::url` is the one way to store the URL where `reqwest::Response::from`
-    // looks for it (an extension of a type private to reqwest): take it from an empty head.
-    if let Ok(head) = Builder::new().url(url).body(()) {
-        parts.extensions.extend(head.into_parts().0.extensions);
+    // looks for it (an extension of a type private to reqwest). The builder is lent the
+    // response's own extensions for it, so the URL joins them in place (no second map).
+    let mut head = Builder::new();
+    if let Some(extensions) = head.extensions_mut() {
+        std::mem::swap(extensions, &mut parts.extensions);
+    }
+    let mut head = head.url(url);
+    if let Some(extensions) = head.extensions_mut() {
+        std::mem::swap(extensions, &mut parts.extensions);
     }
     reqwest::Response::from(http::Response::from_parts(parts, Body::wrap(traced)))
 }

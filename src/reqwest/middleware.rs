@@ -5,7 +5,7 @@ use std::fmt;
 
 use bytes::Bytes;
 use http::header::USER_AGENT;
-use http::{Extensions, HeaderMap, HeaderName, HeaderValue, Uri};
+use http::{Extensions, HeaderMap, HeaderName, HeaderValue};
 use kasal_classify::{AttemptCounter, Attempts, DefaultClassifier, RetryPolicy};
 use kasal_trace::{CallSpan, Direction, OnBodyChunk, OperationId};
 use kasal_user_agent::{Product, UserAgent};
@@ -16,6 +16,7 @@ use super::body::trace_response;
 use super::error::inner_error;
 use super::in_span::InSpan;
 use super::retry::with_retries;
+use super::uri::uri_of;
 use crate::Telemetry;
 use crate::usage::{ReadUsage, UsageReading};
 
@@ -207,16 +208,17 @@ where
         if self.retry.is_none() && extensions.get::<AttemptCounter>().is_none() {
             extensions.insert(AttemptCounter::new());
         }
-        // reqwest's URL has been validated; one that `http` cannot hold fails in reqwest too.
-        let uri = Uri::try_from(request.url().as_str()).unwrap_or_default();
-        let mut call = CallSpan::start(
+        let uri = uri_of(request.url());
+        // Boxed at once: the body keeps it boxed, and the future awaiting the response holds
+        // a pointer instead of the whole call.
+        let mut call = Box::new(CallSpan::start(
             self.user_agent.product(),
             Direction::Client,
             request.method(),
             &uri,
             request.headers(),
             extensions,
-        );
+        ));
         drop(uri);
         call.set_protocol_version(request.version());
         if self.body_sizes {

@@ -107,6 +107,7 @@ mod middleware;
 mod retry;
 #[cfg(feature = "reqwest-retry")]
 mod retryable_strategy;
+mod uri;
 
 use std::sync::Arc;
 

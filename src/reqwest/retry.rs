@@ -123,7 +123,8 @@ pub(super) async fn with_retries(
             (Some(delay), Some(replay)) => {
                 // The failed response (and its connection) goes before we wait.
                 drop(result);
-                tokio::time::sleep(delay).await;
+                // Boxed: the timer's state is large and needed only by a call retried.
+                Box::pin(tokio::time::sleep(delay)).await;
                 waited = Some(delay);
                 request = replay;
             }
