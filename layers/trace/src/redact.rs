@@ -137,7 +137,12 @@ pub fn redact(text: &str) -> Cow<'_, str> {
 /// long s, Unicode spaces). Without any of them the scanner cannot change the text, so skipping
 /// it keeps the result (and idempotence) exactly.
 pub(crate) fn might_hold_secret(text: &str) -> bool {
-    let bytes = text.as_bytes();
+    might_hold_secret_bytes(text.as_bytes())
+}
+
+/// [`might_hold_secret`] of a text's bytes (a path segment cut at `/`, which is ASCII).
+#[inline]
+pub(crate) fn might_hold_secret_bytes(bytes: &[u8]) -> bool {
     // One table lookup per byte: most bytes start no needle. A byte that does is followed up
     // only when the next byte is the needle's second letter (in any case), which is rare in
     // URL paths, and only then are the needles compared.
