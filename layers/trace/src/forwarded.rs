@@ -228,7 +228,13 @@ fn single<'a>(
         return Err(reject(RejectReason::Oversized));
     }
     let text = std::str::from_utf8(bytes).map_err(|_| reject(RejectReason::NotUtf8))?;
-    let text = text.trim();
+    // Whitespace (ASCII or not) can only be trimmed where an end is not a visible ASCII byte:
+    // the usual value is taken as it is, without `trim`'s per-char Unicode test.
+    let visible = |byte: Option<&u8>| byte.is_some_and(u8::is_ascii_graphic);
+    let text = match visible(bytes.first()) && visible(bytes.last()) {
+        true => text,
+        false => text.trim(),
+    };
     if text.is_empty() {
         return Err(reject(RejectReason::Empty));
     }

@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::extract::{ConnectInfo, MatchedPath};
@@ -29,8 +29,9 @@ pub struct ServerTelemetryService<S, R = Telemetry> {
     shared: Arc<Shared<R>>,
     /// The route template of the last request, shared (not copied) by the next one on the
     /// same route: axum builds one service per route (and clones it per request), so this
-    /// almost always hits.
-    route: OnceLock<Route>,
+    /// almost always hits. A plain `Option`: `call` has `&mut self`, and a clone is one
+    /// reference count.
+    route: Option<Route>,
 }
 
 impl<S, R> ServerTelemetryService<S, R> {
@@ -38,7 +39,7 @@ impl<S, R> ServerTelemetryService<S, R> {
         ServerTelemetryService {
             inner,
             shared,
-            route: OnceLock::new(),
+            route: None,
         }
     }
 
@@ -92,7 +93,7 @@ where
         if let Some(rejected) = &forwarded.rejected {
             shared.rejections.count(rejected.reason);
         }
-        add_route_and_client(request.extensions_mut(), &self.route);
+        add_route_and_client(request.extensions_mut(), &mut self.route);
 
         let context = forwarded.context;
         let (call, future) = context.clone().sync_scope(|| {
@@ -128,16 +129,12 @@ where
 /// `http.route` from axum's `MatchedPath` (as a [`Route`], unless one is set), and
 /// `client.address` from axum's `ConnectInfo<SocketAddr>` (as a [`ClientAddress`], unless one
 /// is set).
-fn add_route_and_client(extensions: &mut Extensions, last_route: &OnceLock<Route>) {
+fn add_route_and_client(extensions: &mut Extensions, last_route: &mut Option<Route>) {
     if extensions.get::<Route>().is_none() {
         if let Some(matched) = extensions.get::<MatchedPath>() {
-            let route = match last_route.get() {
+            let route = match last_route {
                 Some(route) if route.as_str() == matched.as_str() => route.clone(),
-                _ => {
-                    let route = Route::new(matched.as_str());
-                    let _ = last_route.set(route.clone());
-                    route
-                }
+                _ => last_route.insert(Route::new(matched.as_str())).clone(),
             };
             extensions.insert(route);
         }
