@@ -426,13 +426,28 @@ impl CallSpan {
 
     /// Ends the call: sets the latency (from `start`) and returns the record. The span closes
     /// when the returned `CallSpan` is gone, i.e. now, unless someone holds a clone of it.
-    pub fn finish(mut self) -> CallRecord {
-        self.record.latency = self.start.elapsed();
-        if self.body_sizes && self.record.status.is_some() {
-            let size = saturating_i64(self.record.response_bytes);
-            self.record_field(callsite::RESPONSE_BODY_SIZE, size);
-        }
-        self.record
+    pub fn finish(self) -> CallRecord {
+        let CallSpan {
+            span,
+            record,
+            start,
+            body_sizes,
+            ..
+        } = self;
+        end(&span, record, start, body_sizes)
+    }
+
+    /// [`finish`](Self::finish) of a boxed call: takes the record out of the box without
+    /// moving the rest of the call first.
+    pub(crate) fn finish_boxed(self: Box<Self>) -> CallRecord {
+        let CallSpan {
+            span,
+            record,
+            start,
+            body_sizes,
+            ..
+        } = *self;
+        end(&span, record, start, body_sizes)
     }
 
     /// Records one field of the call span (`index` from `callsite`), found without a name
@@ -464,6 +479,17 @@ impl Drop for UrlBuffer {
         let text = std::mem::take(&mut self.0);
         let _ = Self::BUFFER.try_with(|buffer| buffer.set(text));
     }
+}
+
+/// The end of a call: its latency (from `start`) and, if opted in, the response body size.
+/// The span closes when the caller drops it, after this.
+fn end(span: &Span, mut record: CallRecord, start: Instant, body_sizes: bool) -> CallRecord {
+    record.latency = start.elapsed();
+    if body_sizes && record.status.is_some() {
+        let size = saturating_i64(record.response_bytes);
+        span.record(&callsite::fields()[callsite::RESPONSE_BODY_SIZE], size);
+    }
+    record
 }
 
 /// A start value of the call span, if it has one.
