@@ -66,14 +66,30 @@ impl CallSpan {
         headers: &HeaderMap,
         extensions: &Extensions,
     ) -> Self {
+        CallSpan::start_with_route(product, direction, method, uri, headers, extensions, None)
+    }
+
+    /// As [`start`](Self::start), with `route` as the route template when the request has no
+    /// [`Route`] extension (one set by the user still wins): for an adapter that knows the
+    /// route itself (a server's matched path) and would otherwise insert it into the request
+    /// only for this call to read it.
+    pub fn start_with_route(
+        product: &Product,
+        direction: Direction,
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+        extensions: &Extensions,
+        route: Option<&Route>,
+    ) -> Self {
         let start = Instant::now();
         let started_at = wall_clock(start);
-        // The one place the template is chosen: a `Route` extension (the server adapter sets it
-        // from the router's matched path), else, for client calls, the template inferred from
+        // The one place the template is chosen: a `Route` extension, else the adapter's `route`
+        // (the server adapter's, from the router's matched path), else, for client calls, the template inferred from
         // the path (`route::infer_shared`): never the raw path.
         // For a template of the table: its row, and whether the path passes the redaction
         // prefilter (then `url.full` writes it without `redact`).
-        let (route, table_match) = match extensions.get::<Route>() {
+        let (route, table_match) = match extensions.get::<Route>().or(route) {
             Some(route) => (Some(route.0.clone()), None),
             None if direction == Direction::Client => {
                 let (route, found) = crate::route::infer_path_indexed(uri.path());

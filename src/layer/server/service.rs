@@ -93,18 +93,20 @@ where
         if let Some(rejected) = &forwarded.rejected {
             shared.rejections.count(rejected.reason);
         }
-        add_route_and_client(request.extensions_mut(), &mut self.route);
+        let route = matched_route(request.extensions(), &mut self.route);
+        add_client_address(request.extensions_mut());
 
         let context = forwarded.context;
         let (call, future) = context.clone().sync_scope(|| {
             // Boxed at once: the call goes on in the response future, then the body.
-            let mut call = Box::new(CallSpan::start(
+            let mut call = Box::new(CallSpan::start_with_route(
                 &shared.product,
                 Direction::Server,
                 request.method(),
                 request.uri(),
                 request.headers(),
                 request.extensions(),
+                route,
             ));
             call.set_protocol_version(request.version());
             #[cfg(feature = "otel")]
@@ -126,19 +128,24 @@ where
     }
 }
 
-/// `http.route` from axum's `MatchedPath` (as a [`Route`], unless one is set), and
+/// `http.route` from axum's `MatchedPath`, shared from `last_route` while it repeats (a
+/// `Route` extension set by the user wins over it in `CallSpan::start_with_route`). Handed to
+/// the call, not inserted into the request: that would cost an allocation and a map insert.
+fn matched_route<'a>(
+    extensions: &Extensions,
+    last_route: &'a mut Option<Route>,
+) -> Option<&'a Route> {
+    let matched = extensions.get::<MatchedPath>()?;
+    match last_route {
+        Some(route) if route.as_str() == matched.as_str() => {}
+        _ => *last_route = Some(Route::new(matched.as_str())),
+    }
+    last_route.as_ref()
+}
+
 /// `client.address` from axum's `ConnectInfo<SocketAddr>` (as a [`ClientAddress`], unless one
 /// is set).
-fn add_route_and_client(extensions: &mut Extensions, last_route: &mut Option<Route>) {
-    if extensions.get::<Route>().is_none() {
-        if let Some(matched) = extensions.get::<MatchedPath>() {
-            let route = match last_route {
-                Some(route) if route.as_str() == matched.as_str() => route.clone(),
-                _ => last_route.insert(Route::new(matched.as_str())).clone(),
-            };
-            extensions.insert(route);
-        }
-    }
+fn add_client_address(extensions: &mut Extensions) {
     if extensions.get::<ClientAddress>().is_none() {
         if let Some(ConnectInfo(peer)) = extensions.get::<ConnectInfo<SocketAddr>>() {
             let peer = ClientAddress::from(*peer);
