@@ -147,7 +147,45 @@ pub(crate) fn enabled() -> bool {
 
 #[cfg(test)]
 mod tests {
+    use http::{Extensions, HeaderMap, Method, Uri};
+    use kasal_user_agent::Product;
+    use tracing_subscriber::layer::SubscriberExt;
+
     use super::*;
+    use crate::{CallSpan, Direction};
+
+    fn call_span() -> Span {
+        let call = CallSpan::start(
+            &Product::Genie,
+            Direction::Client,
+            &Method::GET,
+            &Uri::from_static("https://h.example/api/2.0/jobs/list"),
+            &HeaderMap::new(),
+            &Extensions::new(),
+        );
+        call.span().clone()
+    }
+
+    #[test]
+    fn the_span_is_enabled_where_an_info_span_would_be() {
+        let info = tracing_subscriber::registry().with(LevelFilter::INFO);
+        tracing::subscriber::with_default(info, || {
+            let span = call_span();
+            assert!(!span.is_disabled());
+            let metadata = span.metadata().expect("an enabled span has metadata");
+            assert_eq!(
+                (metadata.name(), metadata.target(), *metadata.level()),
+                ("HTTP", "kasal_trace", Level::INFO)
+            );
+            assert!(metadata.is_span());
+            assert_eq!(metadata.fields().len(), 32);
+        });
+        let warn = tracing_subscriber::registry().with(LevelFilter::WARN);
+        tracing::subscriber::with_default(warn, || {
+            assert!(call_span().is_disabled());
+            assert!(tracing::info_span!("HTTP").is_disabled());
+        });
+    }
 
     #[test]
     fn the_constants_name_their_fields() {
