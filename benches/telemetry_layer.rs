@@ -445,8 +445,27 @@ criterion_group! {
     targets = telemetry_layer
 }
 
+/// The floor plus the least an enabled INFO span costs: one `info_span!` with three fields,
+/// entered three times (as a call, its future and its body enter theirs) and closed.
+fn bare_span(
+    request: Request<Full<Bytes>>,
+) -> std::future::Ready<Result<Response<Full<Bytes>>, Infallible>> {
+    let span = tracing::info_span!(
+        target: "kasal_trace",
+        "HTTP",
+        otel.kind = "client",
+        http.request.method = "GET",
+        kasal.product = "genie",
+    );
+    for _ in 0..3 {
+        let _entered = span.enter();
+    }
+    answer(request)
+}
+
 /// Instruction counts: with `KASAL_BENCH_CALLS=<subscriber>/<service>/<calls>` (subscriber
-/// `recording`, `fmt` or `info`; service `ours`, `tower_http` or `floor`), makes that many
+/// `recording`, `fmt` or `info`; service `ours`, `tower_http`, `floor` or `bare_span`: the floor
+/// with an empty enabled INFO span, the least an INFO span costs), makes that many
 /// calls (after 100 to warm up) and exits, without criterion. Run it under
 /// `valgrind --tool=callgrind` with two call counts: the difference of the totals divided by
 /// the difference of the counts is the exact cost of one call.
@@ -497,6 +516,11 @@ fn count_calls(spec: &str) {
         "floor" => {
             per_call(&rt, &mut floor, 100);
             per_call(&rt, &mut floor, calls)
+        }
+        "bare_span" => {
+            let mut bare = tower::service_fn(bare_span);
+            per_call(&rt, &mut bare, 100);
+            per_call(&rt, &mut bare, calls)
         }
         other => panic!("unknown service {other}"),
     };

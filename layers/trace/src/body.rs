@@ -229,7 +229,7 @@ impl<R: RecordCall, C, H> OpenCall<R, C, H> {
     fn finish(&mut self) {
         if let Some((mut call, hooks, mut hook)) = self.call.take() {
             (self.on_finish)(&mut hook, &mut call);
-            hooks.recorder.record_call(call.finish());
+            hooks.recorder.record_call(call.finish_boxed());
         }
     }
 }

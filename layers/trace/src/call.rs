@@ -16,7 +16,9 @@ use http::{Extensions, HeaderMap, Method, StatusCode, Uri, Version};
 use kasal_classify::{AttemptCounter, Attempts, Classify, Outcome};
 use kasal_user_agent::Product;
 use tracing::Span;
-use tracing::field::{Empty, Field, FieldSet, Value, display};
+use tracing::field::{Value, display};
+
+use crate::callsite::{self, StartValues};
 
 use crate::context::Route;
 use crate::redact::{RedactedUri, host_and_port, redact, redact_error, url_authority};
@@ -64,14 +66,30 @@ impl CallSpan {
         headers: &HeaderMap,
         extensions: &Extensions,
     ) -> Self {
+        CallSpan::start_with_route(product, direction, method, uri, headers, extensions, None)
+    }
+
+    /// As [`start`](Self::start), with `route` as the route template when the request has no
+    /// [`Route`] extension (one set by the user still wins): for an adapter that knows the
+    /// route itself (a server's matched path) and would otherwise insert it into the request
+    /// only for this call to read it.
+    pub fn start_with_route(
+        product: &Product,
+        direction: Direction,
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+        extensions: &Extensions,
+        route: Option<&Route>,
+    ) -> Self {
         let start = Instant::now();
         let started_at = wall_clock(start);
-        // The one place the template is chosen: a `Route` extension (the server adapter sets it
-        // from the router's matched path), else, for client calls, the template inferred from
+        // The one place the template is chosen: a `Route` extension, else the adapter's `route`
+        // (the server adapter's, from the router's matched path), else, for client calls, the template inferred from
         // the path (`route::infer_shared`): never the raw path.
         // For a template of the table: its row, and whether the path passes the redaction
         // prefilter (then `url.full` writes it without `redact`).
-        let (route, table_match) = match extensions.get::<Route>() {
+        let (route, table_match) = match extensions.get::<Route>().or(route) {
             Some(route) => (Some(route.0.clone()), None),
             None if direction == Direction::Client => {
                 let (route, found) = crate::route::infer_path_indexed(uri.path());
@@ -115,7 +133,7 @@ impl CallSpan {
         // Client: `url.full` and `url.template`. Server: `url.path`, `url.scheme`, `http.route`,
         // `user_agent.original`, `client.address`.
         let url_full = (!is_server)
-            .then(|| display(RedactedUri::with_authority(uri, authority).path_clean(path_clean)));
+            .then(|| RedactedUri::with_authority(uri, authority).path_clean(path_clean));
         let url_path = is_server.then(|| redact(uri.path()));
         let user_agent = match is_server {
             true => headers
@@ -136,42 +154,56 @@ impl CallSpan {
             .then(|| crate::usage::serving_endpoint_model(uri.path()))
             .flatten();
 
-        let span = tracing::info_span!(
-            target: "kasal_trace",
-            "HTTP",
-            otel.kind = direction.as_str(),
-            otel.name = &*otel_name,
-            otel.status_code = Empty,
-            otel.status_description = Empty,
-            http.request.method = method_index.map_or(OTHER, |index| KNOWN_METHODS[index]),
-            http.request.method_original = (!known_method).then(|| method.as_str()),
-            http.route = route.as_deref().filter(|_| is_server),
-            url.template = route.as_deref().filter(|_| !is_server),
-            url.full = url_full,
-            url.path = url_path.as_deref(),
-            url.scheme = is_server.then(|| uri.scheme_str().unwrap_or("http")),
-            server.address = address,
-            server.port = port.map(i64::from),
-            client.address = client_address,
-            user_agent.original = user_agent.as_deref(),
-            network.protocol.version = Empty,
-            http.request.body.size = Empty,
-            http.response.status_code = Empty,
-            http.request.resend_count = Empty,
-            http.response.body.size = Empty,
-            error.type = Empty,
-            kasal.product = product.as_str(),
-            kasal.outcome = Empty,
-            kasal.operation_id = operation_id.as_ref().map(OperationId::as_str),
-            kasal.body_cut_short = Empty,
-            execution.context = mode.as_str(),
-            caller.id = caller_id.as_deref(),
-            execution.obo_dev_fallback = obo_dev_fallback,
-            gen_ai.request.model = endpoint,
-            gen_ai.response.model = Empty,
-            gen_ai.usage.input_tokens = Empty,
-            gen_ai.usage.output_tokens = Empty,
-        );
+        let kind = direction.as_str();
+        let method_name = method_index.map_or(OTHER, |index| KNOWN_METHODS[index]);
+        let method_original = (!known_method).then(|| method.as_str());
+        let http_route = route.as_deref().filter(|_| is_server);
+        let url_template = route.as_deref().filter(|_| !is_server);
+        let url_path = url_path.as_deref();
+        let url_scheme = is_server.then(|| uri.scheme_str().unwrap_or("http"));
+        let port = port.map(i64::from);
+        let user_agent = user_agent.as_deref();
+        let product_name = product.as_str();
+        let operation = operation_id.as_ref().map(OperationId::as_str);
+        let execution = mode.as_str();
+        let caller = caller_id.as_deref();
+        let otel_name = &*otel_name;
+        let span = match callsite::enabled() {
+            false => Span::none(),
+            true => {
+                // `url.full` written once, with pushes, into this thread's buffer: subscribers
+                // are shown text, not a `Display` that each of them would run.
+                let mut url = UrlBuffer::take();
+                if let Some(redacted) = &url_full {
+                    redacted.push_to(&mut url.0);
+                }
+                let url_text = url_full.as_ref().map(|_| display(url.0.as_str()));
+                let f = callsite::fields();
+                // Only the fields the span starts with; the others are recorded when known.
+                let values: StartValues<'_> = [
+                    (&f[callsite::OTEL_KIND], Some(&kind)),
+                    (&f[callsite::OTEL_NAME], Some(&otel_name)),
+                    (&f[callsite::METHOD], Some(&method_name)),
+                    (&f[callsite::METHOD_ORIGINAL], value(&method_original)),
+                    (&f[callsite::ROUTE], value(&http_route)),
+                    (&f[callsite::URL_TEMPLATE], value(&url_template)),
+                    (&f[callsite::URL_FULL], value(&url_text)),
+                    (&f[callsite::URL_PATH], value(&url_path)),
+                    (&f[callsite::URL_SCHEME], value(&url_scheme)),
+                    (&f[callsite::SERVER_ADDRESS], value(&address)),
+                    (&f[callsite::SERVER_PORT], value(&port)),
+                    (&f[callsite::CLIENT_ADDRESS], value(&client_address)),
+                    (&f[callsite::USER_AGENT], value(&user_agent)),
+                    (&f[callsite::PRODUCT], Some(&product_name)),
+                    (&f[callsite::OPERATION_ID], value(&operation)),
+                    (&f[callsite::EXECUTION_CONTEXT], Some(&execution)),
+                    (&f[callsite::CALLER_ID], value(&caller)),
+                    (&f[callsite::OBO_DEV_FALLBACK], Some(&obo_dev_fallback)),
+                    (&f[callsite::REQUEST_MODEL], value(&endpoint)),
+                ];
+                callsite::new_span(&values)
+            }
+        };
 
         let mut record = CallRecord::new(direction, product.clone(), method.clone(), started_at);
         record.host = host;
@@ -223,8 +255,7 @@ impl CallSpan {
     pub fn record_body_sizes(&mut self, request_body_size: Option<u64>) {
         self.body_sizes = true;
         if let Some(size) = request_body_size {
-            self.span
-                .record("http.request.body.size", saturating_i64(size));
+            self.record_field(callsite::REQUEST_BODY_SIZE, saturating_i64(size));
         }
     }
 
@@ -275,37 +306,39 @@ impl CallSpan {
             Direction::Server => status.is_server_error(),
             Direction::Client => status.is_client_error() || status.is_server_error(),
         };
-        let Some(fields) = LateFields::of(&self.span) else {
-            return; // the span is disabled: nothing to record on it
-        };
+        if self.span.is_disabled() {
+            return; // nothing to record on it
+        }
+        let f = callsite::fields();
         let status_code = i64::from(status.as_u16());
         let resend_count = i64::from(attempts - 1);
         let error_type = status.as_str();
         let values = [
-            (&fields.status_code, Some(&status_code as &dyn Value)),
+            (&f[callsite::STATUS_CODE], Some(&status_code as &dyn Value)),
             (
-                &fields.resend_count,
+                &f[callsite::RESEND_COUNT],
                 (attempts > 1).then_some(&resend_count as &dyn Value),
             ),
             (
-                &fields.outcome,
+                &f[callsite::OUTCOME],
                 Some(&self.record.outcome.as_str() as &dyn Value),
             ),
             (
-                &fields.error_type,
+                &f[callsite::ERROR_TYPE],
                 is_error.then_some(&error_type as &dyn Value),
             ),
             (
-                &fields.otel_status_code,
+                &f[callsite::OTEL_STATUS_CODE],
                 is_error.then_some(&"ERROR" as &dyn Value),
             ),
             (
-                &fields.protocol_version,
+                &f[callsite::PROTOCOL_VERSION],
                 self.protocol_version.as_ref().map(|v| v as &dyn Value),
             ),
         ];
         // One dispatch for the whole response head.
-        self.span.record_all(&fields.set.value_set(&values));
+        self.span
+            .record_all(&callsite::field_set().value_set(&values));
     }
 
     /// Records a failure: an error from the inner service (no response) or while reading the
@@ -323,36 +356,41 @@ impl CallSpan {
                 .as_ref()
                 .map_or(1, |counter| counter.get().max(1));
         }
-        let Some(fields) = LateFields::of(&self.span) else {
+        if self.span.is_disabled() {
             return;
-        };
+        }
+        let f = callsite::fields();
         // A failure is an error whatever the direction or the status.
         let error_type = self.record.outcome.error_type().unwrap_or(OTHER);
         let resend_count = i64::from(self.record.attempts - 1);
         let description = self.record.error.as_deref().unwrap_or_default();
         let values = [
             (
-                &fields.resend_count,
+                &f[callsite::RESEND_COUNT],
                 (no_response && self.record.attempts > 1).then_some(&resend_count as &dyn Value),
             ),
             (
-                &fields.outcome,
+                &f[callsite::OUTCOME],
                 Some(&self.record.outcome.as_str() as &dyn Value),
             ),
-            (&fields.error_type, Some(&error_type as &dyn Value)),
+            (&f[callsite::ERROR_TYPE], Some(&error_type as &dyn Value)),
             // The code before the description: tracing-opentelemetry reads the code "ERROR" as
             // an error without description, then the description as an error with it.
-            (&fields.otel_status_code, Some(&"ERROR" as &dyn Value)),
-            (&fields.status_description, Some(&description as &dyn Value)),
+            (&f[callsite::OTEL_STATUS_CODE], Some(&"ERROR" as &dyn Value)),
             (
-                &fields.protocol_version,
+                &f[callsite::OTEL_STATUS_DESCRIPTION],
+                Some(&description as &dyn Value),
+            ),
+            (
+                &f[callsite::PROTOCOL_VERSION],
                 self.protocol_version
                     .as_ref()
                     .filter(|_| no_response)
                     .map(|v| v as &dyn Value),
             ),
         ];
-        self.span.record_all(&fields.set.value_set(&values));
+        self.span
+            .record_all(&callsite::field_set().value_set(&values));
     }
 
     /// Counts response body bytes.
@@ -363,7 +401,7 @@ impl CallSpan {
     /// Records the model the call asked for (`gen_ai.request.model`), e.g. the serving endpoint's
     /// name. It is the record's model unless the response names one.
     pub fn set_request_model(&mut self, model: Arc<str>) {
-        self.span.record("gen_ai.request.model", &*model);
+        self.record_field(callsite::REQUEST_MODEL, &*model);
         if self.record.model.is_none() {
             self.record.model = Some(model);
         }
@@ -371,7 +409,7 @@ impl CallSpan {
 
     /// Records the model that answered (`gen_ai.response.model`); it becomes the record's model.
     pub fn set_response_model(&mut self, model: Arc<str>) {
-        self.span.record("gen_ai.response.model", &*model);
+        self.record_field(callsite::RESPONSE_MODEL, &*model);
         self.record.model = Some(model);
     }
 
@@ -379,10 +417,8 @@ impl CallSpan {
     /// `gen_ai.usage.output_tokens` (as `i64`, saturating).
     pub fn set_usage(&mut self, usage: Usage) {
         let as_i64 = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-        self.span
-            .record("gen_ai.usage.input_tokens", as_i64(usage.input_tokens));
-        self.span
-            .record("gen_ai.usage.output_tokens", as_i64(usage.output_tokens));
+        self.record_field(callsite::INPUT_TOKENS, as_i64(usage.input_tokens));
+        self.record_field(callsite::OUTPUT_TOKENS, as_i64(usage.output_tokens));
         self.record.usage = Some(usage);
     }
 
@@ -401,58 +437,80 @@ impl CallSpan {
 
     /// Notes that the response body was dropped before its end (`kasal.body_cut_short = true`).
     pub fn on_cut_short(&mut self) {
-        self.span.record("kasal.body_cut_short", true);
+        self.record_field(callsite::BODY_CUT_SHORT, true);
     }
 
     /// Ends the call: sets the latency (from `start`) and returns the record. The span closes
     /// when the returned `CallSpan` is gone, i.e. now, unless someone holds a clone of it.
-    pub fn finish(mut self) -> CallRecord {
-        self.record.latency = self.start.elapsed();
-        if self.body_sizes && self.record.status.is_some() {
-            let size = saturating_i64(self.record.response_bytes);
-            self.span.record("http.response.body.size", size);
-        }
-        self.record
+    pub fn finish(self) -> CallRecord {
+        let CallSpan {
+            span,
+            record,
+            start,
+            body_sizes,
+            ..
+        } = self;
+        end(&span, record, start, body_sizes)
+    }
+
+    /// [`finish`](Self::finish) of a boxed call: takes the record out of the box without
+    /// moving the rest of the call first.
+    pub(crate) fn finish_boxed(self: Box<Self>) -> CallRecord {
+        let CallSpan {
+            span,
+            record,
+            start,
+            body_sizes,
+            ..
+        } = *self;
+        end(&span, record, start, body_sizes)
+    }
+
+    /// Records one field of the call span (`index` from `callsite`), found without a name
+    /// lookup.
+    fn record_field(&self, index: usize, value: impl Value) {
+        self.span.record(&callsite::fields()[index], value);
     }
 }
 
-/// The span fields recorded after the span opens, looked up by name once: every call span comes
-/// from the one `info_span!` in [`CallSpan::start`], so they are the same for all of them. Saves
-/// a name lookup per field and lets a whole stage go out in one `record_all` dispatch.
-struct LateFields {
-    set: &'static FieldSet,
-    status_code: Field,
-    resend_count: Field,
-    error_type: Field,
-    otel_status_code: Field,
-    status_description: Field,
-    protocol_version: Field,
-    outcome: Field,
+/// This thread's buffer for `url.full`, taken for one span's creation and put back after (an
+/// empty one while it is out, so a nested call span, if a subscriber ever made one, allocates its
+/// own): no allocation per call.
+struct UrlBuffer(String);
+
+impl UrlBuffer {
+    thread_local! {
+        static BUFFER: StdCell<String> = const { StdCell::new(String::new()) };
+    }
+
+    fn take() -> UrlBuffer {
+        let mut text = Self::BUFFER.try_with(StdCell::take).unwrap_or_default();
+        text.clear();
+        UrlBuffer(text)
+    }
 }
 
-impl LateFields {
-    /// The fields of `span`'s callsite; `None` for a disabled span.
-    fn of(span: &Span) -> Option<&'static LateFields> {
-        static FIELDS: OnceLock<Option<LateFields>> = OnceLock::new();
-        let metadata = span.metadata()?;
-        let set = metadata.fields();
-        FIELDS
-            .get_or_init(|| {
-                Some(LateFields {
-                    set,
-                    status_code: set.field("http.response.status_code")?,
-                    resend_count: set.field("http.request.resend_count")?,
-                    error_type: set.field("error.type")?,
-                    otel_status_code: set.field("otel.status_code")?,
-                    status_description: set.field("otel.status_description")?,
-                    protocol_version: set.field("network.protocol.version")?,
-                    outcome: set.field("kasal.outcome")?,
-                })
-            })
-            .as_ref()
-            // Always true (one callsite); checked so a future second callsite cannot mix fields.
-            .filter(|fields| fields.outcome.callsite() == metadata.callsite())
+impl Drop for UrlBuffer {
+    fn drop(&mut self) {
+        let text = std::mem::take(&mut self.0);
+        let _ = Self::BUFFER.try_with(|buffer| buffer.set(text));
     }
+}
+
+/// The end of a call: its latency (from `start`) and, if opted in, the response body size.
+/// The span closes when the caller drops it, after this.
+fn end(span: &Span, mut record: CallRecord, start: Instant, body_sizes: bool) -> CallRecord {
+    record.latency = start.elapsed();
+    if body_sizes && record.status.is_some() {
+        let size = saturating_i64(record.response_bytes);
+        span.record(&callsite::fields()[callsite::RESPONSE_BODY_SIZE], size);
+    }
+    record
+}
+
+/// A start value of the call span, if it has one.
+fn value<T: Value>(value: &Option<T>) -> Option<&dyn Value> {
+    value.as_ref().map(|value| value as &dyn Value)
 }
 
 /// How long a thread derives wall-clock times from its anchor before reading the wall clock again.
@@ -486,22 +544,22 @@ fn wall_clock(now: Instant) -> SystemTime {
         .unwrap_or_else(|_| SystemTime::now())
 }
 
-/// `(host, port)` of a `host[:port]` authority without userinfo, in one pass: what
-/// `Authority::host` and `Authority::port_u16` return, without their separate scans.
+/// `(host, port)` of a `host[:port]` authority without userinfo: what `Authority::host` and
+/// `Authority::port_u16` return, reading only the port's bytes (from the end: the port is the
+/// run of digits after the last `:`; an IPv6 literal ends in `]`, so its colons never count).
 fn split_host_port(authority: &str) -> (&str, Option<u16>) {
     let bytes = authority.as_bytes();
-    // An IPv6 literal keeps its brackets, and its colons are not a port separator.
-    let host_end = if bytes.first() == Some(&b'[') {
-        bytes
-            .iter()
-            .position(|&b| b == b']')
-            .map_or(bytes.len(), |i| i + 1)
-    } else {
-        bytes.iter().position(|&b| b == b':').unwrap_or(bytes.len())
-    };
-    let (host, rest) = authority.split_at(host_end);
-    let port = rest.strip_prefix(':').and_then(|port| port.parse().ok());
-    (host, port)
+    let digits = bytes
+        .iter()
+        .rev()
+        .take_while(|b| b.is_ascii_digit())
+        .count();
+    let port_start = bytes.len() - digits;
+    match port_start.checked_sub(1).map(|colon| (colon, bytes[colon])) {
+        // `:` is ASCII: both ends are char boundaries.
+        Some((colon, b':')) => (&authority[..colon], authority[port_start..].parse().ok()),
+        _ => (authority, None),
+    }
 }
 
 /// `host[:port]` of the server, from the URI (`authority` is [`url_authority`] of it) or else the
@@ -662,6 +720,10 @@ mod tests {
             "example.com:8443",
             "example.com:",
             "example.com:99999",
+            "example.com:0",
+            "10",
+            "10:80",
+            "127.0.0.1",
             "127.0.0.1:80",
             "[::1]",
             "[::1]:8080",

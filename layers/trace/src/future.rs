@@ -30,10 +30,15 @@ pin_project! {
 }
 
 impl<F, C, R, H> ResponseFuture<F, C, R, H> {
-    pub(crate) fn new(inner: F, call: CallSpan, hooks: Arc<Hooks<C, R>>, on_body_chunk: H) -> Self {
+    pub(crate) fn new(
+        inner: F,
+        call: Box<CallSpan>,
+        hooks: Arc<Hooks<C, R>>,
+        on_body_chunk: H,
+    ) -> Self {
         ResponseFuture {
             inner,
-            call: Some((Box::new(call), hooks, on_body_chunk)),
+            call: Some((call, hooks, on_body_chunk)),
         }
     }
 }

@@ -143,6 +143,7 @@
 
 mod body;
 mod call;
+mod callsite;
 mod client_address;
 mod context;
 mod forwarded;

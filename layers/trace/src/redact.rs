@@ -137,7 +137,12 @@ pub fn redact(text: &str) -> Cow<'_, str> {
 /// long s, Unicode spaces). Without any of them the scanner cannot change the text, so skipping
 /// it keeps the result (and idempotence) exactly.
 pub(crate) fn might_hold_secret(text: &str) -> bool {
-    let bytes = text.as_bytes();
+    might_hold_secret_bytes(text.as_bytes())
+}
+
+/// [`might_hold_secret`] of a text's bytes (a path segment cut at `/`, which is ASCII).
+#[inline]
+pub(crate) fn might_hold_secret_bytes(bytes: &[u8]) -> bool {
     // One table lookup per byte: most bytes start no needle. A byte that does is followed up
     // only when the next byte is the needle's second letter (in any case), which is rare in
     // URL paths, and only then are the needles compared.
@@ -1125,18 +1130,19 @@ impl<'a> RedactedUri<'a> {
     }
 }
 
-/// A formatter that takes at most `room` more bytes (cut on a char boundary), then ignores the
+/// A writer that takes at most `room` more bytes (cut on a char boundary), then ignores the
 /// rest: `url.full` stays under [`MAX_REDACTED_LEN`] whatever the URI.
-struct Capped<'a, 'f> {
-    f: &'a mut fmt::Formatter<'f>,
+struct Capped<'a, W: ?Sized> {
+    out: &'a mut W,
     room: usize,
 }
 
-impl Capped<'_, '_> {
+impl<W: fmt::Write + ?Sized> Capped<'_, W> {
+    #[inline]
     fn put(&mut self, s: &str) -> fmt::Result {
         let end = floor_boundary(s.as_bytes(), self.room);
         self.room -= end;
-        self.f.write_str(&s[..end])
+        self.out.write_str(&s[..end])
     }
 
     fn is_full(&self) -> bool {
@@ -1144,11 +1150,18 @@ impl Capped<'_, '_> {
     }
 }
 
-impl fmt::Display for RedactedUri<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl RedactedUri<'_> {
+    /// Appends the redacted URI to `out`: what the span records, written with plain pushes
+    /// (no formatting machinery) into a buffer the caller reuses.
+    pub(crate) fn push_to(&self, out: &mut String) {
+        // Writing to a `String` never fails.
+        let _ = self.write_capped(out);
+    }
+
+    fn write_capped<W: fmt::Write + ?Sized>(&self, out: &mut W) -> fmt::Result {
         let uri = self.uri;
         let mut out = Capped {
-            f,
+            out,
             room: MAX_REDACTED_LEN,
         };
         if let Some(scheme) = uri.scheme_str() {
@@ -1166,24 +1179,42 @@ impl fmt::Display for RedactedUri<'_> {
         }
         if let Some(query) = uri.query() {
             out.put("?")?;
-            for (n, pair) in query.split('&').enumerate() {
+            // `split('&')` and `split_once('=')`, by byte (both are ASCII: char boundaries).
+            let mut rest = query;
+            loop {
                 if out.is_full() {
                     break;
                 }
-                if n > 0 {
-                    out.put("&")?;
-                }
-                match pair.split_once('=') {
-                    Some((key, _)) => {
-                        out.put(&redact(key))?;
+                let end = byte_position(rest, b'&').unwrap_or(rest.len());
+                let pair = &rest[..end];
+                match byte_position(pair, b'=') {
+                    Some(equals) => {
+                        out.put(&redact(&pair[..equals]))?;
                         out.put(REDACTED_VALUE)?;
                     }
                     None => out.put(&redact(pair))?,
                 }
+                if end == rest.len() {
+                    break;
+                }
+                out.put("&")?;
+                rest = &rest[end + 1..];
             }
         }
         Ok(())
     }
+}
+
+impl fmt::Display for RedactedUri<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.write_capped(f)
+    }
+}
+
+/// Where `byte` first appears in `text`.
+#[inline]
+fn byte_position(text: &str, byte: u8) -> Option<usize> {
+    text.bytes().position(|b| b == byte)
 }
 
 /// What replaces a query value, with its `=`.
@@ -1197,15 +1228,56 @@ pub(crate) fn url_authority(uri: &Uri) -> Option<&str> {
 
 /// The `host[:port]` part of an authority, without userinfo.
 pub(crate) fn host_and_port(authority: &str) -> &str {
+    // Nearly every authority has no userinfo: a word-at-a-time test says so before any search.
+    if !has_byte(authority.as_bytes(), b'@') {
+        return authority;
+    }
     match authority.rsplit_once('@') {
         Some((_, host)) => host,
         None => authority,
     }
 }
 
+/// Whether `bytes` holds `byte`, eight bytes at a time.
+fn has_byte(bytes: &[u8], byte: u8) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    let pattern = ONES * u64::from(byte);
+    let mut words = bytes.chunks_exact(8);
+    for word in &mut words {
+        let mut eight = [0; 8];
+        eight.copy_from_slice(word);
+        // A zero byte in `x` (a byte equal to `byte`) sets its high bit here; no false
+        // positive can come without a true one in the same word.
+        let x = u64::from_ne_bytes(eight) ^ pattern;
+        if x.wrapping_sub(ONES) & !x & HIGHS != 0 {
+            return true;
+        }
+    }
+    words.remainder().contains(&byte)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn has_byte_finds_a_byte_anywhere() {
+        let text: Vec<u8> = (0..=255u8).filter(|&b| b != b'@').collect();
+        for len in 0..40 {
+            assert!(!has_byte(&text[..len], b'@'), "{len}");
+            for at in 0..len {
+                let mut with = text[..len].to_vec();
+                with[at] = b'@';
+                assert!(has_byte(&with, b'@'), "{len} {at}");
+            }
+        }
+        // Bytes just above and below, and 0x80 + the byte, are not it.
+        assert!(!has_byte(b"??AA\xc0\xc0\x3f\x41AAAAAAA", b'@'));
+        assert_eq!(host_and_port("u:p@h.example:1"), "h.example:1");
+        assert_eq!(host_and_port("a@b@h.example"), "h.example");
+        assert_eq!(host_and_port("h.example:8443"), "h.example:8443");
+    }
 
     /// The prefilter as it was specified: an Aho-Corasick search, in any ASCII case, for every
     /// needle and `@`, `%`, plus any non-ASCII byte.

@@ -241,7 +241,7 @@ pub(crate) fn infer_path_shared(path: &str) -> Arc<str> {
 /// table was built, so only the others are read; a needle never holds a `/`, so the path is
 /// clean exactly when each segment is).
 pub(crate) fn infer_path_indexed(path: &str) -> (Arc<str>, Option<(usize, bool)>) {
-    match table().walk(0, segments(path)) {
+    match table().walk(0, path.as_bytes(), 0) {
         Some((index, clean)) => (table().shared[index].clone(), Some((index, clean))),
         None => (Arc::from(collapse_ids(path)), None),
     }
@@ -257,7 +257,7 @@ pub fn lookup(path: &str) -> Option<&'static str> {
 /// the templates' segments (literal segments first, then a placeholder), one pass over the
 /// path, no allocation, no hashing.
 fn lookup_index(path: &str) -> Option<usize> {
-    table().walk(0, segments(path)).map(|(index, _)| index)
+    table().walk(0, path.as_bytes(), 0).map(|(index, _)| index)
 }
 
 /// The table as a trie over segments: each node has its literal children, at most one
@@ -272,9 +272,11 @@ struct Table {
 
 #[derive(Default)]
 struct Node {
-    /// `(segment, child, clean)`: the segment's length and first byte are compared before its
-    /// bytes; `clean` when the redaction prefilter passes it.
-    literals: Vec<(&'static str, usize, bool)>,
+    /// The first byte of each literal child, in the order of `literals`: one byte compare per
+    /// child rejects nearly all of them before any other work (no scan for the segment's end).
+    firsts: Vec<u8>,
+    /// `(segment, child, clean)`: `clean` when the redaction prefilter passes the segment.
+    literals: Vec<(&'static [u8], usize, bool)>,
     placeholder: Option<usize>,
     /// The first row that ends at this node.
     end: Option<usize>,
@@ -283,23 +285,63 @@ struct Node {
 }
 
 impl Table {
-    /// The first row (lowest index) that matches `segments` from `node` on, and whether those
-    /// segments are clean (see [`infer_path_indexed`]).
-    fn walk(&self, node: usize, mut segments: Segments<'_>) -> Option<(usize, bool)> {
-        let node = &self.nodes[node];
-        let rest = segments.clone();
-        let Some(segment) = segments.next() else {
-            return node.end.map(|row| (row, true));
-        };
+    /// The first row (lowest index) that matches the segments of `path` from byte `at` on,
+    /// from `node` on, and whether those segments are clean (see [`infer_path_indexed`]).
+    ///
+    /// A literal child is matched in place (its bytes, then a `/` or the end of the path), so
+    /// only a placeholder's segment is scanned for its end. A node with one way on (only
+    /// literals, or only a placeholder) is followed in a loop; only a node where two ways may
+    /// match (a literal and a placeholder, or a `{path}` row) recurses, to keep the first row.
+    fn walk(&self, mut node: usize, path: &[u8], mut at: usize) -> Option<(usize, bool)> {
+        let mut clean = true;
+        loop {
+            let here = &self.nodes[node];
+            // Empty segments are skipped (`//a` is `/a`).
+            let start = match path.get(at..)?.iter().position(|&byte| byte != b'/') {
+                Some(skip) => at + skip,
+                None => return here.end.map(|row| (row, clean)),
+            };
+            let rest = &path[start..];
+            let literal = here.literal(rest);
+            match (literal, here.placeholder, here.rest) {
+                (Some((end, child, literal_clean)), None, None) => {
+                    clean &= literal_clean;
+                    (node, at) = (child, start + end);
+                }
+                (None, Some(child), None) => {
+                    let end = segment_end(rest);
+                    clean = clean && !crate::redact::might_hold_secret_bytes(&rest[..end]);
+                    (node, at) = (child, start + end);
+                }
+                (None, None, None) => return None,
+                _ => {
+                    let found = self.branch(here, path, start, literal);
+                    return found.map(|(row, rest)| (row, rest && clean));
+                }
+            }
+        }
+    }
+
+    /// [`walk`](Self::walk) at a node where more than one way may match the segment at
+    /// `start` (`literal` is the node's literal child for it): the first row of them all.
+    fn branch(
+        &self,
+        node: &Node,
+        path: &[u8],
+        start: usize,
+        literal: Option<(usize, usize, bool)>,
+    ) -> Option<(usize, bool)> {
+        let rest = &path[start..];
         // A `{path}` row matches whatever follows (one segment or more).
         let mut best = node.rest.map(|row| (row, all_clean(rest)));
-        if let Some((child, clean)) = node.literal(segment) {
-            let found = self.walk(child, segments.clone());
+        if let Some((end, child, clean)) = literal {
+            let found = self.walk(child, path, start + end);
             best = first(best, found.map(|(row, rest)| (row, rest && clean)));
         }
         if let Some(child) = node.placeholder {
-            let found = self.walk(child, segments);
-            let clean = || !crate::redact::might_hold_secret(segment);
+            let end = segment_end(rest);
+            let found = self.walk(child, path, start + end);
+            let clean = || !crate::redact::might_hold_secret_bytes(&rest[..end]);
             best = first(best, found.map(|(row, rest)| (row, rest && clean())));
         }
         best
@@ -308,7 +350,9 @@ impl Table {
     fn child(&mut self, node: usize, segment: &'static str) -> usize {
         let existing = match segment.starts_with('{') {
             true => self.nodes[node].placeholder,
-            false => self.nodes[node].literal(segment).map(|(child, _)| child),
+            false => self.nodes[node]
+                .literal(segment.as_bytes())
+                .map(|(_, child, _)| child),
         };
         if let Some(child) = existing {
             return child;
@@ -319,7 +363,10 @@ impl Table {
             true => self.nodes[node].placeholder = Some(child),
             false => {
                 let clean = !crate::redact::might_hold_secret(segment);
-                self.nodes[node].literals.push((segment, child, clean))
+                let parent = &mut self.nodes[node];
+                // Table segments are never empty (`segments` skips empty ones).
+                parent.firsts.push(segment.as_bytes()[0]);
+                parent.literals.push((segment.as_bytes(), child, clean));
             }
         }
         child
@@ -327,18 +374,23 @@ impl Table {
 }
 
 impl Node {
-    /// The literal child for `segment`, and whether the segment is clean.
+    /// The literal child whose segment starts `rest` (followed by `/` or the end): the
+    /// segment's length, the child, and whether the segment is clean. Literals of one node are
+    /// distinct whole segments, so at most one matches.
     #[inline]
-    fn literal(&self, segment: &str) -> Option<(usize, bool)> {
-        let first = segment.as_bytes().first();
-        self.literals
-            .iter()
-            .find(|(literal, _, _)| {
-                literal.len() == segment.len()
-                    && literal.as_bytes().first() == first
-                    && *literal == segment
-            })
-            .map(|&(_, child, clean)| (child, clean))
+    fn literal(&self, rest: &[u8]) -> Option<(usize, usize, bool)> {
+        let first = *rest.first()?;
+        for (at, &candidate) in self.firsts.iter().enumerate() {
+            if candidate != first {
+                continue;
+            }
+            let (literal, child, clean) = self.literals[at];
+            let whole = rest.get(literal.len()).is_none_or(|&next| next == b'/');
+            if whole && rest.starts_with(literal) {
+                return Some((literal.len(), child, clean));
+            }
+        }
+        None
     }
 }
 
@@ -351,9 +403,18 @@ fn first(a: Option<(usize, bool)>, b: Option<(usize, bool)>) -> Option<(usize, b
     }
 }
 
-/// Whether every one of `segments` passes the redaction prefilter.
-fn all_clean(mut segments: Segments<'_>) -> bool {
-    segments.all(|segment| !crate::redact::might_hold_secret(segment))
+/// The length of the segment `rest` starts with (up to the next `/`, which is ASCII: a char
+/// boundary).
+fn segment_end(rest: &[u8]) -> usize {
+    rest.iter()
+        .position(|&byte| byte == b'/')
+        .unwrap_or(rest.len())
+}
+
+/// Whether every segment of `path` passes the redaction prefilter.
+fn all_clean(path: &[u8]) -> bool {
+    path.split(|&byte| byte == b'/')
+        .all(|segment| !crate::redact::might_hold_secret_bytes(segment))
 }
 
 fn table() -> &'static Table {

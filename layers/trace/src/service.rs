@@ -77,14 +77,16 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        let mut call = CallSpan::start(
+        // Boxed at once: the call goes on in the response future, then the body, and is
+        // moved no more.
+        let mut call = Box::new(CallSpan::start(
             &self.product,
             self.direction,
             request.method(),
             request.uri(),
             request.headers(),
             request.extensions(),
-        );
+        ));
         call.set_protocol_version(request.version());
         if self.body_sizes {
             call.record_body_sizes(content_length(request.headers()));

@@ -54,6 +54,10 @@ impl<B: Body> Body for ScopedBody<B> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = self.project();
+        // A body at its end answers `None` without doing any work: no context to set.
+        if this.inner.is_end_stream() {
+            return this.inner.poll_frame(cx);
+        }
         // A task-local is set by value: one clone per frame (a few reference counts).
         let inner = this.inner;
         this.context.clone().sync_scope(|| inner.poll_frame(cx))

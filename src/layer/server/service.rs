@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::extract::{ConnectInfo, MatchedPath};
@@ -29,8 +29,9 @@ pub struct ServerTelemetryService<S, R = Telemetry> {
     shared: Arc<Shared<R>>,
     /// The route template of the last request, shared (not copied) by the next one on the
     /// same route: axum builds one service per route (and clones it per request), so this
-    /// almost always hits.
-    route: OnceLock<Route>,
+    /// almost always hits. A plain `Option`: `call` has `&mut self`, and a clone is one
+    /// reference count.
+    route: Option<Route>,
 }
 
 impl<S, R> ServerTelemetryService<S, R> {
@@ -38,7 +39,7 @@ impl<S, R> ServerTelemetryService<S, R> {
         ServerTelemetryService {
             inner,
             shared,
-            route: OnceLock::new(),
+            route: None,
         }
     }
 
@@ -92,18 +93,20 @@ where
         if let Some(rejected) = &forwarded.rejected {
             shared.rejections.count(rejected.reason);
         }
-        add_route_and_client(request.extensions_mut(), &self.route);
+        let route = matched_route(request.extensions(), &mut self.route);
+        add_client_address(request.extensions_mut());
 
         let context = forwarded.context;
         let (call, future) = context.clone().sync_scope(|| {
             // Boxed at once: the call goes on in the response future, then the body.
-            let mut call = Box::new(CallSpan::start(
+            let mut call = Box::new(CallSpan::start_with_route(
                 &shared.product,
                 Direction::Server,
                 request.method(),
                 request.uri(),
                 request.headers(),
                 request.extensions(),
+                route,
             ));
             call.set_protocol_version(request.version());
             #[cfg(feature = "otel")]
@@ -125,23 +128,24 @@ where
     }
 }
 
-/// `http.route` from axum's `MatchedPath` (as a [`Route`], unless one is set), and
+/// `http.route` from axum's `MatchedPath`, shared from `last_route` while it repeats (a
+/// `Route` extension set by the user wins over it in `CallSpan::start_with_route`). Handed to
+/// the call, not inserted into the request: that would cost an allocation and a map insert.
+fn matched_route<'a>(
+    extensions: &Extensions,
+    last_route: &'a mut Option<Route>,
+) -> Option<&'a Route> {
+    let matched = extensions.get::<MatchedPath>()?;
+    match last_route {
+        Some(route) if route.as_str() == matched.as_str() => {}
+        _ => *last_route = Some(Route::new(matched.as_str())),
+    }
+    last_route.as_ref()
+}
+
 /// `client.address` from axum's `ConnectInfo<SocketAddr>` (as a [`ClientAddress`], unless one
 /// is set).
-fn add_route_and_client(extensions: &mut Extensions, last_route: &OnceLock<Route>) {
-    if extensions.get::<Route>().is_none() {
-        if let Some(matched) = extensions.get::<MatchedPath>() {
-            let route = match last_route.get() {
-                Some(route) if route.as_str() == matched.as_str() => route.clone(),
-                _ => {
-                    let route = Route::new(matched.as_str());
-                    let _ = last_route.set(route.clone());
-                    route
-                }
-            };
-            extensions.insert(route);
-        }
-    }
+fn add_client_address(extensions: &mut Extensions) {
     if extensions.get::<ClientAddress>().is_none() {
         if let Some(ConnectInfo(peer)) = extensions.get::<ConnectInfo<SocketAddr>>() {
             let peer = ClientAddress::from(*peer);
