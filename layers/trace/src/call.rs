@@ -85,8 +85,8 @@ impl CallSpan {
         let start = Instant::now();
         let started_at = wall_clock(start);
         // The one place the template is chosen: a `Route` extension, else the adapter's `route`
-        // (the server adapter's, from the router's matched path), else, for client calls, the template inferred from
-        // the path (`route::infer_shared`): never the raw path.
+        // (the server adapter's, from the router's matched path), else, for client calls, the
+        // template inferred from the path (`route::infer_shared`): never the raw path.
         // For a template of the table: its row, and whether the path passes the redaction
         // prefilter (then `url.full` writes it without `redact`).
         let (route, table_match) = match extensions.get::<Route>().or(route) {
