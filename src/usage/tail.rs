@@ -45,6 +45,25 @@ impl Tail {
         }
     }
 
+    /// The window: how many of the last bytes are kept.
+    pub(crate) fn window(&self) -> usize {
+        self.window
+    }
+
+    /// Whether nothing is kept but the newest chunk (so a chunk that covers the window may
+    /// just [`replace_last`](Self::replace_last)).
+    pub(crate) fn holds_last_only(&self) -> bool {
+        self.older_len == 0 && self.ring.buf.is_empty()
+    }
+
+    /// Keeps `chunk` (at least the window long) in place of the newest chunk, when nothing else
+    /// is kept ([`holds_last_only`](Self::holds_last_only)): one clone, one drop.
+    #[inline]
+    pub(crate) fn replace_last(&mut self, chunk: &Bytes) {
+        debug_assert!(chunk.len() >= self.window && self.holds_last_only());
+        self.last = chunk.clone();
+    }
+
     /// Adds a chunk by reference.
     #[inline]
     pub(crate) fn push_bytes(&mut self, chunk: &Bytes) {
