@@ -322,8 +322,8 @@ fn scanner_alone(bodies: &[(&str, Bytes)]) {
 /// Alternating rounds of `CALLS` calls, usage on and off (who goes first alternates): the
 /// ratio of the totals, and the median and 10th-percentile of the per-round on/off ratios.
 fn interleaved(rt: &tokio::runtime::Runtime, telemetry: &Telemetry, bodies: &[(&str, Bytes)]) {
-    const ROUNDS: usize = 41;
-    const CALLS: u64 = 20;
+    const ROUNDS: usize = 101;
+    const CALLS: u64 = 10;
     println!("\ninterleaved: {ROUNDS} rounds of {CALLS} calls, time with usage / without");
     for (name, body) in bodies {
         let addr = rt.block_on(serve(body.clone()));
@@ -387,22 +387,25 @@ fn memory(rt: &tokio::runtime::Runtime, telemetry: &Telemetry) {
 }
 
 /// For instruction counts (stable on a busy machine): `USAGE_CALLS=<json|sse>,<on|off>,<n>`
-/// makes `n` in-process calls read frame by frame and nothing else (`…,<n>,collect`: read
-/// into one buffer). Run it under `valgrind --tool=callgrind` for two `n` and both settings:
-/// the differences give the instructions per call of the floor and of usage reading.
+/// makes `n` in-process calls read frame by frame and nothing else; `…,<n>,collected` reads
+/// each body into one buffer, `…,<n>,loopback` calls a server on 127.0.0.1 (in the same
+/// thread: the kernel's share is not counted, so the ratio is an upper bound). Run it under
+/// `valgrind --tool=callgrind` for two `n` and both settings: the differences give the
+/// instructions per call of the floor and of usage reading.
 fn instructions(spec: &str) {
     let parts: Vec<&str> = spec.split(',').collect();
-    let (kind, on, n, collect) = match parts[..] {
-        [kind, on, n] => (kind, on, n, false),
-        [kind, on, n, "collect"] => (kind, on, n, true),
-        _ => panic!("USAGE_CALLS=<json|sse>,<on|off>,<n>[,collect]"),
+    let (kind, on, n, transport) = match parts[..] {
+        [kind, on, n] => (kind, on, n, Transport::InProcess),
+        [kind, on, n, "collected"] => (kind, on, n, Transport::Collected),
+        [kind, on, n, "loopback"] => (kind, on, n, Transport::Loopback),
+        _ => panic!("USAGE_CALLS=<json|sse>,<on|off>,<n>[,collected|loopback]"),
     };
     let body = if kind == "json" {
         json_body(MB)
     } else {
         sse_body(MB)
     };
-    let n: usize = n.parse().unwrap();
+    let n: u64 = n.parse().unwrap();
     let rt = runtime();
     let telemetry = rt.block_on(async {
         Telemetry::builder()
@@ -412,15 +415,11 @@ fn instructions(spec: &str) {
             .ignore_env()
             .build()
     });
-    let mut client = in_process(&telemetry, &body, on == "on");
-    let url = format!("http://127.0.0.1{PATH}");
-    rt.block_on(async {
-        for _ in 0..n {
-            std::hint::black_box(call(&mut client, &url, collect).await);
-        }
-    });
+    let addr = rt.block_on(serve(body.clone()));
+    let mut calls = client(&rt, &telemetry, transport, &body, addr, on == "on");
+    calls(&rt, n);
     let stats = telemetry.stats();
-    assert_eq!(stats.usage_read, if on == "on" { n as u64 } else { 0 });
+    assert_eq!(stats.usage_read, if on == "on" { n } else { 0 });
 }
 
 criterion_group!(benches, bench);

@@ -116,9 +116,10 @@ impl State {
 }
 
 impl ReadUsage {
-    /// A chunk before the call is known to be read (the first), or one that is not `Bytes`.
+    /// Any chunk but a large `Bytes` one after the first: decides on the first whether the
+    /// call is read.
     #[inline(never)]
-    fn first_chunk<D: Buf>(&mut self, chunk: &D, bytes: Option<&Bytes>, call: &CallSpan) {
+    fn other_chunk<D: Buf>(&mut self, chunk: &D, bytes: Option<&Bytes>, call: &CallSpan) {
         let Some(state) = self.state.as_deref_mut() else {
             return;
         };
@@ -154,13 +155,14 @@ impl<D: Buf + 'static> OnBodyChunk<D> for ReadUsage {
         };
         let bytes = (chunk as &dyn Any).downcast_ref::<Bytes>();
         if let Some(bytes) = bytes {
-            // After the first chunk, a large `Bytes` chunk is one clone and one drop.
-            if state.active == Some(true) {
-                state.scanner.feed_bytes(bytes);
+            // After the first chunk, a large `Bytes` chunk is one clone and one drop (the
+            // scanner takes none this way before it was fed, so before the call was found to
+            // be one to read).
+            if state.scanner.feed_bytes_fast(bytes) {
                 return;
             }
         }
-        self.first_chunk(chunk, bytes, call);
+        self.other_chunk(chunk, bytes, call);
     }
 
     fn on_finish(&mut self, call: &mut CallSpan) {

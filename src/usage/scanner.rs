@@ -110,13 +110,22 @@ impl UsageScanner {
     /// chunk's buffer stays allocated until newer chunks replace it.
     #[inline]
     pub fn feed_bytes(&mut self, chunk: &Bytes) {
-        if chunk.len() >= self.fast_from {
-            // The usual case for large bodies: one clone, one drop.
-            self.total += chunk.len() as u64;
-            self.tail.replace_last(chunk);
-        } else {
+        if !self.feed_bytes_fast(chunk) {
             self.feed_bytes_slow(chunk);
         }
+    }
+
+    /// The usual case for large bodies, once the first chunk has been read: a chunk that
+    /// covers the window alone replaces the newest chunk kept (one clone, one drop). False
+    /// (and nothing done) for any other chunk.
+    #[inline]
+    pub(crate) fn feed_bytes_fast(&mut self, chunk: &Bytes) -> bool {
+        if chunk.len() < self.fast_from {
+            return false;
+        }
+        self.total += chunk.len() as u64;
+        self.tail.replace_last(chunk);
+        true
     }
 
     fn feed_bytes_slow(&mut self, chunk: &Bytes) {
