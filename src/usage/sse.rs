@@ -307,6 +307,21 @@ mod tests {
     }
 
     #[test]
+    fn done_with_other_fields_and_fields_named_like_data_are_passed() {
+        let usage =
+            "data: {\"model\":\"m\",\"usage\":{\"prompt_tokens\":2,\"completion_tokens\":3}}\n\n";
+        let long_done = format!("id: {}\ndata: [DONE]\n\n", "7".repeat(80));
+        let dataish = format!("database: {}\n\n", "x".repeat(80));
+        for end in [long_done, dataish] {
+            let body = format!("{usage}{end}");
+            assert_eq!(scan(&[body.as_bytes()]).0, Ok(Usage::new(2, 3)), "{end}");
+            // Cut after them: the usage before is still the last data event.
+            let cut = format!("{body}data: {{\"usage\":nu");
+            assert_eq!(scan(&[cut.as_bytes()]).0, Ok(Usage::new(2, 3)), "{end}");
+        }
+    }
+
+    #[test]
     fn an_oversized_last_event_is_out_of_window() {
         let body = format!(
             "data: {{\"model\":\"m\",\"x\":\"{}\",\"usage\":{{\"prompt_tokens\":1}}}}\n\n",
