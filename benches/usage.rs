@@ -150,6 +150,9 @@ where
     read
 }
 
+/// Makes the given number of calls on one client, and times them.
+type Calls = Box<dyn FnMut(&tokio::runtime::Runtime, u64) -> Duration>;
+
 /// A client of `transport` answering `body`: rounds of `calls` calls, timed.
 fn client(
     rt: &tokio::runtime::Runtime,
@@ -158,7 +161,7 @@ fn client(
     body: &Bytes,
     addr: SocketAddr,
     on: bool,
-) -> Box<dyn FnMut(&tokio::runtime::Runtime, u64) -> Duration> {
+) -> Calls {
     let collect = transport == Transport::Collected;
     if transport == Transport::Loopback {
         let mut client = {
