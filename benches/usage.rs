@@ -16,8 +16,8 @@
 //! reading on and off, for 64 KiB, 1 MiB and 5 MiB bodies: the scanner's share must not grow
 //! with the body.
 //!
-//! Run: `cargo bench --bench usage -- --warm-up-time 1 --measurement-time 3`; for instruction
-//! counts see [`instructions`].
+//! Run: `cargo bench --bench usage -- --warm-up-time 1 --measurement-time 3`; for the
+//! interleaved check alone see [`interleaved`], for instruction counts see [`instructions`].
 mod common;
 
 use std::convert::Infallible;
@@ -322,41 +322,51 @@ fn scanner_alone(bodies: &[(&str, Bytes)]) {
     }
 }
 
-/// Alternating rounds of `CALLS` calls, usage on and off (who goes first alternates): the
-/// ratio of the totals, and the median and 10th-percentile of the per-round on/off ratios.
+/// Alternating rounds of `calls` calls, usage on and off (who goes first alternates): the
+/// ratio of the totals, and the median, 10th and 90th percentiles of the per-round on/off
+/// ratios.
+///
+/// `USAGE_INTERLEAVED=<rounds>,<calls>` runs only this check, with that many rounds of that
+/// many calls (on a busy machine, many rounds of one call give the steadiest median).
 fn interleaved(rt: &tokio::runtime::Runtime, telemetry: &Telemetry, bodies: &[(&str, Bytes)]) {
-    const ROUNDS: usize = 101;
-    const CALLS: u64 = 10;
-    println!("\ninterleaved: {ROUNDS} rounds of {CALLS} calls, time with usage / without");
+    let (rounds, calls) = std::env::var("USAGE_INTERLEAVED")
+        .ok()
+        .and_then(|spec| {
+            let (rounds, calls) = spec.split_once(',')?;
+            Some((rounds.parse().ok()?, calls.parse().ok()?))
+        })
+        .unwrap_or((101usize, 10u64));
+    println!("\ninterleaved: {rounds} rounds of {calls} calls, time with usage / without");
     for (name, body) in bodies {
         let addr = rt.block_on(serve(body.clone()));
         for transport in Transport::ALL {
             let mut on = client(rt, telemetry, transport, body, addr, true);
             let mut off = client(rt, telemetry, transport, body, addr, false);
-            let mut ratios = Vec::with_capacity(ROUNDS);
+            let mut ratios = Vec::with_capacity(rounds);
             let (mut on_total, mut off_total) = (Duration::ZERO, Duration::ZERO);
-            for round in 0..ROUNDS {
+            for round in 0..rounds {
                 let (t_on, t_off) = if round % 2 == 0 {
-                    let t_on = on(rt, CALLS);
-                    (t_on, off(rt, CALLS))
+                    let t_on = on(rt, calls);
+                    (t_on, off(rt, calls))
                 } else {
-                    let t_off = off(rt, CALLS);
-                    (on(rt, CALLS), t_off)
+                    let t_off = off(rt, calls);
+                    (on(rt, calls), t_off)
                 };
                 on_total += t_on;
                 off_total += t_off;
                 ratios.push(t_on.as_secs_f64() / t_off.as_secs_f64());
             }
             ratios.sort_by(f64::total_cmp);
-            let per_call = |total: Duration| total / (ROUNDS as u32 * CALLS as u32);
+            let per_call = |total: Duration| total / (rounds as u32 * calls as u32);
             println!(
-                "  {:10} {name:8}  with {:>9.1?}/call  without {:>9.1?}/call  ratio of totals {:.3}  median {:.3}  p10 {:.3}",
+                "  {:10} {name:8}  with {:>9.1?}/call  without {:>9.1?}/call  ratio of totals {:.3}  median {:.3}  p10 {:.3}  p90 {:.3}",
                 transport.name(),
                 per_call(on_total),
                 per_call(off_total),
                 on_total.as_secs_f64() / off_total.as_secs_f64(),
-                ratios[ROUNDS / 2],
-                ratios[ROUNDS / 10],
+                ratios[rounds / 2],
+                ratios[rounds / 10],
+                ratios[rounds * 9 / 10],
             );
         }
     }
@@ -430,6 +440,23 @@ criterion_group!(benches, bench);
 fn main() {
     if let Ok(spec) = std::env::var("USAGE_CALLS") {
         instructions(&spec);
+        return;
+    }
+    if std::env::var_os("USAGE_INTERLEAVED").is_some() {
+        let rt = runtime();
+        let telemetry = rt.block_on(async {
+            Telemetry::builder()
+                .exporter(tower::service_fn(|_batch: kasal_telemetry::Batch| async {
+                    Ok::<_, Infallible>(())
+                }))
+                .ignore_env()
+                .build()
+        });
+        interleaved(
+            &rt,
+            &telemetry,
+            &[("json_1mb", json_body(MB)), ("sse_1mb", sse_body(MB))],
+        );
         return;
     }
     benches();
