@@ -327,7 +327,8 @@ fn scanner_alone(bodies: &[(&str, Bytes)]) {
 /// and the ratio of the fastest rounds.
 ///
 /// `USAGE_INTERLEAVED=<rounds>,<calls>` runs only this check, with that many rounds of that
-/// many calls (on a busy machine, many rounds of one call give the steadiest median).
+/// many calls (on a busy machine, many rounds of one call give the steadiest median);
+/// `USAGE_AA=1` turns usage reading off on both sides (an A/A run: the ratios' own bias).
 fn interleaved(rt: &tokio::runtime::Runtime, telemetry: &Telemetry, bodies: &[(&str, Bytes)]) {
     let (rounds, calls) = std::env::var("USAGE_INTERLEAVED")
         .ok()
@@ -340,7 +341,9 @@ fn interleaved(rt: &tokio::runtime::Runtime, telemetry: &Telemetry, bodies: &[(&
     for (name, body) in bodies {
         let addr = rt.block_on(serve(body.clone()));
         for transport in Transport::ALL {
-            let mut on = client(rt, telemetry, transport, body, addr, true);
+            // `USAGE_AA=1`: usage off on both sides, to see the measurement's own bias.
+            let aa = std::env::var_os("USAGE_AA").is_some();
+            let mut on = client(rt, telemetry, transport, body, addr, !aa);
             let mut off = client(rt, telemetry, transport, body, addr, false);
             let mut ratios = Vec::with_capacity(rounds);
             let (mut on_total, mut off_total) = (Duration::ZERO, Duration::ZERO);
