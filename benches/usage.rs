@@ -141,12 +141,20 @@ where
         let bytes = body.collect().await.unwrap().to_bytes();
         return std::hint::black_box(bytes).len();
     }
+    // `USAGE_HOLD=1`: the caller keeps its last frame until the next one arrives, as the usage
+    // reader does (so hyper cannot reuse its read buffer either way).
+    let hold = std::env::var_os("USAGE_HOLD").is_some();
+    let mut held = Bytes::new();
     let mut read = 0;
     while let Some(frame) = body.frame().await {
         if let Some(data) = frame.unwrap().data_ref() {
             read += data.len();
+            if hold {
+                held = data.clone();
+            }
         }
     }
+    drop(held);
     read
 }
 
@@ -328,7 +336,8 @@ fn scanner_alone(bodies: &[(&str, Bytes)]) {
 ///
 /// `USAGE_INTERLEAVED=<rounds>,<calls>` runs only this check, with that many rounds of that
 /// many calls (on a busy machine, many rounds of one call give the steadiest median);
-/// `USAGE_AA=1` turns usage reading off on both sides (an A/A run: the ratios' own bias).
+/// `USAGE_AA=1` turns usage reading off on both sides (an A/A run: the ratios' own bias);
+/// `USAGE_HOLD=1` makes the streaming caller keep its last frame (see [`call`]).
 fn interleaved(rt: &tokio::runtime::Runtime, telemetry: &Telemetry, bodies: &[(&str, Bytes)]) {
     let (rounds, calls) = std::env::var("USAGE_INTERLEAVED")
         .ok()
