@@ -1,11 +1,14 @@
 //! Token usage extraction: a 1 MB JSON chat completion and a 1 MB SSE stream through
 //! `TelemetryLayer` with usage reading on (`Product::Llm`, a `/serving-endpoints/{name}/invocations`
-//! path) vs off (`.usage(UsageReading::Never)`), side by side in one criterion group, two ways:
+//! path) vs off (`.usage(UsageReading::Never)`), side by side in one criterion group, three ways:
 //!
 //! - `in_process`: a `tower::service_fn` answering the body in 16 KiB `Bytes` frames (slices of
-//!   one buffer: no copy), read to its end with `BodyExt::collect`. The strictest floor: nothing
-//!   but the stack and the scanner.
-//! - `loopback`: hyper-util's client against a hyper server on 127.0.0.1 sending the same body.
+//!   one buffer: no copy), read frame by frame and dropped. The strictest floor: nothing but the
+//!   stack and the scanner; the megabyte itself is never touched.
+//! - `collected`: the same, read into one buffer (`collect().await?.to_bytes()`, what reqwest's
+//!   `.bytes()` does): what a caller that parses the answer pays at least.
+//! - `loopback`: hyper-util's client against a hyper server on 127.0.0.1 sending the same body,
+//!   read frame by frame: the real-world case.
 //!
 //! After the group, an interleaved check (short rounds alternating on and off, median ratio) is
 //! printed for each, since criterion measures the two apart and a shared machine drifts. Then a
@@ -13,8 +16,8 @@
 //! reading on and off, for 64 KiB, 1 MiB and 5 MiB bodies: the scanner's share must not grow
 //! with the body.
 //!
-//! Run: `cargo bench --bench usage -- --warm-up-time 1 --measurement-time 3`; for instruction
-//! counts see [`instructions`].
+//! Run: `cargo bench --bench usage -- --warm-up-time 1 --measurement-time 3`; for the
+//! interleaved check alone see [`interleaved`], for instruction counts see [`instructions`].
 mod common;
 
 use std::convert::Infallible;
@@ -96,9 +99,36 @@ fn layer(telemetry: &Telemetry, on: bool) -> TelemetryLayer {
     }
 }
 
-/// One call through `client`, reading the body to its end frame by frame (each frame dropped
-/// once read, as a streaming caller does).
-async fn call<S, B>(client: &mut S, url: &str) -> usize
+/// How a call's body is read, and where it comes from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Transport {
+    /// In process, frame by frame.
+    InProcess,
+    /// In process, into one buffer.
+    Collected,
+    /// Over 127.0.0.1, frame by frame.
+    Loopback,
+}
+
+impl Transport {
+    const ALL: [Transport; 3] = [
+        Transport::InProcess,
+        Transport::Collected,
+        Transport::Loopback,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Transport::InProcess => "in_process",
+            Transport::Collected => "collected",
+            Transport::Loopback => "loopback",
+        }
+    }
+}
+
+/// One call through `client`, reading the body to its end: frame by frame (each frame dropped
+/// once read, as a streaming caller does), or (`collect`) into one buffer.
+async fn call<S, B>(client: &mut S, url: &str, collect: bool) -> usize
 where
     S: Service<Request<Full<Bytes>>, Response = Response<B>, Error = BoxError>,
     B: http_body::Body<Data = Bytes> + Unpin,
@@ -107,13 +137,87 @@ where
     let request = Request::post(url).body(Full::default()).unwrap();
     let response = client.ready().await.unwrap().call(request).await.unwrap();
     let mut body = response.into_body();
+    if collect {
+        let bytes = body.collect().await.unwrap().to_bytes();
+        return std::hint::black_box(bytes).len();
+    }
+    // `USAGE_HOLD=1`: the caller keeps its last frame until the next one arrives, as the usage
+    // reader does (so hyper cannot reuse its read buffer either way).
+    let hold = std::env::var_os("USAGE_HOLD").is_some();
+    let mut held = Bytes::new();
     let mut read = 0;
     while let Some(frame) = body.frame().await {
         if let Some(data) = frame.unwrap().data_ref() {
             read += data.len();
+            if hold {
+                held = data.clone();
+            }
         }
     }
+    drop(held);
     read
+}
+
+/// Makes the given number of calls on one client, and times them.
+type Calls = Box<dyn FnMut(&tokio::runtime::Runtime, u64) -> Duration>;
+
+/// A client of `transport` answering `body`: rounds of `calls` calls, timed.
+fn client(
+    rt: &tokio::runtime::Runtime,
+    telemetry: &Telemetry,
+    transport: Transport,
+    body: &Bytes,
+    addr: SocketAddr,
+    on: bool,
+) -> Calls {
+    let collect = transport == Transport::Collected;
+    if transport == Transport::Loopback {
+        let mut client = {
+            let _guard = rt.enter();
+            layer(telemetry, on).layer(
+                hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                    .build_http::<Full<Bytes>>(),
+            )
+        };
+        let url = format!("http://{addr}{PATH}");
+        return Box::new(move |rt, calls| {
+            rt.block_on(async {
+                let start = Instant::now();
+                for _ in 0..calls {
+                    std::hint::black_box(call(&mut client, &url, collect).await);
+                }
+                start.elapsed()
+            })
+        });
+    }
+    let mut client = in_process(telemetry, body, on);
+    let url = format!("http://127.0.0.1{PATH}");
+    Box::new(move |rt, calls| {
+        rt.block_on(async {
+            let start = Instant::now();
+            for _ in 0..calls {
+                std::hint::black_box(call(&mut client, &url, collect).await);
+            }
+            start.elapsed()
+        })
+    })
+}
+
+/// The layer over a `service_fn` answering `body` in frames.
+fn in_process(
+    telemetry: &Telemetry,
+    body: &Bytes,
+    on: bool,
+) -> impl Service<
+    Request<Full<Bytes>>,
+    Response = Response<kasal_telemetry::TelemetryBody<Body>>,
+    Error = BoxError,
+> + use<> {
+    let served = body.clone();
+    layer(telemetry, on).layer(tower::service_fn(move |_request: Request<Full<Bytes>>| {
+        let body = framed(&served);
+        async move { Ok::<_, Infallible>(Response::new(body)) }
+    }))
 }
 
 async fn serve(body: Bytes) -> SocketAddr {
@@ -159,60 +263,17 @@ fn bench(c: &mut Criterion) {
     let bodies = [("json_1mb", json_body(MB)), ("sse_1mb", sse_body(MB))];
     let mut group = c.benchmark_group("usage");
     for (name, body) in &bodies {
-        // In process.
-        for on in [true, false] {
-            let served = body.clone();
-            let mut client = layer(&telemetry, on).layer(tower::service_fn(
-                move |_request: Request<Full<Bytes>>| {
-                    let body = framed(&served);
-                    async move { Ok::<_, Infallible>(Response::new(body)) }
-                },
-            ));
-            let url = format!("http://127.0.0.1{PATH}");
-            let id = format!(
-                "in_process/{name}/{}",
-                if on { "with_usage" } else { "without_usage" }
-            );
-            group.bench_function(id, |b| {
-                b.iter_custom(|iters| {
-                    rt.block_on(async {
-                        let start = Instant::now();
-                        for _ in 0..iters {
-                            std::hint::black_box(call(&mut client, &url).await);
-                        }
-                        start.elapsed()
-                    })
-                })
-            });
-        }
-        // Over loopback.
         let addr = rt.block_on(serve(body.clone()));
-        for on in [true, false] {
-            let mut client = {
-                let _guard = rt.enter();
-                layer(&telemetry, on).layer(
-                    hyper_util::client::legacy::Client::builder(
-                        hyper_util::rt::TokioExecutor::new(),
-                    )
-                    .build_http::<Full<Bytes>>(),
-                )
-            };
-            let url = format!("http://{addr}{PATH}");
-            let id = format!(
-                "loopback/{name}/{}",
-                if on { "with_usage" } else { "without_usage" }
-            );
-            group.bench_function(id, |b| {
-                b.iter_custom(|iters| {
-                    rt.block_on(async {
-                        let start = Instant::now();
-                        for _ in 0..iters {
-                            std::hint::black_box(call(&mut client, &url).await);
-                        }
-                        start.elapsed()
-                    })
-                })
-            });
+        for transport in Transport::ALL {
+            for on in [true, false] {
+                let mut round = client(&rt, &telemetry, transport, body, addr, on);
+                let id = format!(
+                    "{}/{name}/{}",
+                    transport.name(),
+                    if on { "with_usage" } else { "without_usage" }
+                );
+                group.bench_function(id, |b| b.iter_custom(|iters| round(&rt, iters)));
+            }
         }
     }
     group.finish();
@@ -269,83 +330,60 @@ fn scanner_alone(bodies: &[(&str, Bytes)]) {
     }
 }
 
-/// One round of calls on one client, timed.
-type Round = Box<dyn FnMut(&tokio::runtime::Runtime) -> Duration>;
-
-/// Alternating rounds of `CALLS` calls, usage on and off (who goes first alternates); the median
-/// and 10th-percentile on/off ratios.
+/// Alternating rounds of `calls` calls, usage on and off (who goes first alternates): the
+/// ratio of the totals, the median, 10th and 90th percentiles of the per-round on/off ratios,
+/// and the ratio of the fastest rounds.
+///
+/// `USAGE_INTERLEAVED=<rounds>,<calls>` runs only this check, with that many rounds of that
+/// many calls (on a busy machine, many rounds of one call give the steadiest median);
+/// `USAGE_AA=1` turns usage reading off on both sides (an A/A run: the ratios' own bias);
+/// `USAGE_HOLD=1` makes the streaming caller keep its last frame (see [`call`]).
 fn interleaved(rt: &tokio::runtime::Runtime, telemetry: &Telemetry, bodies: &[(&str, Bytes)]) {
-    const ROUNDS: usize = 41;
-    const CALLS: usize = 20;
-    println!("\ninterleaved: {ROUNDS} rounds of {CALLS} calls, time with usage / without");
+    let (rounds, calls) = std::env::var("USAGE_INTERLEAVED")
+        .ok()
+        .and_then(|spec| {
+            let (rounds, calls) = spec.split_once(',')?;
+            Some((rounds.parse().ok()?, calls.parse().ok()?))
+        })
+        .unwrap_or((101usize, 10u64));
+    println!("\ninterleaved: {rounds} rounds of {calls} calls, time with usage / without");
     for (name, body) in bodies {
         let addr = rt.block_on(serve(body.clone()));
-        for transport in ["in_process", "loopback"] {
-            let mut clients: Vec<Round> = Vec::new();
-            for on in [true, false] {
-                let url;
-                if transport == "in_process" {
-                    let served = body.clone();
-                    let mut client = layer(telemetry, on).layer(tower::service_fn(
-                        move |_request: Request<Full<Bytes>>| {
-                            let body = framed(&served);
-                            async move { Ok::<_, Infallible>(Response::new(body)) }
-                        },
-                    ));
-                    url = format!("http://127.0.0.1{PATH}");
-                    clients.push(Box::new(move |rt| {
-                        rt.block_on(async {
-                            let start = Instant::now();
-                            for _ in 0..CALLS {
-                                std::hint::black_box(call(&mut client, &url).await);
-                            }
-                            start.elapsed()
-                        })
-                    }));
-                } else {
-                    let mut client = {
-                        let _guard = rt.enter();
-                        layer(telemetry, on).layer(
-                            hyper_util::client::legacy::Client::builder(
-                                hyper_util::rt::TokioExecutor::new(),
-                            )
-                            .build_http::<Full<Bytes>>(),
-                        )
-                    };
-                    url = format!("http://{addr}{PATH}");
-                    clients.push(Box::new(move |rt| {
-                        rt.block_on(async {
-                            let start = Instant::now();
-                            for _ in 0..CALLS {
-                                std::hint::black_box(call(&mut client, &url).await);
-                            }
-                            start.elapsed()
-                        })
-                    }));
-                }
-            }
-            let mut ratios = Vec::with_capacity(ROUNDS);
+        for transport in Transport::ALL {
+            // `USAGE_AA=1`: usage off on both sides, to see the measurement's own bias.
+            let aa = std::env::var_os("USAGE_AA").is_some();
+            let mut on = client(rt, telemetry, transport, body, addr, !aa);
+            let mut off = client(rt, telemetry, transport, body, addr, false);
+            let mut ratios = Vec::with_capacity(rounds);
             let (mut on_total, mut off_total) = (Duration::ZERO, Duration::ZERO);
-            for round in 0..ROUNDS {
-                let (on, off) = if round % 2 == 0 {
-                    let on = clients[0](rt);
-                    (on, clients[1](rt))
+            // The fastest round of each: the least disturbed by other work on the machine.
+            let (mut on_min, mut off_min) = (Duration::MAX, Duration::MAX);
+            for round in 0..rounds {
+                let (t_on, t_off) = if round % 2 == 0 {
+                    let t_on = on(rt, calls);
+                    (t_on, off(rt, calls))
                 } else {
-                    let off = clients[1](rt);
-                    (clients[0](rt), off)
+                    let t_off = off(rt, calls);
+                    (on(rt, calls), t_off)
                 };
-                on_total += on;
-                off_total += off;
-                ratios.push(on.as_secs_f64() / off.as_secs_f64());
+                on_total += t_on;
+                off_total += t_off;
+                on_min = on_min.min(t_on);
+                off_min = off_min.min(t_off);
+                ratios.push(t_on.as_secs_f64() / t_off.as_secs_f64());
             }
             ratios.sort_by(f64::total_cmp);
-            let per_call = |total: Duration| total / (ROUNDS * CALLS) as u32;
+            let per_call = |total: Duration| total / (rounds as u32 * calls as u32);
             println!(
-                "  {transport:10} {name:8}  with {:>9.1?}/call  without {:>9.1?}/call  ratio median {:.3}  p10 {:.3}",
+                "  {:10} {name:8}  with {:>9.1?}/call  without {:>9.1?}/call  ratio of totals {:.3}  median {:.3}  p10 {:.3}  p90 {:.3}  fastest rounds {:.3}",
+                transport.name(),
                 per_call(on_total),
                 per_call(off_total),
-                ratios[ROUNDS / 2],
-                ratios[ROUNDS / 10],
+                on_total.as_secs_f64() / off_total.as_secs_f64(),
+                ratios[rounds / 2],
+                ratios[rounds / 10],
+                ratios[rounds * 9 / 10],
+                on_min.as_secs_f64() / off_min.as_secs_f64(),
             );
         }
     }
@@ -359,18 +397,12 @@ fn memory(rt: &tokio::runtime::Runtime, telemetry: &Telemetry) {
             let body = make(size);
             let mut peaks = Vec::new();
             for on in [true, false] {
-                let served = body.clone();
-                let mut client = layer(telemetry, on).layer(tower::service_fn(
-                    move |_request: Request<Full<Bytes>>| {
-                        let body = framed(&served);
-                        async move { Ok::<_, Infallible>(Response::new(body)) }
-                    },
-                ));
+                let mut client = in_process(telemetry, &body, on);
                 let url = format!("http://127.0.0.1{PATH}");
                 // Warm up (first-call allocations: the rollup key, the thread's shard).
-                rt.block_on(call(&mut client, &url));
+                rt.block_on(call(&mut client, &url, false));
                 let before = reset_peak();
-                rt.block_on(call(&mut client, &url));
+                rt.block_on(call(&mut client, &url, false));
                 peaks.push(peak_above(before));
             }
             println!(
@@ -385,20 +417,25 @@ fn memory(rt: &tokio::runtime::Runtime, telemetry: &Telemetry) {
 }
 
 /// For instruction counts (stable on a busy machine): `USAGE_CALLS=<json|sse>,<on|off>,<n>`
-/// makes `n` in-process calls and nothing else. Run it under
+/// makes `n` in-process calls read frame by frame and nothing else; `…,<n>,collected` reads
+/// each body into one buffer, `…,<n>,loopback` calls a server on 127.0.0.1 (in the same
+/// thread: the kernel's share is not counted, so the ratio is an upper bound). Run it under
 /// `valgrind --tool=callgrind` for two `n` and both settings: the differences give the
 /// instructions per call of the floor and of usage reading.
 fn instructions(spec: &str) {
     let parts: Vec<&str> = spec.split(',').collect();
-    let [kind, on, n] = parts[..] else {
-        panic!("USAGE_CALLS=<json|sse>,<on|off>,<n>");
+    let (kind, on, n, transport) = match parts[..] {
+        [kind, on, n] => (kind, on, n, Transport::InProcess),
+        [kind, on, n, "collected"] => (kind, on, n, Transport::Collected),
+        [kind, on, n, "loopback"] => (kind, on, n, Transport::Loopback),
+        _ => panic!("USAGE_CALLS=<json|sse>,<on|off>,<n>[,collected|loopback]"),
     };
     let body = if kind == "json" {
         json_body(MB)
     } else {
         sse_body(MB)
     };
-    let n: usize = n.parse().unwrap();
+    let n: u64 = n.parse().unwrap();
     let rt = runtime();
     let telemetry = rt.block_on(async {
         Telemetry::builder()
@@ -408,20 +445,11 @@ fn instructions(spec: &str) {
             .ignore_env()
             .build()
     });
-    let mut client = layer(&telemetry, on == "on").layer(tower::service_fn(
-        move |_request: Request<Full<Bytes>>| {
-            let body = framed(&body);
-            async move { Ok::<_, Infallible>(Response::new(body)) }
-        },
-    ));
-    let url = format!("http://127.0.0.1{PATH}");
-    rt.block_on(async {
-        for _ in 0..n {
-            std::hint::black_box(call(&mut client, &url).await);
-        }
-    });
+    let addr = rt.block_on(serve(body.clone()));
+    let mut calls = client(&rt, &telemetry, transport, &body, addr, on == "on");
+    calls(&rt, n);
     let stats = telemetry.stats();
-    assert_eq!(stats.usage_read, if on == "on" { n as u64 } else { 0 });
+    assert_eq!(stats.usage_read, if on == "on" { n } else { 0 });
 }
 
 criterion_group!(benches, bench);
@@ -429,6 +457,23 @@ criterion_group!(benches, bench);
 fn main() {
     if let Ok(spec) = std::env::var("USAGE_CALLS") {
         instructions(&spec);
+        return;
+    }
+    if std::env::var_os("USAGE_INTERLEAVED").is_some() {
+        let rt = runtime();
+        let telemetry = rt.block_on(async {
+            Telemetry::builder()
+                .exporter(tower::service_fn(|_batch: kasal_telemetry::Batch| async {
+                    Ok::<_, Infallible>(())
+                }))
+                .ignore_env()
+                .build()
+        });
+        interleaved(
+            &rt,
+            &telemetry,
+            &[("json_1mb", json_body(MB)), ("sse_1mb", sse_body(MB))],
+        );
         return;
     }
     benches();

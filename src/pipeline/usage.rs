@@ -30,12 +30,24 @@ pub(crate) struct UsageTable {
     sums: Mutex<Sums>,
 }
 
-/// Per product, per model: calls, tokens and per-call histograms. Nested so a known key is
-/// found by reference, without allocating.
+/// Per product, per model: calls, tokens and per-call histograms. The entry folded into last
+/// is checked first, without hashing (a process mostly calls one model at a time); others are
+/// found by reference through the index, without allocating.
 #[derive(Debug, Default)]
 struct Sums {
-    by_product: HashMap<Product, HashMap<Arc<str>, Sum>>,
-    keys: usize,
+    /// Every (product, model) of the window, with its sums.
+    entries: Vec<Entry>,
+    /// Where each key's entry is.
+    index: HashMap<Product, HashMap<Arc<str>, usize>>,
+    /// The entry folded into last.
+    last: usize,
+}
+
+#[derive(Debug)]
+struct Entry {
+    product: Product,
+    model: Arc<str>,
+    sum: Sum,
 }
 
 /// One (product, model)'s window so far.
@@ -54,25 +66,13 @@ impl UsageTable {
         let model = model.map_or(UNKNOWN_MODEL, |model| &**model);
         let mut guard = self.sums.lock().unwrap_or_else(PoisonError::into_inner);
         let sums = &mut *guard;
-        if !sums.by_product.contains_key(product) {
-            sums.by_product.insert(product.clone(), HashMap::new());
-        }
-        let Some(models) = sums.by_product.get_mut(product) else {
-            return;
+        let at = match sums.entries.get(sums.last) {
+            Some(entry) if entry.product == *product && *entry.model == *model => sums.last,
+            _ => sums.find_or_insert(product, model),
         };
-        let sum = match models.get_mut(model) {
-            Some(sum) => sum,
-            None => {
-                let model = if sums.keys < MAX_MODELS {
-                    model
-                } else {
-                    OTHER_MODEL
-                };
-                if !models.contains_key(model) {
-                    sums.keys += 1;
-                }
-                models.entry(Arc::from(model)).or_default()
-            }
+        sums.last = at;
+        let Some(Entry { sum, .. }) = sums.entries.get_mut(at) else {
+            return;
         };
         sum.calls += 1;
         sum.usage += usage;
@@ -91,11 +91,15 @@ impl UsageTable {
         window_end: SystemTime,
     ) -> Vec<UsageRollup> {
         let sums = std::mem::take(&mut *self.sums.lock().unwrap_or_else(PoisonError::into_inner));
-        sums.by_product
+        sums.entries
             .into_iter()
-            .flat_map(|(product, models)| {
-                models.into_iter().map(move |(model, sum)| UsageRollup {
-                    product: product.clone(),
+            .map(
+                |Entry {
+                     product,
+                     model,
+                     sum,
+                 }| UsageRollup {
+                    product,
                     model,
                     window_start,
                     window_end,
@@ -103,9 +107,42 @@ impl UsageTable {
                     usage: sum.usage,
                     input_histogram: sum.input,
                     output_histogram: sum.output,
-                })
-            })
+                },
+            )
             .collect()
+    }
+}
+
+impl Sums {
+    /// The entry of (product, model), added if new: past [`MAX_MODELS`] keys, a new model
+    /// is the product's [`OTHER_MODEL`].
+    fn find_or_insert(&mut self, product: &Product, model: &str) -> usize {
+        if !self.index.contains_key(product) {
+            self.index.insert(product.clone(), HashMap::new());
+        }
+        let Some(models) = self.index.get_mut(product) else {
+            return usize::MAX;
+        };
+        if let Some(&at) = models.get(model) {
+            return at;
+        }
+        let model = if self.entries.len() < MAX_MODELS {
+            model
+        } else {
+            OTHER_MODEL
+        };
+        if let Some(&at) = models.get(model) {
+            return at;
+        }
+        let model: Arc<str> = Arc::from(model);
+        let at = self.entries.len();
+        models.insert(model.clone(), at);
+        self.entries.push(Entry {
+            product: product.clone(),
+            model,
+            sum: Sum::default(),
+        });
+        at
     }
 }
 

@@ -4,6 +4,7 @@
 use std::any::Any;
 use std::fmt;
 use std::io::IoSlice;
+use std::sync::Arc;
 
 use bytes::{Buf, Bytes};
 use kasal_trace::{CallSpan, OnBodyChunk};
@@ -114,11 +115,11 @@ impl State {
     }
 }
 
-/// `D: 'static` so that `Bytes` chunks (every hyper, axum and reqwest body) are recognised and
-/// kept by reference; other buffers are copied (at most a window of each).
-impl<D: Buf + 'static> OnBodyChunk<D> for ReadUsage {
-    #[inline]
-    fn on_body_chunk(&mut self, chunk: &D, call: &mut CallSpan) {
+impl ReadUsage {
+    /// Any chunk but a large `Bytes` one after the first: decides on the first whether the
+    /// call is read.
+    #[inline(never)]
+    fn other_chunk<D: Buf>(&mut self, chunk: &D, bytes: Option<&Bytes>, call: &CallSpan) {
         let Some(state) = self.state.as_deref_mut() else {
             return;
         };
@@ -126,7 +127,7 @@ impl<D: Buf + 'static> OnBodyChunk<D> for ReadUsage {
             self.state = None;
             return;
         }
-        if let Some(bytes) = (chunk as &dyn Any).downcast_ref::<Bytes>() {
+        if let Some(bytes) = bytes {
             state.scanner.feed_bytes(bytes);
             return;
         }
@@ -142,6 +143,27 @@ impl<D: Buf + 'static> OnBodyChunk<D> for ReadUsage {
             }
         }
     }
+}
+
+/// `D: 'static` so that `Bytes` chunks (every hyper, axum and reqwest body) are recognised and
+/// kept by reference; other buffers are copied (at most a window of each).
+impl<D: Buf + 'static> OnBodyChunk<D> for ReadUsage {
+    #[inline]
+    fn on_body_chunk(&mut self, chunk: &D, call: &mut CallSpan) {
+        let Some(state) = self.state.as_deref_mut() else {
+            return;
+        };
+        let bytes = (chunk as &dyn Any).downcast_ref::<Bytes>();
+        if let Some(bytes) = bytes {
+            // After the first chunk, a large `Bytes` chunk is one clone and one drop (the
+            // scanner takes none this way before it was fed, so before the call was found to
+            // be one to read).
+            if state.scanner.feed_bytes_fast(bytes) {
+                return;
+            }
+        }
+        self.other_chunk(chunk, bytes, call);
+    }
 
     fn on_finish(&mut self, call: &mut CallSpan) {
         let Some(mut state) = self.state.take() else {
@@ -150,23 +172,27 @@ impl<D: Buf + 'static> OnBodyChunk<D> for ReadUsage {
         if !state.active(call) || !call.record().status.is_some_and(|s| s.is_success()) {
             return;
         }
-        let scan = state.scanner.finish();
-        if let Some(model) = scan.model {
+        let (usage, model) = state.scanner.finish_read();
+        if let Some(model) = model {
+            // The record's model so far (the serving endpoint's name) is shared when the body
+            // names the same one; a new name is allocated once, here.
+            let model = match call.model() {
+                Some(known) if known.as_bytes() == model.as_bytes() => known.clone(),
+                _ => Arc::from(model.as_str()),
+            };
             call.set_response_model(model);
         }
-        match scan.usage {
-            Some(usage) => {
+        match usage {
+            Ok(usage) => {
                 call.set_usage(usage);
                 state.telemetry.count_usage_scan(true);
             }
-            None => {
+            Err(reason) => {
                 state.telemetry.count_usage_scan(false);
-                if let Some(reason) = scan.ignored {
-                    tracing::debug!(
-                        reason = reason.as_str(),
-                        "no token usage read from the response"
-                    );
-                }
+                tracing::debug!(
+                    reason = reason.as_str(),
+                    "no token usage read from the response"
+                );
             }
         }
     }

@@ -15,64 +15,30 @@
 //! usage.
 
 use std::ops::Range;
-use std::sync::Arc;
 
-use bytes::Bytes;
-use kasal_trace::Usage;
 use memchr::memrchr;
 
 use super::Ignored;
-use super::parse::{parse_model, parse_top, parse_usage};
+use super::parse::{ModelName, Read, parse_model, parse_top, parse_usage};
 use super::tail::Tail;
 
 /// Bytes kept from each end of a JSON body.
 pub const WINDOW: usize = 4 * 1024;
 
-/// The JSON scanner's state.
-#[derive(Debug)]
+/// The JSON scanner's own state: the head. The tail (the last `WINDOW` bytes) and the byte
+/// count are the [`UsageScanner`](super::UsageScanner)'s.
+#[derive(Debug, Default)]
 pub(crate) struct JsonScan {
     /// The first bytes, copied, until the body outgrows `WINDOW` (a small body is parsed whole).
     head: Vec<u8>,
     /// What the first `WINDOW` bytes gave, once the body outgrew them.
     head_read: Option<Head>,
-    /// The last `WINDOW` bytes.
-    tail: Tail,
-    total: u64,
-}
-
-impl Default for JsonScan {
-    fn default() -> Self {
-        JsonScan {
-            head: Vec::new(),
-            head_read: None,
-            tail: Tail::new(WINDOW),
-            total: 0,
-        }
-    }
 }
 
 impl JsonScan {
-    /// Reads a chunk by copying what is needed of it.
-    pub(crate) fn feed(&mut self, chunk: &[u8]) {
-        self.feed_head(chunk);
-        self.tail.push_slice(chunk);
-    }
-
-    /// Reads a chunk, keeping it by reference.
-    #[inline]
-    pub(crate) fn feed_bytes(&mut self, chunk: &Bytes) {
-        if self.total < WINDOW as u64 {
-            self.feed_head(chunk);
-        } else {
-            self.total += chunk.len() as u64;
-        }
-        self.tail.push_bytes(chunk);
-    }
-
-    /// Counts the chunk, and keeps or reads what of it falls in the first `WINDOW` bytes.
-    fn feed_head(&mut self, chunk: &[u8]) {
-        let before = self.total;
-        self.total += chunk.len() as u64;
+    /// Keeps or reads what of `chunk` falls in the first `WINDOW` bytes, `before` being the
+    /// body's length before it. Nothing to do once `before` reaches `WINDOW`.
+    pub(crate) fn feed_head(&mut self, before: u64, chunk: &[u8]) {
         if before >= WINDOW as u64 {
             return;
         }
@@ -86,18 +52,19 @@ impl JsonScan {
             self.head.reserve_exact(WINDOW);
         }
         self.head.extend_from_slice(&chunk[..take]);
-        if self.total > WINDOW as u64 {
+        if before + chunk.len() as u64 > WINDOW as u64 {
             self.head_read = Some(head_members(&self.head));
             self.head = Vec::new();
         }
     }
 
     pub(crate) fn retained_bytes(&self) -> usize {
-        self.head.capacity() + self.tail.retained_bytes()
+        self.head.capacity()
     }
 
-    pub(crate) fn finish(&mut self) -> (Result<Usage, Ignored>, Option<Arc<str>>) {
-        if self.total <= WINDOW as u64 {
+    /// The result, from the head and `tail` (the body's last bytes; `total` bytes in all).
+    pub(crate) fn finish(&mut self, tail: &Tail, total: u64) -> Read {
+        if total <= WINDOW as u64 {
             let parsed = parse_top(&self.head);
             return (parsed.usage, parsed.model);
         }
@@ -109,7 +76,7 @@ impl JsonScan {
         // window's either way.
         let mut look = FIRST_LOOK;
         let (tail, walk) = loop {
-            let tail = self.tail.suffix(look);
+            let tail = tail.suffix(look);
             // The model named in the head spares walking the tail past the usage.
             let walk = tail_members(&tail, head.model.is_none());
             let ran_out = walk.end == End::Exhausted || tail.trim_ascii_end().is_empty();
@@ -142,7 +109,7 @@ const FIRST_LOOK: usize = 1024;
 /// What the head gave.
 #[derive(Debug)]
 struct Head {
-    model: Option<Arc<str>>,
+    model: Option<ModelName>,
     malformed: bool,
 }
 
@@ -398,12 +365,16 @@ fn skip_ws_back(t: &[u8], mut i: usize) -> usize {
 
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
+    use kasal_trace::Usage;
+
     use super::*;
+    use crate::usage::UsageScanner;
 
     /// Scans the chunks copied, and by reference: both must agree.
-    fn scan(chunks: &[&[u8]]) -> (Result<Usage, Ignored>, Option<Arc<str>>) {
-        let mut copied = JsonScan::default();
-        let mut by_ref = JsonScan::default();
+    fn scan(chunks: &[&[u8]]) -> Read {
+        let mut copied = UsageScanner::new();
+        let mut by_ref = UsageScanner::new();
         for chunk in chunks {
             copied.feed(chunk);
             assert!(copied.retained_bytes() <= 3 * WINDOW);
@@ -412,8 +383,8 @@ mod tests {
             // Head, ring, and the pieces kept by reference (under two windows, or one large chunk).
             assert!(by_ref.retained_bytes() <= 4 * WINDOW + chunk.len());
         }
-        let result = copied.finish();
-        assert_eq!(by_ref.finish(), result);
+        let result = copied.finish_read();
+        assert_eq!(by_ref.finish_read(), result);
         result
     }
 

@@ -7,8 +7,10 @@ use bytes::Bytes;
 use kasal_trace::Usage;
 
 use super::Ignored;
-use super::json::JsonScan;
-use super::sse::SseScan;
+use super::json::{JsonScan, WINDOW};
+use super::parse::Read;
+use super::sse::{self, EVENT_WINDOW};
+use super::tail::Tail;
 
 /// Reads the token usage and the model from a model-serving response body, chunk by chunk,
 /// keeping a few KiB at most whatever the body's size.
@@ -30,20 +32,40 @@ use super::sse::SseScan;
 /// assert_eq!(scan.usage, Some(Usage::new(12, 30)));
 /// assert_eq!(scan.model.as_deref(), Some("databricks-claude"));
 /// ```
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct UsageScanner {
-    state: State,
+    /// Chunks given by reference that are at least this long only replace the newest chunk
+    /// kept: they cover the tail's window alone, and nothing else is wanted from them.
+    /// `usize::MAX` while something else is (the kind of body, the JSON head) or while the
+    /// tail holds more than its newest chunk.
+    fast_from: usize,
+    /// The body's length so far.
+    total: u64,
+    /// Its last bytes: [`WINDOW`] of a JSON body, [`EVENT_WINDOW`] of an event stream.
+    tail: Tail,
+    kind: Kind,
 }
 
 #[derive(Debug, Default)]
-enum State {
+enum Kind {
     /// Nothing but whitespace so far.
     #[default]
     Sniffing,
     Json(JsonScan),
-    Sse(Box<SseScan>),
+    Sse,
     /// Neither a JSON object nor an event stream: ignored.
     Other,
+}
+
+impl Default for UsageScanner {
+    fn default() -> Self {
+        UsageScanner {
+            fast_from: usize::MAX,
+            total: 0,
+            tail: Tail::new(0),
+            kind: Kind::Sniffing,
+        }
+    }
 }
 
 /// What a scan found.
@@ -66,17 +88,21 @@ impl UsageScanner {
 
     /// Reads the next chunk of the body, copying what it keeps of it.
     pub fn feed(&mut self, chunk: &[u8]) {
-        match &mut self.state {
-            State::Sniffing => {
-                let Some(first) = self.sniff(chunk) else {
-                    return;
-                };
-                self.feed(&chunk[first..]);
+        match &mut self.kind {
+            Kind::Sniffing => {
+                if let Some(first) = self.sniff(chunk) {
+                    self.feed(&chunk[first..]);
+                }
+                return;
             }
-            State::Json(scan) => scan.feed(chunk),
-            State::Sse(scan) => scan.feed(chunk),
-            State::Other => {}
+            Kind::Other => return,
+            Kind::Json(json) => json.feed_head(self.total, chunk),
+            Kind::Sse => {}
         }
+        self.total += chunk.len() as u64;
+        self.tail.push_slice(chunk);
+        // The tail's ring now holds bytes: the next chunks must go through `push_bytes`.
+        self.fast_from = usize::MAX;
     }
 
     /// Reads the next chunk of the body, keeping it by reference (a clone of `chunk`, no copy)
@@ -84,32 +110,65 @@ impl UsageScanner {
     /// chunk's buffer stays allocated until newer chunks replace it.
     #[inline]
     pub fn feed_bytes(&mut self, chunk: &Bytes) {
-        match &mut self.state {
-            State::Json(scan) => scan.feed_bytes(chunk),
-            State::Sse(scan) => scan.feed_bytes(chunk),
-            State::Other => {}
-            State::Sniffing => {
-                let Some(first) = self.sniff(chunk) else {
-                    return;
-                };
-                if first == 0 {
-                    self.feed_bytes(chunk);
-                } else {
-                    self.feed_bytes(&chunk.slice(first..));
-                }
-            }
+        if !self.feed_bytes_fast(chunk) {
+            self.feed_bytes_slow(chunk);
         }
+    }
+
+    /// The usual case for large bodies, once the first chunk has been read: a chunk that
+    /// covers the window alone replaces the newest chunk kept (one clone, one drop). False
+    /// (and nothing done) for any other chunk.
+    #[inline]
+    pub(crate) fn feed_bytes_fast(&mut self, chunk: &Bytes) -> bool {
+        if chunk.len() < self.fast_from {
+            return false;
+        }
+        self.total += chunk.len() as u64;
+        self.tail.replace_last(chunk);
+        true
+    }
+
+    fn feed_bytes_slow(&mut self, chunk: &Bytes) {
+        match &mut self.kind {
+            Kind::Sniffing => {
+                if let Some(first) = self.sniff(chunk) {
+                    if first == 0 {
+                        self.feed_bytes_slow(chunk);
+                    } else {
+                        self.feed_bytes_slow(&chunk.slice(first..));
+                    }
+                }
+                return;
+            }
+            Kind::Other => return,
+            Kind::Json(json) => json.feed_head(self.total, chunk),
+            Kind::Sse => {}
+        }
+        self.total += chunk.len() as u64;
+        self.tail.push_bytes(chunk);
+        let head_read = !matches!(self.kind, Kind::Json(_)) || self.total >= WINDOW as u64;
+        self.fast_from = if head_read && self.tail.holds_last_only() {
+            self.tail.window()
+        } else {
+            usize::MAX
+        };
     }
 
     /// Picks the body's kind from its first byte that is not whitespace; returns where that
     /// byte is, `None` while there is none.
     fn sniff(&mut self, chunk: &[u8]) -> Option<usize> {
         let first = chunk.iter().position(|b| !b.is_ascii_whitespace())?;
-        self.state = match chunk[first] {
-            b'{' | b'[' => State::Json(JsonScan::default()),
+        self.kind = match chunk[first] {
+            b'{' | b'[' => {
+                self.tail = Tail::new(WINDOW);
+                Kind::Json(JsonScan::default())
+            }
             // An event stream starts with a field name or a comment.
-            b'd' | b'e' | b'i' | b'r' | b':' => State::Sse(Box::default()),
-            _ => State::Other,
+            b'd' | b'e' | b'i' | b'r' | b':' => {
+                self.tail = Tail::new(EVENT_WINDOW);
+                Kind::Sse
+            }
+            _ => Kind::Other,
         };
         Some(first)
     }
@@ -119,22 +178,17 @@ impl UsageScanner {
     /// [`EVENT_WINDOW`](super::EVENT_WINDOW), plus the chunks kept by reference (those that
     /// hold the window), whatever was fed.
     pub fn retained_bytes(&self) -> usize {
-        match &self.state {
-            State::Json(scan) => scan.retained_bytes(),
-            State::Sse(scan) => scan.retained_bytes(),
-            State::Sniffing | State::Other => 0,
-        }
+        let head = match &self.kind {
+            Kind::Json(json) => json.retained_bytes(),
+            _ => 0,
+        };
+        head + self.tail.retained_bytes()
     }
 
     /// The result, once the body has ended (or was cut off).
     pub fn finish(&mut self) -> UsageScan {
-        let (usage, model) = match &mut self.state {
-            State::Sniffing => (Err(Ignored::NoUsage), None),
-            State::Other => (Err(Ignored::Malformed), None),
-            State::Json(scan) => scan.finish(),
-            State::Sse(scan) => scan.finish(),
-        };
-        self.state = State::Other;
+        let (usage, model) = self.finish_read();
+        let model = model.map(|model| Arc::from(model.as_str()));
         match usage {
             Ok(usage) => UsageScan {
                 usage: Some(usage),
@@ -147,6 +201,21 @@ impl UsageScanner {
                 ignored: Some(ignored),
             },
         }
+    }
+
+    /// As [`finish`](Self::finish), with the model as read (not yet allocated).
+    pub(crate) fn finish_read(&mut self) -> Read {
+        let read = match &mut self.kind {
+            Kind::Sniffing => (Err(Ignored::NoUsage), None),
+            Kind::Other => (Err(Ignored::Malformed), None),
+            Kind::Json(json) => json.finish(&self.tail, self.total),
+            Kind::Sse => sse::finish(&self.tail, self.total),
+        };
+        *self = UsageScanner {
+            kind: Kind::Other,
+            ..UsageScanner::default()
+        };
+        read
     }
 }
 

@@ -4,73 +4,39 @@
 //! OpenAI-compatible streams (with `stream_options.include_usage`) send the usage in the last
 //! data event before `data: [DONE]`; every event names the model. So only the end of the stream
 //! matters. Per chunk the scanner only notes the chunk (the newest one by reference, see
-//! [`Tail`]): no byte is looked at before the stream ends. Then the events of the window are
-//! walked backwards from the end (blank lines found with `memrchr`), past `[DONE]` and events
-//! without data, to the last data event, whose data is joined and parsed. The last data event
-//! and everything after it must lie within the window: an event that starts before it is
+//! [`Tail`]): no byte is looked at before the stream ends. Then the events at the end are
+//! walked backwards (blank lines found with `memrchr`), past `[DONE]` and events without data,
+//! to the last data event: only that one is parsed (its data borrowed when it is one line, as
+//! it always is in practice), and only its `usage` and `model` members are built. The last data
+//! event and everything after it must lie within the window: an event that starts before it is
 //! [`Ignored::OutOfWindow`]. Lines may end in `\n` or `\r\n` (a stream using bare `\r` line
 //! ends is not read: no usage, counted).
 
-use std::sync::Arc;
+use std::borrow::Cow;
 
-use bytes::Bytes;
-use kasal_trace::Usage;
-use memchr::{memmem, memrchr};
+use memchr::memrchr;
 
 use super::Ignored;
-use super::parse::parse_top;
+use super::parse::{Read, parse_top};
 use super::tail::Tail;
 
 /// The bytes at the end of a stream that are read, in bytes: the last data event (a final usage
 /// event is a few hundred) and what follows it must fit.
 pub const EVENT_WINDOW: usize = 16 * 1024;
 
-/// The SSE scanner's state: the end of the stream.
-#[derive(Debug)]
-pub(crate) struct SseScan {
-    tail: Tail,
-    total: u64,
-}
-
-impl Default for SseScan {
-    fn default() -> Self {
-        SseScan {
-            tail: Tail::new(EVENT_WINDOW),
-            total: 0,
-        }
-    }
-}
-
-impl SseScan {
-    /// Reads a chunk by copying what is needed of it.
-    pub(crate) fn feed(&mut self, chunk: &[u8]) {
-        self.total += chunk.len() as u64;
-        self.tail.push_slice(chunk);
-    }
-
-    /// Reads a chunk, keeping it by reference.
-    #[inline]
-    pub(crate) fn feed_bytes(&mut self, chunk: &Bytes) {
-        self.total += chunk.len() as u64;
-        self.tail.push_bytes(chunk);
-    }
-
-    pub(crate) fn retained_bytes(&self) -> usize {
-        self.tail.retained_bytes()
-    }
-
-    pub(crate) fn finish(&mut self) -> (Result<Usage, Ignored>, Option<Arc<str>>) {
-        // Look at the last KiB first (where the usage event and `[DONE]` are), and further back
-        // only when no data event was found in it: the result is the window's either way.
-        let mut look = FIRST_LOOK;
-        loop {
-            let suffix = self.tail.suffix(look);
-            let whole = self.total <= suffix.len() as u64;
-            match read_events(&suffix, whole) {
-                Some(result) => return result,
-                None if look >= EVENT_WINDOW => return (Err(Ignored::OutOfWindow), None),
-                None => look = (4 * look).min(EVENT_WINDOW),
-            }
+/// Reads the usage and the model from the end of a stream: `tail` holds its last bytes,
+/// `total` bytes in all.
+pub(crate) fn finish(tail: &Tail, total: u64) -> Read {
+    // Look at the last KiB first (where the usage event and `[DONE]` are), and further back
+    // only when no data event was found in it: the result is the window's either way.
+    let mut look = FIRST_LOOK;
+    loop {
+        let suffix = tail.suffix(look);
+        let whole = total <= suffix.len() as u64;
+        match read_events(&suffix, whole) {
+            Some(result) => return result,
+            None if look >= EVENT_WINDOW => return (Err(Ignored::OutOfWindow), None),
+            None => look = (4 * look).min(EVENT_WINDOW),
         }
     }
 }
@@ -78,20 +44,62 @@ impl SseScan {
 /// Bytes of the stream's end looked at first.
 const FIRST_LOOK: usize = 1024;
 
-/// What a read gave: the usage (or why none) and the model.
-type Read = (Result<Usage, Ignored>, Option<Arc<str>>);
-
 /// Reads the events of `bytes`: the whole stream, or (`whole` false) its end, whose first
 /// event is skipped (it may have started earlier). `None` when the end holds no data event
 /// (one may lie further back).
+///
+/// Walks backwards from the end: the bytes after the last blank line (an event not closed by
+/// one is taken if its last line is complete, as some servers end the stream after `data: …\n`;
+/// a stream cut mid-line is incomplete), then each event before it, to the first one with data
+/// that is not `[DONE]`. Only that event is parsed.
 fn read_events(bytes: &[u8], whole: bool) -> Option<Read> {
-    let mut events = EventScan::default();
-    if whole {
-        events.feed(bytes);
-        return Some(events.finish());
+    let bytes = if whole {
+        bytes
+    } else {
+        &bytes[first_event(bytes)?..]
+    };
+    let last_blank = last_blank_line(bytes, bytes.len());
+    let pending = &bytes[last_blank.map_or(0, |lf| lf + 1)..];
+    let mut cut = false;
+    if pending.last() == Some(&b'\n') {
+        if let Event::Data(data) = event(pending) {
+            return Some(read_data(&data, false));
+        }
+    } else if !pending.iter().all(u8::is_ascii_whitespace) {
+        cut = true;
     }
-    events.feed(&bytes[first_event(bytes)?..]);
-    events.finish_end()
+    // The complete events, newest first. `[DONE]` after the data event means the stream
+    // ended properly, whatever is cut after it.
+    let mut saw_done = false;
+    let mut end = last_blank;
+    while let Some(lf) = end {
+        let start = last_blank_line(bytes, lf).map_or(0, |before| before + 1);
+        match event(&bytes[start..lf]) {
+            Event::Data(data) => return Some(read_data(&data, cut && !saw_done)),
+            Event::Done => saw_done = true,
+            Event::NoData => {}
+        }
+        end = start.checked_sub(1);
+    }
+    whole.then(|| {
+        let none = if cut && !saw_done {
+            Ignored::Incomplete
+        } else {
+            Ignored::NoUsage
+        };
+        (Err(none), None)
+    })
+}
+
+/// Parses the last data event's data. A stream cut after it (`cut_after`, and no `[DONE]`
+/// between) that gave no usage is incomplete: the usage may have been in the part cut off.
+fn read_data(data: &[u8], cut_after: bool) -> Read {
+    let parsed = parse_top(data);
+    let usage = match parsed.usage {
+        Err(Ignored::NoUsage) if cut_after => Err(Ignored::Incomplete),
+        other => other,
+    };
+    (usage, parsed.model)
 }
 
 /// Where the first event that starts after a blank line begins.
@@ -107,249 +115,60 @@ fn first_event(bytes: &[u8]) -> Option<usize> {
     }
 }
 
-/// What the last complete data event was.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-enum Last {
-    #[default]
-    None,
-    /// Its data is in `last`.
-    Data,
-    /// It was larger than the window.
-    Oversized,
-}
-
-/// Reads events in order, chunk by chunk, keeping the event being received and the last data
-/// event (each at most [`EVENT_WINDOW`]): run once over the window at the end. Per chunk, it
-/// finds the chunk's last blank line searching backwards and looks only at the event(s) just
-/// before it.
-#[derive(Debug)]
-struct EventScan {
-    /// The event being received: the bytes since the last blank line.
-    pending: Vec<u8>,
-    /// `pending` outgrew the window (its start is lost).
-    pending_overflow: bool,
-    /// The data of the last complete data event.
-    last: Vec<u8>,
-    last_state: Last,
-    /// The two bytes before the current chunk (a blank line may straddle chunks).
-    prev: [u8; 2],
-    /// The last event with data was `data: [DONE]`.
-    saw_done: bool,
-}
-
-impl Default for EventScan {
-    fn default() -> Self {
-        EventScan {
-            pending: Vec::new(),
-            pending_overflow: false,
-            last: Vec::new(),
-            last_state: Last::None,
-            // The stream starts at the start of a line.
-            prev: [b'\n', b'\n'],
-            saw_done: false,
+/// The index of the `\n` ending the last blank line in `bytes[..end]`; `bytes` starts at the
+/// start of a line (what comes before it counts as a blank line).
+fn last_blank_line(bytes: &[u8], end: usize) -> Option<usize> {
+    let mut end = end;
+    loop {
+        let lf = memrchr(b'\n', &bytes[..end])?;
+        let before = |back: usize| lf.checked_sub(back).map_or(b'\n', |at| bytes[at]);
+        if before(1) == b'\n' || (before(1) == b'\r' && before(2) == b'\n') {
+            return Some(lf);
         }
+        end = lf;
     }
 }
 
 /// What an event holds.
-enum Kind {
+enum Event<'a> {
     /// No data lines (a comment, a keep-alive, an `event:` only).
     NoData,
     /// `data: [DONE]`.
     Done,
-    /// Data: kept as the last data event.
-    Data,
-    /// Data, but over the window.
-    Oversized,
+    /// Data: its `data` lines' values joined with `\n`.
+    Data(Cow<'a, [u8]>),
 }
 
-impl EventScan {
-    fn feed(&mut self, chunk: &[u8]) {
-        if chunk.is_empty() {
-            return;
-        }
-        match self.last_blank_line(chunk, chunk.len()) {
-            None => self.push_pending(chunk),
-            Some(end) => {
-                self.complete_events(&chunk[..=end]);
-                self.pending.clear();
-                self.pending_overflow = false;
-                self.push_pending(&chunk[end + 1..]);
-            }
-        }
-        self.prev = match chunk.len() {
-            1 => [self.prev[1], chunk[0]],
-            n => [chunk[n - 2], chunk[n - 1]],
-        };
-    }
-
-    /// As [`finish`](Self::finish), for events read from the end of a stream: `None` when
-    /// they hold no data event.
-    fn finish_end(&mut self) -> Option<Read> {
-        let result = self.finish();
-        (self.last_state != Last::None).then_some(result)
-    }
-
-    fn finish(&mut self) -> (Result<Usage, Ignored>, Option<Arc<str>>) {
-        // An event not closed by a blank line: taken if its last line is complete (some servers
-        // end the stream after `data: …\n`); a stream cut mid-line is incomplete.
-        let mut cut = false;
-        if !self.pending.is_empty() || self.pending_overflow {
-            if self.pending.last() == Some(&b'\n') && !self.pending_overflow {
-                let pending = std::mem::take(&mut self.pending);
-                self.take_event(&pending);
-            } else if !self.pending.iter().all(u8::is_ascii_whitespace) || self.pending_overflow {
-                cut = true;
-            }
-        }
-        let (usage, model) = match self.last_state {
-            Last::Data => match event_data(&self.last) {
-                Some(data) => {
-                    let parsed = parse_top(&data);
-                    (parsed.usage, parsed.model)
-                }
-                None => (Err(Ignored::NoUsage), None),
-            },
-            Last::Oversized => (Err(Ignored::OutOfWindow), None),
-            Last::None => (Err(Ignored::NoUsage), None),
-        };
-        let usage = match usage {
-            Err(Ignored::NoUsage) if cut && !self.saw_done => Err(Ignored::Incomplete),
-            other => other,
-        };
-        (usage, model)
-    }
-
-    fn push_pending(&mut self, bytes: &[u8]) {
-        if self.pending_overflow || bytes.is_empty() {
-            return;
-        }
-        if self.pending.len() + bytes.len() > EVENT_WINDOW {
-            self.pending_overflow = true;
-            self.pending = Vec::new();
-        } else {
-            self.pending.extend_from_slice(bytes);
-        }
-    }
-
-    /// The byte at `i` of the chunk, where negative indices look back before it.
-    fn byte(&self, chunk: &[u8], i: isize) -> u8 {
-        match i {
-            -2 => self.prev[0],
-            -1 => self.prev[1],
-            i => chunk[i as usize],
-        }
-    }
-
-    /// The index of the `\n` ending the last blank line in `chunk[..end]`.
-    fn last_blank_line(&self, chunk: &[u8], end: usize) -> Option<usize> {
-        let mut end = end;
-        loop {
-            let lf = memrchr(b'\n', &chunk[..end])?;
-            let at = lf as isize;
-            let before = self.byte(chunk, at - 1);
-            if before == b'\n' || (before == b'\r' && self.byte(chunk, at - 2) == b'\n') {
-                return Some(lf);
-            }
-            end = lf;
-        }
-    }
-
-    /// `region` ends with a blank line; `pending` holds the start of its first event. Finds the
-    /// last event with data in it (looking backwards, past `[DONE]` and data-less events) and
-    /// keeps its data.
-    fn complete_events(&mut self, region: &[u8]) {
-        let mut end = region.len() - 1; // the `\n` of the blank line closing the event
-        let mut latest = true;
-        loop {
-            // The event's bytes run from just after the previous blank line to `end`.
-            let start = if end == 0 {
-                None
-            } else {
-                self.last_blank_line(region, end).map(|lf| lf + 1)
-            };
-            let kind = match start {
-                Some(start) => self.take_event(&region[start..end]),
-                None if self.pending_overflow => Kind::Oversized,
-                None => {
-                    let mut event = std::mem::take(&mut self.pending);
-                    let kind = if event.len() + end > EVENT_WINDOW {
-                        Kind::Oversized
-                    } else {
-                        event.extend_from_slice(&region[..end]);
-                        self.take_event(&event)
-                    };
-                    self.pending = event;
-                    kind
-                }
-            };
-            match kind {
-                Kind::Data => {
-                    self.saw_done &= !latest;
-                    return;
-                }
-                Kind::Oversized => {
-                    self.saw_done &= !latest;
-                    self.last_state = Last::Oversized;
-                    return;
-                }
-                Kind::Done => {
-                    if latest {
-                        self.saw_done = true;
-                        latest = false;
-                    }
-                }
-                Kind::NoData => {}
-            }
-            match start {
-                // Earlier events were seen by earlier chunks: `last` already holds the one
-                // before.
-                None => return,
-                Some(start) => end = start - 1,
-            }
-        }
-    }
-
-    /// Classifies one event (its raw lines, without the closing blank line) and keeps its raw
-    /// bytes as the last data event if it has data. Only searches (SIMD) and one copy here: the
-    /// lines are split and the data joined once, at the end.
-    fn take_event(&mut self, event: &[u8]) -> Kind {
-        let has_data = event.starts_with(b"data") || memmem::find(event, b"\ndata").is_some();
-        if !has_data {
-            return Kind::NoData;
-        }
-        if event.len() > EVENT_WINDOW {
-            return Kind::Oversized;
-        }
-        // `data: [DONE]` (alone, or with an id or a comment): small, so split it exactly.
-        if event.len() <= 64 {
-            let data = event_data(event);
-            match data.as_deref().map(<[u8]>::trim_ascii) {
-                None => return Kind::NoData,
-                Some(b"[DONE]") => return Kind::Done,
-                Some(_) => {}
-            }
-        }
-        self.last.clear();
-        self.last.extend_from_slice(event);
-        self.last_state = Last::Data;
-        Kind::Data
+/// Reads one event (its lines, without the blank line closing it).
+fn event(event: &[u8]) -> Event<'_> {
+    match event_data(event) {
+        None => Event::NoData,
+        Some(data) if data.trim_ascii() == b"[DONE]" => Event::Done,
+        Some(data) => Event::Data(data),
     }
 }
 
-/// The data of an event: its `data` field values joined with `\n`, or `None` without any.
-fn event_data(event: &[u8]) -> Option<Vec<u8>> {
-    let mut data: Option<Vec<u8>> = None;
-    for line in event.split(|&b| b == b'\n') {
+/// The data of an event: its `data` field values joined with `\n` (borrowed when there is
+/// one), or `None` without any.
+fn event_data(event: &[u8]) -> Option<Cow<'_, [u8]>> {
+    let mut data: Option<Cow<'_, [u8]>> = None;
+    let mut rest = event;
+    while !rest.is_empty() {
+        let (line, next) = match memchr::memchr(b'\n', rest) {
+            Some(lf) => (&rest[..lf], &rest[lf + 1..]),
+            None => (rest, &[][..]),
+        };
+        rest = next;
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         let Some(value) = data_value(line) else {
             continue;
         };
         match &mut data {
-            None => data = Some(value.to_vec()),
-            Some(buf) => {
-                buf.push(b'\n');
-                buf.extend_from_slice(value);
+            None => data = Some(Cow::Borrowed(value)),
+            Some(joined) => {
+                let joined = joined.to_mut();
+                joined.push(b'\n');
+                joined.extend_from_slice(value);
             }
         }
     }
@@ -368,12 +187,16 @@ fn data_value(line: &[u8]) -> Option<&[u8]> {
 
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
+    use kasal_trace::Usage;
+
     use super::*;
+    use crate::usage::UsageScanner;
 
     /// Scans the chunks copied, and by reference: both must agree.
-    fn scan(chunks: &[&[u8]]) -> (Result<Usage, Ignored>, Option<Arc<str>>) {
-        let mut copied = SseScan::default();
-        let mut by_ref = SseScan::default();
+    fn scan(chunks: &[&[u8]]) -> Read {
+        let mut copied = UsageScanner::new();
+        let mut by_ref = UsageScanner::new();
         for chunk in chunks {
             copied.feed(chunk);
             assert!(copied.retained_bytes() <= EVENT_WINDOW);
@@ -382,8 +205,8 @@ mod tests {
             // The ring, and the pieces kept by reference (under two windows, or one large chunk).
             assert!(by_ref.retained_bytes() <= 3 * EVENT_WINDOW + chunk.len());
         }
-        let result = copied.finish();
-        assert_eq!(by_ref.finish(), result);
+        let result = copied.finish_read();
+        assert_eq!(by_ref.finish_read(), result);
         result
     }
 
@@ -481,6 +304,21 @@ mod tests {
         let (usage, model) = scan(&[body.as_bytes()]);
         assert_eq!(usage, Ok(Usage::new(2, 3)));
         assert_eq!(model.as_deref(), Some("m"));
+    }
+
+    #[test]
+    fn done_with_other_fields_and_fields_named_like_data_are_passed() {
+        let usage =
+            "data: {\"model\":\"m\",\"usage\":{\"prompt_tokens\":2,\"completion_tokens\":3}}\n\n";
+        let long_done = format!("id: {}\ndata: [DONE]\n\n", "7".repeat(80));
+        let dataish = format!("database: {}\n\n", "x".repeat(80));
+        for end in [long_done, dataish] {
+            let body = format!("{usage}{end}");
+            assert_eq!(scan(&[body.as_bytes()]).0, Ok(Usage::new(2, 3)), "{end}");
+            // Cut after them: the usage before is still the last data event.
+            let cut = format!("{body}data: {{\"usage\":nu");
+            assert_eq!(scan(&[cut.as_bytes()]).0, Ok(Usage::new(2, 3)), "{end}");
+        }
     }
 
     #[test]

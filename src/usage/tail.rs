@@ -13,7 +13,6 @@
 //! allocations alive until newer chunks cover the window: the last buffers the body handed out.
 
 use std::borrow::Cow;
-use std::collections::VecDeque;
 
 use bytes::Bytes;
 
@@ -27,7 +26,7 @@ pub(crate) struct Tail {
     /// The bytes before `older` and `last` (the newest of them, at most `window`).
     ring: Ring,
     /// Chunks before `last`, by reference, oldest first (when `last` is under the window).
-    older: VecDeque<Bytes>,
+    older: Pieces,
     /// Their total length.
     older_len: usize,
     /// The newest chunk, by reference (empty when it was copied into the ring).
@@ -39,10 +38,29 @@ impl Tail {
         Tail {
             window,
             ring: Ring::default(),
-            older: VecDeque::new(),
+            older: Pieces::default(),
             older_len: 0,
             last: Bytes::new(),
         }
+    }
+
+    /// The window: how many of the last bytes are kept.
+    pub(crate) fn window(&self) -> usize {
+        self.window
+    }
+
+    /// Whether nothing is kept but the newest chunk (so a chunk that covers the window may
+    /// just [`replace_last`](Self::replace_last)).
+    pub(crate) fn holds_last_only(&self) -> bool {
+        self.older_len == 0 && self.ring.buf.is_empty()
+    }
+
+    /// Keeps `chunk` (at least the window long) in place of the newest chunk, when nothing else
+    /// is kept ([`holds_last_only`](Self::holds_last_only)): one clone, one drop.
+    #[inline]
+    pub(crate) fn replace_last(&mut self, chunk: &Bytes) {
+        debug_assert!(chunk.len() >= self.window && self.holds_last_only());
+        self.last = chunk.clone();
     }
 
     /// Adds a chunk by reference.
@@ -108,7 +126,7 @@ impl Tail {
         let mut parts: [&[u8]; MAX_PIECES + 2] = [&[]; MAX_PIECES + 2];
         parts[0] = older;
         parts[1] = newer;
-        for (slot, piece) in parts[2..].iter_mut().zip(&self.older) {
+        for (slot, piece) in parts[2..].iter_mut().zip(self.older.iter()) {
             *slot = piece;
         }
         parts[MAX_PIECES + 1] = &self.last;
@@ -141,6 +159,54 @@ impl Tail {
     /// Bytes held: the ring's capacity and the referenced chunks' lengths.
     pub(crate) fn retained_bytes(&self) -> usize {
         self.ring.buf.capacity() + self.older_len + self.last.len()
+    }
+}
+
+/// Chunks kept by reference, oldest first: at most [`MAX_PIECES`], in place (keeping them
+/// allocates nothing).
+#[derive(Debug, Default)]
+struct Pieces {
+    items: [Bytes; MAX_PIECES],
+    len: usize,
+}
+
+impl Pieces {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn iter(&self) -> std::slice::Iter<'_, Bytes> {
+        self.items[..self.len].iter()
+    }
+
+    fn front(&self) -> Option<&Bytes> {
+        self.iter().next()
+    }
+
+    /// Adds the newest piece; the caller keeps fewer than [`MAX_PIECES`] before adding one.
+    fn push_back(&mut self, piece: Bytes) {
+        debug_assert!(self.len < MAX_PIECES);
+        if let Some(slot) = self.items.get_mut(self.len) {
+            *slot = piece;
+            self.len += 1;
+        }
+    }
+
+    fn pop_front(&mut self) -> Option<Bytes> {
+        if self.len == 0 {
+            return None;
+        }
+        let front = std::mem::take(&mut self.items[0]);
+        self.items[..self.len].rotate_left(1);
+        self.len -= 1;
+        Some(front)
+    }
+
+    fn clear(&mut self) {
+        for item in &mut self.items[..self.len] {
+            *item = Bytes::new();
+        }
+        self.len = 0;
     }
 }
 

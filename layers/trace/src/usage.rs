@@ -80,9 +80,13 @@ pub const MAX_MODEL_LEN: usize = 128;
 /// no control characters or whitespace (model and endpoint names never have them, and a rollup
 /// key must not be attacker-sized).
 pub fn valid_model(model: &str) -> Option<&str> {
-    let ok = !model.is_empty()
-        && model.len() <= MAX_MODEL_LEN
-        && !model.chars().any(|c| c.is_control() || c.is_whitespace());
+    let printable = if model.is_ascii() {
+        // ASCII control characters and whitespace are the bytes up to the space, and DEL.
+        model.bytes().all(|b| b > b' ' && b != 0x7f)
+    } else {
+        !model.chars().any(|c| c.is_control() || c.is_whitespace())
+    };
+    let ok = !model.is_empty() && model.len() <= MAX_MODEL_LEN && printable;
     ok.then_some(model)
 }
 
@@ -146,6 +150,21 @@ mod tests {
         assert!(is_model_serving_path("/v1/embeddings"));
         assert!(!is_model_serving_path("/api/2.0/jobs/list"));
         assert_eq!(valid_model("a b"), None);
+        for bad in [
+            "a\tb",
+            "a\u{7f}",
+            "a\u{1f}",
+            "\u{a0}x",
+            "a\u{2028}",
+            "a\u{85}",
+        ] {
+            assert_eq!(valid_model(bad), None, "{bad:?}");
+        }
+        assert_eq!(
+            valid_model("gpt-4o_mini.v2:latest"),
+            Some("gpt-4o_mini.v2:latest")
+        );
+        assert_eq!(valid_model("modèle-ü"), Some("modèle-ü"));
         assert_eq!(valid_model(&"m".repeat(MAX_MODEL_LEN + 1)), None);
     }
 
