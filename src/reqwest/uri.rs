@@ -1,10 +1,9 @@
 //! A reqwest request's `Url` as the `http::Uri` the call core reads, built from the parts the
 //! `Url` has already parsed rather than by parsing its whole text again.
 
-use std::cell::RefCell;
-
 use http::Uri;
-use http::uri::{Authority, Parts, PathAndQuery, Scheme};
+use http::uri::{Parts, PathAndQuery, Scheme};
+use kasal_trace::shared_authority;
 use reqwest::Url;
 use url::Position;
 
@@ -30,25 +29,6 @@ fn from_parts(url: &Url) -> Option<Uri> {
     parts.authority = Some(authority);
     parts.path_and_query = Some(path_and_query);
     Uri::from_parts(parts).ok()
-}
-
-/// `authority` parsed, or shared from this thread's last one when it is the same.
-fn shared_authority(authority: &str) -> Option<Authority> {
-    thread_local! {
-        static LAST: RefCell<Option<Authority>> = const { RefCell::new(None) };
-    }
-    LAST.try_with(|last| {
-        let Ok(mut last) = last.try_borrow_mut() else {
-            return Authority::try_from(authority).ok();
-        };
-        if let Some(shared) = last.as_ref().filter(|a| a.as_str() == authority) {
-            return Some(shared.clone());
-        }
-        let parsed = Authority::try_from(authority).ok()?;
-        *last = Some(parsed.clone());
-        Some(parsed)
-    })
-    .unwrap_or_else(|_| Authority::try_from(authority).ok())
 }
 
 #[cfg(test)]

@@ -572,13 +572,15 @@ fn server_authority(uri: &Uri, authority: Option<&str>, headers: &HeaderMap) -> 
         _ => headers
             .get(http::header::HOST)
             .and_then(|host| host.to_str().ok())
-            .and_then(|host| parse_host(host_and_port(host))),
+            .and_then(|host| shared_authority(host_and_port(host))),
     }
 }
 
-/// `host` as an [`Authority`], shared from this thread's last one when it is the same (a
-/// server sees the same `Host` on nearly every request: this saves a parse and a copy).
-fn parse_host(host: &str) -> Option<Authority> {
+/// `host` parsed as an [`Authority`], shared from this thread's last one when the text is the
+/// same: a server sees the same `Host` on nearly every request, and a client calls the same
+/// few hosts, so this saves a parse and a copy (the clone shares the bytes). `None` when the
+/// text is not an authority. For adapters building a request's URI (the reqwest one does).
+pub fn shared_authority(host: &str) -> Option<Authority> {
     thread_local! {
         static LAST: RefCell<Option<Authority>> = const { RefCell::new(None) };
     }

@@ -157,7 +157,7 @@ mod service;
 mod usage;
 
 pub use body::TracedBody;
-pub use call::CallSpan;
+pub use call::{CallSpan, shared_authority};
 pub use client_address::ClientAddress;
 pub use context::{ExecutionContext, ExecutionMode, OperationId, Route, SecretToken};
 pub use forwarded::{
