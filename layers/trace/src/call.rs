@@ -584,18 +584,7 @@ pub fn shared_authority(host: &str) -> Option<Authority> {
     thread_local! {
         static LAST: RefCell<Option<Authority>> = const { RefCell::new(None) };
     }
-    LAST.try_with(|last| {
-        let Ok(mut last) = last.try_borrow_mut() else {
-            return host.parse().ok();
-        };
-        if let Some(authority) = last.as_ref().filter(|a| a.as_str() == host) {
-            return Some(authority.clone());
-        }
-        let authority: Authority = host.parse().ok()?;
-        *last = Some(authority.clone());
-        Some(authority)
-    })
-    .unwrap_or_else(|_| host.parse().ok())
+    crate::last::shared(&LAST, |last| last.as_str() == host, || host.parse().ok())
 }
 
 /// `otel.name`: `"{METHOD}"` or `"{METHOD} {template}"` (`HTTP` for a method the conventions do
@@ -628,26 +617,16 @@ fn otel_name(method_index: Option<usize>, route_index: Option<usize>, route: Opt
 
 /// `"{method} {route}"`, from this thread's last one when it is the same.
 fn last_name(method: &'static str, route: &str) -> Name {
-    /// The method, the route and their name.
-    type Last = Option<(&'static str, Arc<str>, Arc<str>)>;
     thread_local! {
-        static LAST: RefCell<Last> = const { RefCell::new(None) };
+        static LAST: RefCell<Option<Arc<str>>> = const { RefCell::new(None) };
     }
     let make = || Arc::<str>::from(format!("{method} {route}"));
-    LAST.try_with(|last| {
-        let Ok(mut last) = last.try_borrow_mut() else {
-            return make();
-        };
-        if let Some((last_method, last_route, name)) = &*last {
-            if *last_method == method && **last_route == *route {
-                return name.clone();
-            }
-        }
-        let name = make();
-        *last = Some((method, Arc::from(route), name.clone()));
-        name
-    })
-    .map_or_else(|_| Name::Shared(make()), Name::Shared)
+    let same = |name: &Arc<str>| {
+        name.strip_prefix(method)
+            .and_then(|rest| rest.strip_prefix(' '))
+            .is_some_and(|rest| rest == route)
+    };
+    Name::Shared(crate::last::shared(&LAST, same, || Some(make())).unwrap_or_else(make))
 }
 
 /// An `otel.name`, borrowed for the span's creation.

@@ -214,18 +214,8 @@ fn shared_caller(caller: &str) -> Arc<str> {
     thread_local! {
         static LAST: RefCell<Option<Arc<str>>> = const { RefCell::new(None) };
     }
-    LAST.try_with(|last| {
-        let Ok(mut last) = last.try_borrow_mut() else {
-            return Arc::from(caller);
-        };
-        if let Some(same) = last.as_ref().filter(|last| ***last == *caller) {
-            return same.clone();
-        }
-        let fresh = Arc::<str>::from(caller);
-        *last = Some(fresh.clone());
-        fresh
-    })
-    .unwrap_or_else(|_| Arc::from(caller))
+    let make = || Arc::<str>::from(caller);
+    crate::last::shared(&LAST, |last| **last == *caller, || Some(make())).unwrap_or_else(make)
 }
 
 /// The one value of `name`, trimmed, if sent; rejected when oversized, not UTF-8, empty or

@@ -148,6 +148,7 @@ mod client_address;
 mod context;
 mod forwarded;
 mod future;
+mod last;
 mod layer;
 mod on_body_chunk;
 mod record;
