@@ -10,6 +10,7 @@ use std::thread::LocalKey;
 ///
 /// Never fails: a slot already borrowed (re-entered from `make`) or gone (thread teardown)
 /// only means the value is made afresh.
+#[inline]
 pub(crate) fn shared<T: Clone>(
     slot: &'static LocalKey<RefCell<Option<T>>>,
     same: impl Fn(&T) -> bool,
