@@ -112,65 +112,66 @@ impl CallSpan {
             .or(context_operation);
         let authority = url_authority(uri);
         let host = server_authority(uri, authority, headers);
-        let (address, port) = match &host {
-            Some(host) => {
-                let (address, port) = split_host_port(host.as_str());
-                let port = port.or(match uri.scheme() {
-                    Some(scheme) if *scheme == Scheme::HTTPS => Some(443),
-                    Some(scheme) if *scheme == Scheme::HTTP => Some(80),
-                    _ => None,
-                });
-                (Some(address), port)
-            }
-            None => (None, None),
-        };
-        let method_index = known_method_index(method);
-        let known_method = method_index.is_some();
-        let route_index = table_match.map(|(row, _)| row);
-        let path_clean = table_match.is_some_and(|(_, clean)| clean);
-        let otel_name = otel_name(method_index, route_index, route.as_deref());
-        let is_server = direction == Direction::Server;
-        // Client: `url.full` and `url.template`. Server: `url.path`, `url.scheme`, `http.route`,
-        // `user_agent.original`, `client.address`.
-        let url_full = (!is_server)
-            .then(|| RedactedUri::with_authority(uri, authority).path_clean(path_clean));
-        let url_path = is_server.then(|| redact(uri.path()));
-        let user_agent = match is_server {
-            true => headers
-                .get(http::header::USER_AGENT)
-                .and_then(|value| value.to_str().ok())
-                .map(redact),
-            false => None,
-        };
-        let client_address = match is_server {
-            true => extensions
-                .get::<ClientAddress>()
-                .map(|address| display(address.ip())),
-            false => None,
-        };
-
         let model_call = crate::usage::is_model_serving_path(uri.path());
         let endpoint = model_call
             .then(|| crate::usage::serving_endpoint_model(uri.path()))
             .flatten();
 
-        let kind = direction.as_str();
-        let method_name = method_index.map_or(OTHER, |index| KNOWN_METHODS[index]);
-        let method_original = (!known_method).then(|| method.as_str());
-        let http_route = route.as_deref().filter(|_| is_server);
-        let url_template = route.as_deref().filter(|_| !is_server);
-        let url_path = url_path.as_deref();
-        let url_scheme = is_server.then(|| uri.scheme_str().unwrap_or("http"));
-        let port = port.map(i64::from);
-        let user_agent = user_agent.as_deref();
-        let product_name = product.as_str();
-        let operation = operation_id.as_ref().map(OperationId::as_str);
-        let execution = mode.as_str();
-        let caller = caller_id.as_deref();
-        let otel_name = &*otel_name;
+        // The span's own fields are worked out only for an enabled span: a subscriber that
+        // filters the call span out pays for none of them.
         let span = match callsite::enabled() {
             false => Span::none(),
             true => {
+                let (address, port) = match &host {
+                    Some(host) => {
+                        let (address, port) = split_host_port(host.as_str());
+                        let port = port.or(match uri.scheme() {
+                            Some(scheme) if *scheme == Scheme::HTTPS => Some(443),
+                            Some(scheme) if *scheme == Scheme::HTTP => Some(80),
+                            _ => None,
+                        });
+                        (Some(address), port)
+                    }
+                    None => (None, None),
+                };
+                let method_index = known_method_index(method);
+                let known_method = method_index.is_some();
+                let route_index = table_match.map(|(row, _)| row);
+                let path_clean = table_match.is_some_and(|(_, clean)| clean);
+                let otel_name = otel_name(method_index, route_index, route.as_deref());
+                let is_server = direction == Direction::Server;
+                // Client: `url.full` and `url.template`. Server: `url.path`, `url.scheme`,
+                // `http.route`, `user_agent.original`, `client.address`.
+                let url_full = (!is_server)
+                    .then(|| RedactedUri::with_authority(uri, authority).path_clean(path_clean));
+                let url_path = is_server.then(|| redact(uri.path()));
+                let user_agent = match is_server {
+                    true => headers
+                        .get(http::header::USER_AGENT)
+                        .and_then(|value| value.to_str().ok())
+                        .map(redact),
+                    false => None,
+                };
+                let client_address = match is_server {
+                    true => extensions
+                        .get::<ClientAddress>()
+                        .map(|address| display(address.ip())),
+                    false => None,
+                };
+                let kind = direction.as_str();
+                let method_name = method_index.map_or(OTHER, |index| KNOWN_METHODS[index]);
+                let method_original = (!known_method).then(|| method.as_str());
+                let http_route = route.as_deref().filter(|_| is_server);
+                let url_template = route.as_deref().filter(|_| !is_server);
+                let url_path = url_path.as_deref();
+                let url_scheme = is_server.then(|| uri.scheme_str().unwrap_or("http"));
+                let port = port.map(i64::from);
+                let user_agent = user_agent.as_deref();
+                let product_name = product.as_str();
+                let operation = operation_id.as_ref().map(OperationId::as_str);
+                let execution = mode.as_str();
+                let caller = caller_id.as_deref();
+                let otel_name = &*otel_name;
                 // `url.full` written once, with pushes, into this thread's buffer: subscribers
                 // are shown text, not a `Display` that each of them would run.
                 let mut url = UrlBuffer::take();
