@@ -19,6 +19,8 @@
 //! `KASAL_BENCH_LOOP=<plain|middleware|reqwest_tracing|kasal>:<n>` runs only n calls of one
 //! client, for instruction counts under `valgrind --tool=callgrind`: the difference between two
 //! runs (n = 1500 and 500) divided by 1000 is the cost of one call, stable on a loaded machine.
+mod common;
+
 use std::cell::Cell;
 use std::convert::Infallible;
 use std::hint::black_box;
@@ -31,9 +33,8 @@ use http::header::USER_AGENT;
 use http::{Extensions, HeaderValue, Request, Response};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use kasal_telemetry::event::Batch;
 use kasal_telemetry::user_agent::{Product, UserAgent};
-use kasal_telemetry::{BoxError, Telemetry};
+
 use reqwest_middleware::{ClientBuilder, ClientWithMiddleware, Middleware, Next};
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
@@ -207,14 +208,7 @@ fn reqwest_bench(c: &mut Criterion) {
         "http://{}/api/2.0/genie/spaces/01ef/start-conversation?page=2",
         start_server()
     );
-    let telemetry = rt.block_on(async {
-        Telemetry::builder()
-            .exporter(tower::service_fn(|_: Batch| async {
-                Ok::<_, BoxError>(())
-            }))
-            .ignore_env()
-            .build()
-    });
+    let telemetry = common::noop_telemetry(&rt);
     let http = || {
         kasal_telemetry::reqwest::http_client()
             .build()

@@ -17,6 +17,8 @@
 //! Bench ids: `server/{subscriber}/{kasal_server_layer,tower_http_trace,no_layer}`. After each
 //! group, `cargo bench` prints an interleaved check (short alternating rounds, median ratio),
 //! the figure to trust on a shared machine.
+mod common;
+
 use std::cell::Cell;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -27,9 +29,8 @@ use axum::routing::get;
 use criterion::{Criterion, criterion_group};
 use http::{Request, Response};
 use http_body_util::BodyExt;
-use kasal_telemetry::event::Batch;
+use kasal_telemetry::ServerTelemetryLayer;
 use kasal_telemetry::user_agent::Product;
-use kasal_telemetry::{BoxError, ServerTelemetryLayer, Telemetry};
 use tower::{Service, ServiceExt};
 use tower_http::trace::TraceLayer;
 use tracing::field::{Field, Visit};
@@ -127,14 +128,7 @@ where
 
 fn group(c: &mut Criterion, rt: &tokio::runtime::Runtime, name: &str, dispatch: tracing::Dispatch) {
     let _default = tracing::dispatcher::set_default(&dispatch);
-    let telemetry = rt.block_on(async {
-        Telemetry::builder()
-            .exporter(tower::service_fn(|_: Batch| async {
-                Ok::<_, BoxError>(())
-            }))
-            .ignore_env()
-            .build()
-    });
+    let telemetry = common::noop_telemetry(rt);
     assert!(telemetry.is_enabled());
     // Finalized with `with_state`, as `axum::serve` does: routes and layers are built once.
     let ours = router()
@@ -244,14 +238,7 @@ fn count_calls(spec: &str) {
         .enable_all()
         .build()
         .expect("runtime");
-    let telemetry = rt.block_on(async {
-        Telemetry::builder()
-            .exporter(tower::service_fn(|_: Batch| async {
-                Ok::<_, BoxError>(())
-            }))
-            .ignore_env()
-            .build()
-    });
+    let telemetry = common::noop_telemetry(&rt);
     let router = match service {
         "ours" => router()
             .layer(ServerTelemetryLayer::new(Product::Agent, telemetry.clone()))

@@ -27,6 +27,8 @@
 //! 101 rounds, with the median and 10th-percentile ratios. Criterion measures the three seconds
 //! apart, so on a shared machine load drift moves its ratio by several percent; the interleaved
 //! ratio is the one to trust. Not printed under `--profile-time`.
+mod common;
+
 use std::cell::{Cell, RefCell};
 use std::convert::Infallible;
 use std::fmt::Write as _;
@@ -38,9 +40,8 @@ use criterion::{Criterion, criterion_group};
 use http::header::USER_AGENT;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
-use kasal_telemetry::event::Batch;
+use kasal_telemetry::TelemetryLayer;
 use kasal_telemetry::user_agent::{Product, UserAgent};
-use kasal_telemetry::{BoxError, Telemetry, TelemetryLayer};
 use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 use tower_http::set_header::SetRequestHeaderLayer;
 use tower_http::trace::TraceLayer;
@@ -334,14 +335,7 @@ fn telemetry_layer(c: &mut Criterion) {
 /// Ours, tower-http and the floor under the current subscriber, as criterion group `group`, then
 /// (under `cargo bench`) interleaved.
 fn under_subscriber(c: &mut Criterion, rt: &tokio::runtime::Runtime, group: &str) {
-    let telemetry = rt.block_on(async {
-        Telemetry::builder()
-            .exporter(tower::service_fn(|_: Batch| async {
-                Ok::<_, BoxError>(())
-            }))
-            .ignore_env()
-            .build()
-    });
+    let telemetry = common::noop_telemetry(rt);
     assert!(telemetry.is_enabled());
     let mut ours =
         TelemetryLayer::new(Product::Genie, telemetry.clone()).layer(tower::service_fn(answer));
@@ -375,8 +369,10 @@ fn under_subscriber(c: &mut Criterion, rt: &tokio::runtime::Runtime, group: &str
 /// interleaved ratio.
 #[cfg(feature = "otel")]
 fn otel_metrics(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
+    use kasal_telemetry::event::Batch;
     use kasal_telemetry::export::FanOut;
     use kasal_telemetry::metrics::HttpMetrics;
+    use kasal_telemetry::{BoxError, Telemetry};
     use opentelemetry::metrics::MeterProvider as _;
     use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
 
@@ -488,14 +484,7 @@ fn count_calls(spec: &str) {
         .enable_all()
         .build()
         .expect("runtime");
-    let telemetry = rt.block_on(async {
-        Telemetry::builder()
-            .exporter(tower::service_fn(|_: Batch| async {
-                Ok::<_, BoxError>(())
-            }))
-            .ignore_env()
-            .build()
-    });
+    let telemetry = common::noop_telemetry(&rt);
     let mut ours =
         TelemetryLayer::new(Product::Genie, telemetry.clone()).layer(tower::service_fn(answer));
     let value = UserAgent::new(Product::Genie).header_value().clone();

@@ -252,14 +252,7 @@ fn runtime() -> tokio::runtime::Runtime {
 
 fn bench(c: &mut Criterion) {
     let rt = runtime();
-    let telemetry = rt.block_on(async {
-        Telemetry::builder()
-            .exporter(tower::service_fn(|_batch: kasal_telemetry::Batch| async {
-                Ok::<_, Infallible>(())
-            }))
-            .ignore_env()
-            .build()
-    });
+    let telemetry = common::noop_telemetry(&rt);
     let bodies = [("json_1mb", json_body(MB)), ("sse_1mb", sse_body(MB))];
     let mut group = c.benchmark_group("usage");
     for (name, body) in &bodies {
@@ -437,14 +430,7 @@ fn instructions(spec: &str) {
     };
     let n: u64 = n.parse().unwrap();
     let rt = runtime();
-    let telemetry = rt.block_on(async {
-        Telemetry::builder()
-            .exporter(tower::service_fn(|_batch: kasal_telemetry::Batch| async {
-                Ok::<_, Infallible>(())
-            }))
-            .ignore_env()
-            .build()
-    });
+    let telemetry = common::noop_telemetry(&rt);
     let addr = rt.block_on(serve(body.clone()));
     let mut calls = client(&rt, &telemetry, transport, &body, addr, on == "on");
     calls(&rt, n);
@@ -461,14 +447,7 @@ fn main() {
     }
     if std::env::var_os("USAGE_INTERLEAVED").is_some() {
         let rt = runtime();
-        let telemetry = rt.block_on(async {
-            Telemetry::builder()
-                .exporter(tower::service_fn(|_batch: kasal_telemetry::Batch| async {
-                    Ok::<_, Infallible>(())
-                }))
-                .ignore_env()
-                .build()
-        });
+        let telemetry = common::noop_telemetry(&rt);
         interleaved(
             &rt,
             &telemetry,

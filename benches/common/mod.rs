@@ -71,3 +71,16 @@ unsafe impl GlobalAlloc for CountingAllocator {
         new
     }
 }
+
+/// A real `Telemetry` pipeline (default settings, no environment) whose exporter drops every
+/// batch: what each bench records into, so the record path is measured and nothing is sent.
+pub fn noop_telemetry(rt: &tokio::runtime::Runtime) -> kasal_telemetry::Telemetry {
+    rt.block_on(async {
+        kasal_telemetry::Telemetry::builder()
+            .exporter(tower::service_fn(|_: kasal_telemetry::Batch| async {
+                Ok::<_, std::convert::Infallible>(())
+            }))
+            .ignore_env()
+            .build()
+    })
+}
