@@ -41,8 +41,8 @@ impl UsageReading {
 /// The [`OnBodyChunk`] hook of the telemetry layers: each response body of a model call is fed
 /// through a fresh [`UsageScanner`] as it passes (never changed or held back from the caller;
 /// `Bytes` chunks are kept by reference while they hold the body's last bytes, other buffers
-/// copied up to a window); when the body ends (or is dropped or fails) the usage and model go on the call, and the scan is
-/// counted in [`Stats::usage_read`](crate::Stats::usage_read) or
+/// copied up to a window); when the body ends (or is dropped or fails) the usage and model go
+/// on the call, and the scan is counted in [`Stats::usage_read`](crate::Stats::usage_read) or
 /// [`Stats::usage_ignored`](crate::Stats::usage_ignored). Responses that are not 2xx are not
 /// counted.
 ///
