@@ -10,7 +10,7 @@ use kasal_classify::{AsError, Classify, DefaultClassifier};
 use pin_project_lite::pin_project;
 
 use crate::service::{Hooks, InFlight};
-use crate::{CallSpan, OnBodyChunk, RecordCall};
+use crate::{CallSpan, OnBodyChunk, RecordCall, SharedHooks};
 
 pin_project! {
     /// A response body that keeps its call's span open and records the call once.
@@ -102,6 +102,18 @@ where
             recorder,
         });
         TracedBody::from_shared(inner, call.into(), hooks, on_body_chunk)
+    }
+
+    /// As [`with_on_body_chunk`](Self::with_on_body_chunk), with the classifier and the
+    /// recorder shared by every call of the adapter (one reference count per call, where
+    /// [`new`](Self::new) allocates them afresh).
+    pub fn with_shared_hooks(
+        inner: B,
+        call: impl Into<Box<CallSpan>>,
+        hooks: SharedHooks<C, R>,
+        on_body_chunk: H,
+    ) -> Self {
+        TracedBody::from_shared(inner, call.into(), hooks.0, on_body_chunk)
     }
 
     /// The layer's way in: the classifier and recorder shared by every call of a service.

@@ -6,6 +6,7 @@
 //! different contexts never see each other's. This module must never copy a [`SecretToken`] into
 //! anything that is logged, traced or exported.
 
+use std::cell::RefCell;
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
@@ -221,6 +222,18 @@ impl Route {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// [`Route::new`] of `template`, shared from this thread's last one when the text is the
+    /// same: a server adapter sees the same few matched routes request after request, and a
+    /// repeat then costs a compare and a reference count instead of an allocation and a copy.
+    pub fn shared(template: &str) -> Self {
+        thread_local! {
+            static LAST: RefCell<Option<Route>> = const { RefCell::new(None) };
+        }
+        let make = || Route::new(template);
+        crate::last::shared(&LAST, |last| last.as_str() == template, || Some(make()))
+            .unwrap_or_else(make)
+    }
 }
 
 /// `text` if it is at most `max` bytes, else its head and `~` and a 64-bit FNV-1a hash of all
@@ -255,5 +268,17 @@ mod tests {
         let route = Route::new("/x".repeat(4096));
         assert!(route.as_str().len() <= Route::MAX_LEN);
         assert!(route.as_str().starts_with("/x/x"));
+    }
+
+    #[test]
+    fn a_repeated_route_is_shared_and_a_new_one_replaces_it() {
+        let first = Route::shared("/api/items/{id}");
+        let again = Route::shared("/api/items/{id}");
+        assert!(Arc::ptr_eq(&first.0, &again.0));
+        let other = Route::shared("/api/users/{id}");
+        assert_eq!(other.as_str(), "/api/users/{id}");
+        assert!(!Arc::ptr_eq(&first.0, &Route::shared("/api/items/{id}").0));
+        let long = Route::shared(&"/x".repeat(4096));
+        assert_eq!(long, Route::new("/x".repeat(4096)));
     }
 }

@@ -13,7 +13,7 @@ use std::cell::RefCell;
 use std::fmt;
 use std::sync::Arc;
 
-use http::{HeaderMap, HeaderName};
+use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::{ExecutionContext, ExecutionMode, SecretToken};
 
@@ -177,16 +177,17 @@ impl ForwardedHeaders {
 
     /// The user context, `None` without a token, or the first rejected header.
     fn read(&self, headers: &HeaderMap) -> Result<Option<ExecutionContext>, RejectedHeader> {
-        let Some(token) = single(headers, &X_FORWARDED_ACCESS_TOKEN)? else {
+        let forwarded = Forwarded::of(headers);
+        let Some(token) = forwarded.single(TOKEN, &X_FORWARDED_ACCESS_TOKEN)? else {
             // No user: the identity headers are not used, so not checked either.
             return Ok(None);
         };
         // The headers read are checked, in order, until one gives the caller id.
-        let caller = match single(headers, &X_FORWARDED_EMAIL)? {
+        let caller = match forwarded.single(EMAIL, &X_FORWARDED_EMAIL)? {
             Some(email) => Some(email),
-            None => match single(headers, &X_FORWARDED_USER)? {
+            None => match forwarded.single(USER, &X_FORWARDED_USER)? {
                 Some(user) => Some(user),
-                None => single(headers, &X_FORWARDED_PREFERRED_USERNAME)?,
+                None => forwarded.single(PREFERRED_USERNAME, &X_FORWARDED_PREFERRED_USERNAME)?,
             },
         };
         let mut context = ExecutionContext {
@@ -218,23 +219,97 @@ fn shared_caller(caller: &str) -> Arc<str> {
     crate::last::shared(&LAST, |last| **last == *caller, || Some(make())).unwrap_or_else(make)
 }
 
-/// The one value of `name`, trimmed, if sent; rejected when oversized, not UTF-8, empty or
-/// sent more than once.
-fn single<'a>(
-    headers: &'a HeaderMap,
-    name: &HeaderName,
-) -> Result<Option<&'a str>, RejectedHeader> {
+/// The forwarded headers, lower case, indexed by [`TOKEN`], [`EMAIL`], [`USER`] and
+/// [`PREFERRED_USERNAME`].
+const FORWARDED: [&str; 4] = [
+    "x-forwarded-access-token",
+    "x-forwarded-email",
+    "x-forwarded-user",
+    "x-forwarded-preferred-username",
+];
+const TOKEN: usize = 0;
+const EMAIL: usize = 1;
+const USER: usize = 2;
+const PREFERRED_USERNAME: usize = 3;
+
+/// Up to this many header values, the forwarded headers are found in one pass over the map;
+/// above it, each is looked up by name. A lookup hashes the name (up to 30 bytes) and compares
+/// it, and a request with a token takes at least two, while a pass costs a few compares per
+/// value: the usual request, a dozen headers or fewer, is read faster in one pass.
+const ONE_PASS_MAX: usize = 16;
+
+/// What a request sent of one forwarded header.
+#[derive(Clone, Copy, Debug)]
+enum Sent<'a> {
+    Nothing,
+    Once(&'a HeaderValue),
+    Twice,
+}
+
+/// The forwarded headers of one request: found in one pass over a small map, looked up by name
+/// (when asked for) in a large one.
+enum Forwarded<'a> {
+    Scanned([Sent<'a>; 4]),
+    ByName(&'a HeaderMap),
+}
+
+impl<'a> Forwarded<'a> {
+    fn of(headers: &'a HeaderMap) -> Forwarded<'a> {
+        if headers.len() > ONE_PASS_MAX {
+            return Forwarded::ByName(headers);
+        }
+        let mut sent = [Sent::Nothing; 4];
+        for (name, value) in headers {
+            let name = name.as_str();
+            // Lengths first: most names are ruled out without reading their bytes.
+            let Some(index) = FORWARDED
+                .iter()
+                .position(|forwarded| forwarded.len() == name.len() && *forwarded == name)
+            else {
+                continue;
+            };
+            sent[index] = match sent[index] {
+                Sent::Nothing => Sent::Once(value),
+                _ => Sent::Twice,
+            };
+        }
+        Forwarded::Scanned(sent)
+    }
+
+    /// What the request sent of `name`, the [`FORWARDED`] header at `index`.
+    fn get(&self, index: usize, name: &HeaderName) -> Sent<'a> {
+        match self {
+            Forwarded::Scanned(sent) => sent[index],
+            Forwarded::ByName(headers) => {
+                let mut values = headers.get_all(name).iter();
+                match (values.next(), values.next()) {
+                    (None, _) => Sent::Nothing,
+                    (Some(value), None) => Sent::Once(value),
+                    (Some(_), Some(_)) => Sent::Twice,
+                }
+            }
+        }
+    }
+
+    /// The one value of the [`FORWARDED`] header at `index` (`name`), trimmed, if sent;
+    /// rejected when oversized, not UTF-8, empty or sent more than once.
+    fn single(&self, index: usize, name: &HeaderName) -> Result<Option<&'a str>, RejectedHeader> {
+        single(self.get(index, name), name)
+    }
+}
+
+/// The one value of a header of which the request `sent` what it did, trimmed, if sent;
+/// rejected (as `name`) when oversized, not UTF-8, empty or sent more than once.
+fn single<'a>(sent: Sent<'a>, name: &HeaderName) -> Result<Option<&'a str>, RejectedHeader> {
     let reject = |reason| RejectedHeader {
         header: name.clone(),
         reason,
     };
-    let mut values = headers.get_all(name).iter();
-    let Some(value) = values.next() else {
-        return Ok(None);
+    let value = match sent {
+        Sent::Nothing => return Ok(None),
+        Sent::Once(value) => value,
+        Sent::Twice => return Err(reject(RejectReason::Duplicated)),
     };
-    if values.next().is_some() {
-        return Err(reject(RejectReason::Duplicated));
-    }
     let bytes = value.as_bytes();
     if bytes.len() > MAX_FORWARDED_HEADER_LEN {
         return Err(reject(RejectReason::Oversized));
@@ -425,6 +500,53 @@ mod tests {
                     assert_eq!(got.context.caller_id.as_deref(), Some("café@x.com"));
                 }
             }
+        }
+    }
+
+    #[test]
+    fn the_names_are_the_header_constants() {
+        let constants = [
+            X_FORWARDED_ACCESS_TOKEN,
+            X_FORWARDED_EMAIL,
+            X_FORWARDED_USER,
+            X_FORWARDED_PREFERRED_USERNAME,
+        ];
+        for (name, constant) in FORWARDED.iter().zip(&constants) {
+            assert_eq!(*name, constant.as_str());
+        }
+    }
+
+    /// `map` with enough other headers that the forwarded ones are looked up by name.
+    fn padded(mut map: HeaderMap) -> HeaderMap {
+        for i in 0..=ONE_PASS_MAX {
+            let name = HeaderName::from_bytes(format!("x-other-{i}").as_bytes()).unwrap();
+            map.append(name, HeaderValue::from_static("v"));
+        }
+        assert!(map.len() > ONE_PASS_MAX);
+        map
+    }
+
+    #[test]
+    fn a_large_map_is_read_by_the_same_rules() {
+        let maps = [
+            headers(&[
+                (&X_FORWARDED_ACCESS_TOKEN, TOKEN.as_bytes()),
+                (&X_FORWARDED_USER, b"user-7"),
+                (&X_FORWARDED_PREFERRED_USERNAME, b"pref"),
+            ]),
+            headers(&[
+                (&X_FORWARDED_ACCESS_TOKEN, TOKEN.as_bytes()),
+                (&X_FORWARDED_EMAIL, b"a@x.com"),
+                (&X_FORWARDED_EMAIL, b"b@x.com"),
+            ]),
+            headers(&[(&X_FORWARDED_ACCESS_TOKEN, b" ")]),
+            headers(&[(&X_FORWARDED_EMAIL, b"a@x.com")]),
+        ];
+        for map in maps {
+            let small = rules().context(&map, true);
+            let large = rules().context(&padded(map), true);
+            assert_eq!(small.context, large.context);
+            assert_eq!(small.rejected, large.rejected);
         }
     }
 

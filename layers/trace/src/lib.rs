@@ -148,6 +148,7 @@ mod client_address;
 mod context;
 mod forwarded;
 mod future;
+mod hooks;
 mod last;
 mod layer;
 mod on_body_chunk;
@@ -166,6 +167,7 @@ pub use forwarded::{
     X_FORWARDED_ACCESS_TOKEN, X_FORWARDED_EMAIL, X_FORWARDED_PREFERRED_USERNAME, X_FORWARDED_USER,
 };
 pub use future::ResponseFuture;
+pub use hooks::SharedHooks;
 pub use layer::SpanLayer;
 pub use on_body_chunk::OnBodyChunk;
 pub use record::{CallRecord, Direction, RecordCall};

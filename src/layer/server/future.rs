@@ -72,7 +72,7 @@ where
         Poll::Ready(match result {
             Ok(response) => {
                 call.classify_response(
-                    &shared.classifier,
+                    shared.hooks.classifier(),
                     response.status(),
                     response.headers(),
                     response.extensions(),
@@ -81,17 +81,17 @@ where
                 // response.
                 let context = this.inner.take_value().unwrap_or_default();
                 Ok(response.map(|body| {
-                    TracedBody::new(
+                    TracedBody::with_shared_hooks(
                         ScopedBody::new(body, context),
                         call,
-                        shared.classifier.clone(),
-                        shared.recorder.clone(),
+                        shared.hooks.clone(),
+                        (),
                     )
                 }))
             }
             Err(error) => {
-                let record = call.fail(&shared.classifier, error.as_error());
-                shared.recorder.record_call(record);
+                let record = call.fail(shared.hooks.classifier(), error.as_error());
+                shared.hooks.recorder().record_call(record);
                 Err(error)
             }
         })

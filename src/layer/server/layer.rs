@@ -5,7 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use kasal_classify::DefaultClassifier;
-use kasal_trace::{ForwardedHeaders, RecordCall};
+use kasal_trace::{ForwardedHeaders, RecordCall, SharedHooks};
 use kasal_user_agent::Product;
 use tower_layer::Layer;
 
@@ -53,8 +53,7 @@ impl ServerTelemetryLayer {
                 product,
                 forwarded: ForwardedHeaders::new(),
                 on_behalf_of: true,
-                classifier: DefaultClassifier::default(),
-                recorder: telemetry,
+                hooks: SharedHooks::new(DefaultClassifier::default(), telemetry),
                 rejections: RejectionCounters::default(),
             }),
         }
@@ -97,8 +96,7 @@ impl<R: Clone> ServerTelemetryLayer<R> {
                 product: shared.product,
                 forwarded: shared.forwarded,
                 on_behalf_of: shared.on_behalf_of,
-                classifier: shared.classifier,
-                recorder,
+                hooks: SharedHooks::new(shared.hooks.classifier().clone(), recorder),
                 rejections: shared.rejections,
             }),
         }

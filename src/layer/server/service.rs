@@ -27,20 +27,11 @@ use crate::Telemetry;
 pub struct ServerTelemetryService<S, R = Telemetry> {
     inner: S,
     shared: Arc<Shared<R>>,
-    /// The route template of the last request, shared (not copied) by the next one on the
-    /// same route: axum builds one service per route (and clones it per request), so this
-    /// almost always hits. A plain `Option`: `call` has `&mut self`, and a clone is one
-    /// reference count.
-    route: Option<Route>,
 }
 
 impl<S, R> ServerTelemetryService<S, R> {
     pub(super) fn new(inner: S, shared: Arc<Shared<R>>) -> Self {
-        ServerTelemetryService {
-            inner,
-            shared,
-            route: None,
-        }
+        ServerTelemetryService { inner, shared }
     }
 
     /// The wrapped service.
@@ -64,7 +55,6 @@ impl<S: Clone, R> Clone for ServerTelemetryService<S, R> {
         ServerTelemetryService {
             inner: self.inner.clone(),
             shared: self.shared.clone(),
-            route: self.route.clone(),
         }
     }
 }
@@ -93,7 +83,7 @@ where
         if let Some(rejected) = &forwarded.rejected {
             shared.rejections.count(rejected.reason);
         }
-        let route = matched_route(request.extensions(), &mut self.route);
+        let route = matched_route(request.extensions());
         add_client_address(request.extensions_mut());
 
         let context = forwarded.context;
@@ -106,7 +96,7 @@ where
                 request.uri(),
                 request.headers(),
                 request.extensions(),
-                route,
+                route.as_ref(),
             ));
             call.set_protocol_version(request.version());
             #[cfg(feature = "otel")]
@@ -128,19 +118,15 @@ where
     }
 }
 
-/// `http.route` from axum's `MatchedPath`, shared from `last_route` while it repeats (a
-/// `Route` extension set by the user wins over it in `CallSpan::start_with_route`). Handed to
-/// the call, not inserted into the request: that would cost an allocation and a map insert.
-fn matched_route<'a>(
-    extensions: &Extensions,
-    last_route: &'a mut Option<Route>,
-) -> Option<&'a Route> {
-    let matched = extensions.get::<MatchedPath>()?;
-    match last_route {
-        Some(route) if route.as_str() == matched.as_str() => {}
-        _ => *last_route = Some(Route::new(matched.as_str())),
-    }
-    last_route.as_ref()
+/// `http.route` from axum's `MatchedPath`, shared from this thread's last one while it repeats
+/// ([`Route::shared`]; a `Route` extension set by the user wins over it in
+/// `CallSpan::start_with_route`). Not kept in the service: axum clones the route's service for
+/// every request, so a cache there would start empty each time. Handed to the call, not
+/// inserted into the request: that would cost an allocation and a map insert.
+fn matched_route(extensions: &Extensions) -> Option<Route> {
+    extensions
+        .get::<MatchedPath>()
+        .map(|matched| Route::shared(matched.as_str()))
 }
 
 /// `client.address` from axum's `ConnectInfo<SocketAddr>` (as a [`ClientAddress`], unless one

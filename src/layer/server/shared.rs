@@ -2,7 +2,7 @@
 //! shares: the layer's settings and counters, read by the service and by its future.
 
 use kasal_classify::DefaultClassifier;
-use kasal_trace::ForwardedHeaders;
+use kasal_trace::{ForwardedHeaders, SharedHooks};
 use kasal_user_agent::Product;
 
 use super::rejections::RejectionCounters;
@@ -13,7 +13,7 @@ pub(super) struct Shared<R> {
     pub(super) product: Product,
     pub(super) forwarded: ForwardedHeaders,
     pub(super) on_behalf_of: bool,
-    pub(super) classifier: DefaultClassifier,
-    pub(super) recorder: R,
+    /// The classifier and the recorder, shared as they are by each request's response body.
+    pub(super) hooks: SharedHooks<DefaultClassifier, R>,
     pub(super) rejections: RejectionCounters,
 }
