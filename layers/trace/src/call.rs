@@ -12,7 +12,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use http::uri::{Authority, Scheme};
-use http::{Extensions, HeaderMap, Method, StatusCode, Uri, Version};
+use http::{Extensions, HeaderMap, HeaderValue, Method, StatusCode, Uri, Version};
 use kasal_classify::{AttemptCounter, Attempts, Classify, Outcome};
 use kasal_user_agent::Product;
 use tracing::Span;
@@ -111,7 +111,16 @@ impl CallSpan {
             .cloned()
             .or(context_operation);
         let authority = url_authority(uri);
-        let host = server_authority(uri, authority, headers);
+        // A server reads `Host` and `User-Agent`; a client at most `Host`, when the URI has no
+        // authority.
+        let (host_header, user_agent_header) = match direction {
+            Direction::Server => host_and_user_agent(headers),
+            Direction::Client => (None, None),
+        };
+        let host = server_authority(uri, authority, || match direction {
+            Direction::Server => host_header,
+            Direction::Client => headers.get(http::header::HOST),
+        });
         let model_call = crate::usage::is_model_serving_path(uri.path());
         let endpoint = model_call
             .then(|| crate::usage::serving_endpoint_model(uri.path()))
@@ -145,13 +154,9 @@ impl CallSpan {
                 let url_full = (!is_server)
                     .then(|| RedactedUri::with_authority(uri, authority).path_clean(path_clean));
                 let url_path = is_server.then(|| redact(uri.path()));
-                let user_agent = match is_server {
-                    true => headers
-                        .get(http::header::USER_AGENT)
-                        .and_then(|value| value.to_str().ok())
-                        .map(redact),
-                    false => None,
-                };
+                let user_agent = user_agent_header
+                    .and_then(|value| value.to_str().ok())
+                    .map(redact);
                 let client_address = match is_server {
                     true => extensions
                         .get::<ClientAddress>()
@@ -206,21 +211,24 @@ impl CallSpan {
             }
         };
 
-        let mut record = CallRecord::new(direction, product.clone(), method.clone(), started_at);
-        record.host = host;
-        record.route = route;
-        record.mode = mode;
-        record.caller_id = caller_id;
-        record.obo_dev_fallback = obo_dev_fallback;
-        record.operation_id = operation_id;
-        record.model = endpoint.map(Arc::from);
         CallSpan {
             span,
             start,
             attempt_counter: extensions.get::<AttemptCounter>().cloned(),
             protocol_version: None,
             body_sizes: false,
-            record,
+            // Written in place (what `CallRecord::new` gives, with what is known now): built
+            // apart and moved in, the record (~300 bytes) would be copied once more.
+            record: CallRecord {
+                host,
+                route,
+                mode,
+                caller_id,
+                obo_dev_fallback,
+                operation_id,
+                model: endpoint.map(Arc::from),
+                ..CallRecord::new(direction, product.clone(), method.clone(), started_at)
+            },
             model_call,
         }
     }
@@ -456,15 +464,12 @@ impl CallSpan {
 
     /// [`finish`](Self::finish) of a boxed call: takes the record out of the box without
     /// moving the rest of the call first.
-    pub(crate) fn finish_boxed(self: Box<Self>) -> CallRecord {
-        let CallSpan {
-            span,
-            record,
-            start,
-            body_sizes,
-            ..
-        } = *self;
-        end(&span, record, start, body_sizes)
+    pub(crate) fn finish_boxed(mut self: Box<Self>) -> CallRecord {
+        let call = &mut *self;
+        end_in_place(&call.span, &mut call.record, call.start, call.body_sizes);
+        // Only the record leaves the box, straight to the caller; the rest (the span, which
+        // closes) is dropped with the box.
+        self.record
     }
 
     /// Records one field of the call span (`index` from `callsite`), found without a name
@@ -501,12 +506,17 @@ impl Drop for UrlBuffer {
 /// The end of a call: its latency (from `start`) and, if opted in, the response body size.
 /// The span closes when the caller drops it, after this.
 fn end(span: &Span, mut record: CallRecord, start: Instant, body_sizes: bool) -> CallRecord {
+    end_in_place(span, &mut record, start, body_sizes);
+    record
+}
+
+/// [`end`] of a record that stays where it is.
+fn end_in_place(span: &Span, record: &mut CallRecord, start: Instant, body_sizes: bool) {
     record.latency = start.elapsed();
     if body_sizes && record.status.is_some() {
         let size = saturating_i64(record.response_bytes);
         span.record(&callsite::fields()[callsite::RESPONSE_BODY_SIZE], size);
     }
-    record
 }
 
 /// A start value of the call span, if it has one.
@@ -565,16 +575,41 @@ fn split_host_port(authority: &str) -> (&str, Option<u16>) {
 
 /// `host[:port]` of the server, from the URI (`authority` is [`url_authority`] of it) or else the
 /// `Host` header, without userinfo.
-fn server_authority(uri: &Uri, authority: Option<&str>, headers: &HeaderMap) -> Option<Authority> {
+fn server_authority<'a>(
+    uri: &Uri,
+    authority: Option<&str>,
+    host_header: impl FnOnce() -> Option<&'a HeaderValue>,
+) -> Option<Authority> {
     match (uri.authority(), authority) {
         // No userinfo was cut: the URI's own authority, shared rather than parsed again.
         (Some(full), Some(host)) if full.as_str().len() == host.len() => Some(full.clone()),
         (_, Some(host)) => host.parse().ok(),
-        _ => headers
-            .get(http::header::HOST)
+        _ => host_header()
             .and_then(|host| host.to_str().ok())
             .and_then(|host| shared_authority(host_and_port(host))),
     }
+}
+
+/// Up to this many header values, a server's `Host` and `User-Agent` are found in one pass over
+/// the map, which costs a compare or two per value; a lookup by name hashes and probes, and
+/// costs as much as a pass over about ten values.
+const ONE_PASS_MAX: usize = 16;
+
+/// The first `Host` and `User-Agent` values of a request (what `HeaderMap::get` gives for each).
+fn host_and_user_agent(headers: &HeaderMap) -> (Option<&HeaderValue>, Option<&HeaderValue>) {
+    use http::header::{HOST, USER_AGENT};
+    if headers.len() > ONE_PASS_MAX {
+        return (headers.get(HOST), headers.get(USER_AGENT));
+    }
+    let (mut host, mut user_agent) = (None, None);
+    for (name, value) in headers {
+        if *name == HOST {
+            host.get_or_insert(value);
+        } else if *name == USER_AGENT {
+            user_agent.get_or_insert(value);
+        }
+    }
+    (host, user_agent)
 }
 
 /// `host` parsed as an [`Authority`], shared from this thread's last one when the text is the
@@ -719,6 +754,31 @@ mod tests {
                 "{text}"
             );
         }
+    }
+
+    #[test]
+    fn host_and_user_agent_are_the_first_values_in_any_map() {
+        use http::header::{HOST, USER_AGENT};
+        let mut small = HeaderMap::new();
+        small.append(USER_AGENT, HeaderValue::from_static("ua/1"));
+        small.append("x-a", HeaderValue::from_static("a"));
+        small.append(HOST, HeaderValue::from_static("h1"));
+        small.append(HOST, HeaderValue::from_static("h2"));
+        small.append(USER_AGENT, HeaderValue::from_static("ua/2"));
+        let mut large = small.clone();
+        for i in 0..ONE_PASS_MAX {
+            large.append(
+                format!("x-{i}").parse::<http::HeaderName>().unwrap(),
+                HeaderValue::from_static("v"),
+            );
+        }
+        for map in [&small, &large, &HeaderMap::new()] {
+            assert_eq!(
+                host_and_user_agent(map),
+                (map.get(HOST), map.get(USER_AGENT))
+            );
+        }
+        assert_eq!(host_and_user_agent(&small).0.unwrap(), "h1");
     }
 
     /// An error whose `source()` is itself, for the first `links` walks (then it ends, so a

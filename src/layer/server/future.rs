@@ -33,14 +33,15 @@ pin_project! {
 }
 
 impl<F, R> ServerResponseFuture<F, R> {
+    #[inline]
     pub(super) fn new(
         inner: TaskLocalFuture<ExecutionContext, F>,
-        call: Box<CallSpan>,
+        call: Option<Box<CallSpan>>,
         shared: Arc<Shared<R>>,
     ) -> Self {
         ServerResponseFuture {
             inner,
-            call: Some(call),
+            call,
             shared,
         }
     }

@@ -87,9 +87,14 @@ where
         add_client_address(request.extensions_mut());
 
         let context = forwarded.context;
-        let (call, future) = context.clone().sync_scope(|| {
+        let shared = &self.shared;
+        let inner = &mut self.inner;
+        // Only the box leaves the scope beside the future: the future is moved as few times
+        // as it can be (it holds the request, and axum moves it again).
+        let mut started = None;
+        let future = context.clone().sync_scope(|| {
             // Boxed at once: the call goes on in the response future, then the body.
-            let mut call = Box::new(CallSpan::start_with_route(
+            let call = started.insert(Box::new(CallSpan::start_with_route(
                 &shared.product,
                 Direction::Server,
                 request.method(),
@@ -97,7 +102,7 @@ where
                 request.headers(),
                 request.extensions(),
                 route.as_ref(),
-            ));
+            )));
             call.set_protocol_version(request.version());
             #[cfg(feature = "otel")]
             crate::layer::propagation::set_remote_parent(call.span(), request.headers());
@@ -110,11 +115,9 @@ where
                     "forwarded header rejected: serving the request as the service"
                 );
             }
-            let future = self.inner.call(request);
-            drop(_entered);
-            (call, future)
+            inner.call(request)
         });
-        ServerResponseFuture::new(context.scope(future), call, self.shared.clone())
+        ServerResponseFuture::new(context.scope(future), started, self.shared.clone())
     }
 }
 
