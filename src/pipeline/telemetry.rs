@@ -112,9 +112,12 @@ impl Telemetry {
     /// aggregator; if the queue is full it is dropped and counted in `Stats::dropped`.
     /// A terminal call is exported without waiting for a flush.
     #[inline]
-    pub fn record(&self, record: CallRecord) {
+    pub fn record(&self, mut record: CallRecord) {
         if let Some(inner) = &self.inner {
-            inner.record(record);
+            // Folded where it lies; moved only to be queued.
+            if !inner.fold(&mut record) {
+                inner.queue(record);
+            }
         }
     }
 
@@ -256,9 +259,12 @@ impl Telemetry {
 }
 
 impl Inner {
+    /// Bounds the record's text and counts its usage; folds a plain call (no operation id)
+    /// into the rollups, or drops it, and says so (`true`); a call with an operation id is
+    /// left for [`queue`](Self::queue).
     #[inline]
-    fn record(&self, mut record: CallRecord) {
-        bound_text(&mut record);
+    fn fold(&self, record: &mut CallRecord) -> bool {
+        bound_text(record);
         let shared = &*self.shared;
         if let Some(usage) = record.usage {
             if !shared.rollups.is_closed() {
@@ -269,11 +275,17 @@ impl Inner {
         }
         if record.operation_id.is_none() {
             let terminal = matches!(record.outcome, Outcome::Terminal { .. });
-            if shared.rollups.fold(&record) && terminal {
+            if shared.rollups.fold(record) && terminal {
                 shared.urgent.notify_one();
             }
-            return;
+            return true;
         }
+        false
+    }
+
+    /// Queues a call with an operation id for the aggregator, or drops it (counted).
+    fn queue(&self, record: CallRecord) {
+        let shared = &*self.shared;
         if shared.rollups.is_closed() {
             shared.rollups.count_dropped();
             return;
@@ -305,6 +317,7 @@ const MAX_HOST_LEN: usize = 261;
 /// nothing is over.
 #[inline]
 fn bound_text(record: &mut CallRecord) {
+    #[inline]
     fn cut(text: &mut Option<Arc<str>>, max: usize) {
         if let Some(long) = text.as_deref().filter(|t| t.len() > max) {
             let mut end = max;
@@ -320,7 +333,12 @@ fn bound_text(record: &mut CallRecord) {
     if record
         .host
         .as_ref()
-        .is_some_and(|host| host.as_str().len() > MAX_HOST_LEN || host.as_str().contains('@'))
+        // `memchr`: a few vector compares for a host name, where `str::contains` starts with
+        // a byte loop.
+        .is_some_and(|host| {
+            host.as_str().len() > MAX_HOST_LEN
+                || memchr::memchr(b'@', host.as_str().as_bytes()).is_some()
+        })
     {
         record.host = None;
     }
