@@ -176,7 +176,9 @@ impl CallSpan {
                 let operation = operation_id.as_ref().map(OperationId::as_str);
                 let execution = mode.as_str();
                 let caller = caller_id.as_deref();
-                let otel_name = &*otel_name;
+                // Shown as text (`Display`), not as a string field: a `fmt` layer escapes a
+                // string field character by character, and the name is one of the longest.
+                let otel_name = display(&*otel_name);
                 // `url.full` written once, with pushes, into this thread's buffer: subscribers
                 // are shown text, not a `Display` that each of them would run.
                 let mut url = UrlBuffer::take();
