@@ -31,6 +31,7 @@
 //! ```
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::sync::{Arc, OnceLock};
 
 /// Segments kept in a collapsed template; the rest of the path becomes one `{rest}` segment.
@@ -240,7 +241,51 @@ pub(crate) fn infer_path_shared(path: &str) -> Arc<str> {
 /// is (no segment holds a needle of its prefilter: the literal segments were checked when the
 /// table was built, so only the others are read; a needle never holds a `/`, so the path is
 /// clean exactly when each segment is).
+///
+/// A thread keeps its last clean table match (a path of at most [`LAST_PATH_MAX`] bytes that
+/// passed the prefilter: never one that may hold a secret) and answers the same path again
+/// from it: a client calls the same endpoint (a statement it polls, a serving endpoint) call
+/// after call, and a compare is a fraction of a walk.
 pub(crate) fn infer_path_indexed(path: &str) -> (Arc<str>, Option<(usize, bool)>) {
+    if path.len() > LAST_PATH_MAX {
+        return walk_path(path);
+    }
+    let kept = LAST_MATCH.try_with(|last| {
+        let mut last = last.try_borrow_mut().ok()?;
+        if let Some(row) = last.row.filter(|_| last.path == path) {
+            return Some((table().shared[row].clone(), Some((row, true))));
+        }
+        let found = walk_path(path);
+        match found.1 {
+            Some((row, true)) => {
+                last.path.clear();
+                last.path.push_str(path);
+                last.row = Some(row);
+            }
+            _ => last.row = None,
+        }
+        Some(found)
+    });
+    kept.ok().flatten().unwrap_or_else(|| walk_path(path))
+}
+
+/// The longest path a thread keeps with its match (see [`infer_path_indexed`]), in bytes.
+const LAST_PATH_MAX: usize = 256;
+
+thread_local! {
+    static LAST_MATCH: RefCell<LastMatch> = const {
+        RefCell::new(LastMatch { path: String::new(), row: None })
+    };
+}
+
+/// A thread's last clean table match: the path and its row (`None`: nothing kept).
+struct LastMatch {
+    path: String,
+    row: Option<usize>,
+}
+
+/// [`infer_path_indexed`] without the thread's last match.
+fn walk_path(path: &str) -> (Arc<str>, Option<(usize, bool)>) {
     match table().walk(0, path.as_bytes(), 0) {
         Some((index, clean)) => (table().shared[index].clone(), Some((index, clean))),
         None => (Arc::from(collapse_ids(path)), None),
@@ -660,6 +705,34 @@ mod tests {
         assert!(matches!(found, Some((_, false))), "{found:?}");
         let (_, found) = infer_path_indexed("/api/2.0/fs/files/Volumes/a/b.csv");
         assert!(matches!(found, Some((_, true))), "{found:?}");
+    }
+
+    #[test]
+    fn the_last_clean_match_answers_a_repeat_and_nothing_else() {
+        let paths = [
+            "/api/2.0/sql/statements/01ef-9a2b",
+            "/api/2.0/sql/statements/01ef-9a2b",
+            "/api/2.0/sql/statements/01ef-9a2c",
+            "/api/2.0/fs/files/Volumes/a/token=abc",
+            "/api/2.0/fs/files/Volumes/a/token=abc",
+            "/v1/orders/123",
+            "/api/2.0/sql/statements/01ef-9a2c",
+            "/api/2.0/sql/statements",
+        ];
+        for path in paths {
+            assert_eq!(infer_path_indexed(path), walk_path(path), "{path}");
+        }
+        let long = format!("/api/2.0/fs/files/{}", "a/".repeat(LAST_PATH_MAX));
+        assert_eq!(infer_path_indexed(&long), walk_path(&long));
+        let kept = || LAST_MATCH.with(|last| last.borrow().row.map(|_| last.borrow().path.clone()));
+        infer_path_indexed("/api/2.0/sql/statements/01ef-9a2b");
+        assert_eq!(kept().as_deref(), Some("/api/2.0/sql/statements/01ef-9a2b"));
+        // A path that may hold a secret is never kept, nor one that is not in the table.
+        infer_path_indexed("/api/2.0/fs/files/Volumes/a/token=abc");
+        assert_eq!(kept(), None);
+        infer_path_indexed("/api/2.0/sql/statements/01ef-9a2b");
+        infer_path_indexed("/v1/orders/123");
+        assert_eq!(kept(), None);
     }
 
     #[test]
