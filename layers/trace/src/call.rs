@@ -6,6 +6,7 @@
 //! produce the same spans and records. Nothing here may copy the context's `user_token` or an
 //! unredacted URL or error message into a span field or a record.
 
+use std::borrow::Cow;
 use std::cell::{Cell as StdCell, RefCell};
 use std::error::Error;
 use std::sync::{Arc, OnceLock};
@@ -156,7 +157,7 @@ impl CallSpan {
                 let url_path = is_server.then(|| redact(uri.path()));
                 let user_agent = user_agent_header
                     .and_then(|value| value.to_str().ok())
-                    .map(redact);
+                    .map(redacted_user_agent);
                 let client_address = match is_server {
                     true => extensions
                         .get::<ClientAddress>()
@@ -592,6 +593,34 @@ fn server_authority<'a>(
     }
 }
 
+/// `user_agent.original`: [`redact`] of a server's `User-Agent`, without reading it again when
+/// it is this thread's last clean one (clients send the same one request after request, and a
+/// browser's is a few hundred bytes). Only a value that `redact` leaves as it is, and of at most
+/// [`LAST_USER_AGENT_MAX`] bytes, is kept: never one that may hold a secret.
+fn redacted_user_agent(text: &str) -> Cow<'_, str> {
+    thread_local! {
+        static LAST_CLEAN: RefCell<String> = const { RefCell::new(String::new()) };
+    }
+    let fits = !text.is_empty() && text.len() <= LAST_USER_AGENT_MAX;
+    let repeat = |last: &RefCell<String>| last.try_borrow().is_ok_and(|last| *last == text);
+    if fits && LAST_CLEAN.try_with(repeat).unwrap_or(false) {
+        return Cow::Borrowed(text);
+    }
+    let redacted = redact(text);
+    if fits && matches!(&redacted, Cow::Borrowed(same) if same.len() == text.len()) {
+        let _ = LAST_CLEAN.try_with(|last| {
+            if let Ok(mut last) = last.try_borrow_mut() {
+                last.clear();
+                last.push_str(text);
+            }
+        });
+    }
+    redacted
+}
+
+/// The longest `User-Agent` a thread keeps (see [`redacted_user_agent`]), in bytes.
+const LAST_USER_AGENT_MAX: usize = 512;
+
 /// Up to this many header values, a server's `Host` and `User-Agent` are found in one pass over
 /// the map, which costs a compare or two per value; a lookup by name hashes and probes, and
 /// costs as much as a pass over about ten values.
@@ -756,6 +785,23 @@ mod tests {
                 "{text}"
             );
         }
+    }
+
+    #[test]
+    fn a_repeated_user_agent_is_redacted_as_redact_does() {
+        let secret = "curl/8 Authorization: Bearer abc.def.ghi";
+        for text in [
+            "bench/1.0",
+            "bench/1.0",
+            secret,
+            secret,
+            "bench/1.0",
+            "",
+            &"Mozilla/5.0 ".repeat(100),
+        ] {
+            assert_eq!(redacted_user_agent(text), redact(text), "{text}");
+        }
+        assert_ne!(redacted_user_agent(secret), secret);
     }
 
     #[test]
