@@ -7,16 +7,16 @@ use bytes::Bytes;
 use http::header::USER_AGENT;
 use http::{Extensions, HeaderMap, HeaderName, HeaderValue};
 use kasal_classify::{AttemptCounter, Attempts, DefaultClassifier, RetryPolicy};
-use kasal_trace::{CallSpan, Direction, OnBodyChunk, OperationId};
+use kasal_trace::{CallSpan, OnBodyChunk, OperationId};
 use kasal_user_agent::{Product, UserAgent};
 use reqwest::{Request, Response};
 use reqwest_middleware::{Middleware, Next, Result};
+use url::Position;
 
 use super::body::trace_response;
 use super::error::inner_error;
 use super::in_span::InSpan;
 use super::retry::with_retries;
-use super::uri::uri_of;
 use crate::Telemetry;
 use crate::usage::{ReadUsage, UsageReading};
 
@@ -208,18 +208,19 @@ where
         if self.retry.is_none() && extensions.get::<AttemptCounter>().is_none() {
             extensions.insert(AttemptCounter::new());
         }
-        let uri = uri_of(request.url());
-        // Boxed at once: the body keeps it boxed, and the future awaiting the response holds
-        // a pointer instead of the whole call.
-        let mut call = Box::new(CallSpan::start(
+        // Opened from the parts the `Url` has already parsed: no `http::Uri` is built. Boxed
+        // at once: the body keeps it boxed, and the future awaiting the response holds a
+        // pointer instead of the whole call.
+        let url = request.url();
+        let mut call = Box::new(CallSpan::start_client(
             self.user_agent.product(),
-            Direction::Client,
             request.method(),
-            &uri,
+            url.scheme(),
+            url.authority(),
+            &url[Position::BeforePath..Position::AfterQuery],
             request.headers(),
             extensions,
         ));
-        drop(uri);
         call.set_protocol_version(request.version());
         if self.body_sizes {
             let size = request

@@ -93,9 +93,8 @@ pub(super) async fn with_retries(
     let mut attempts: u32 = 0;
     let mut waited = None;
     loop {
-        // A copy for the next attempt, taken before this one consumes the request. Buffered
-        // bodies are reference-counted bytes: copying them copies no payload.
-        let replay = request.try_clone();
+        // A copy for the next attempt, taken before this one consumes the request.
+        let replay = replay_of(&request);
         let span = (attempts > 0).then(|| attempt_span(attempts, waited));
         attempts = attempts.saturating_add(1);
         let run = next.clone().run(request, extensions);
@@ -130,5 +129,73 @@ pub(super) async fn with_retries(
             }
             _ => return (result, attempts),
         }
+    }
+}
+
+/// A copy of `request` to send again, `None` if it cannot be (its body is a stream).
+///
+/// `Request::try_clone` gives the copy an extension map holding its timeout even when there
+/// is none (three allocations per call, dropped unused). A request without a body, the
+/// common case, is copied here from its public parts instead: method, URL, headers, version
+/// and timeout, which is all a reqwest 0.13 request holds. One with a body goes through
+/// `try_clone`, the only way to share its bytes (a buffered body is reference-counted: no
+/// payload is copied).
+fn replay_of(request: &Request) -> Option<Request> {
+    if request.body().is_some() {
+        return request.try_clone();
+    }
+    let mut copy = Request::new(request.method().clone(), request.url().clone());
+    *copy.headers_mut() = request.headers().clone();
+    *copy.version_mut() = request.version();
+    if let Some(timeout) = request.timeout() {
+        *copy.timeout_mut() = Some(*timeout);
+    }
+    Some(copy)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// The copy is the request `try_clone` gives, part for part, with and without a timeout
+    /// and a body.
+    #[test]
+    fn a_replay_is_the_request_try_clone_gives() {
+        let client = super::super::http_client().build().unwrap();
+        let requests = [
+            client
+                .get("http://127.0.0.1:1/api/2.0/jobs/list?page=2")
+                .header("x-a", "b")
+                .header("x-a", "c")
+                .version(http::Version::HTTP_2)
+                .build()
+                .unwrap(),
+            client
+                .delete("https://example.com/a")
+                .timeout(Duration::from_millis(1500))
+                .build()
+                .unwrap(),
+            client
+                .post("https://example.com/b")
+                .body("{}")
+                .timeout(Duration::from_secs(3))
+                .build()
+                .unwrap(),
+        ];
+        for request in &requests {
+            let (ours, theirs) = (replay_of(request).unwrap(), request.try_clone().unwrap());
+            assert_eq!(ours.method(), theirs.method());
+            assert_eq!(ours.url(), theirs.url());
+            assert_eq!(ours.headers(), theirs.headers());
+            assert_eq!(ours.version(), theirs.version());
+            assert_eq!(ours.timeout(), theirs.timeout());
+            assert_eq!(
+                ours.body().map(reqwest::Body::as_bytes),
+                theirs.body().map(reqwest::Body::as_bytes)
+            );
+        }
+        assert_eq!(requests[1].timeout(), Some(&Duration::from_millis(1500)));
     }
 }
