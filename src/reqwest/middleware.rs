@@ -14,9 +14,9 @@ use reqwest_middleware::{Middleware, Next, Result};
 use url::Position;
 
 use super::body::trace_response;
-use super::error::inner_error;
+use super::error::{classify_result, inner_error};
 use super::in_span::InSpan;
-use super::retry::with_retries;
+use super::retry::{Attempted, with_retries};
 use crate::Telemetry;
 use crate::usage::{ReadUsage, UsageReading};
 
@@ -229,7 +229,7 @@ where
                 .map(|b| b.len() as u64);
             call.record_body_sizes(size);
         }
-        let (result, attempts) = match &self.retry {
+        let attempted = match &self.retry {
             Some(policy) => {
                 InSpan {
                     span: call.span(),
@@ -243,9 +243,18 @@ where
                     inner: next.run(request, extensions),
                 }
                 .await;
-                (result, 1)
+                Attempted {
+                    outcome: classify_result(&self.classifier, &result),
+                    result,
+                    attempts: 1,
+                }
             }
         };
+        let Attempted {
+            result,
+            outcome,
+            attempts,
+        } = attempted;
         if attempts > 1 {
             // What a `RetryMiddleware` leaves for us, from our own retry.
             extensions.insert(Attempts(attempts));
@@ -253,12 +262,8 @@ where
         match result {
             Ok(response) => {
                 call.set_protocol_version(response.version());
-                call.classify_response(
-                    &self.classifier,
-                    response.status(),
-                    response.headers(),
-                    extensions,
-                );
+                // Classified once, for the retry and the call alike.
+                call.on_response(response.status(), extensions, outcome);
                 if call.record().operation_id.is_none() {
                     operation_from_header(&mut call, extensions, response.headers());
                 }
@@ -278,7 +283,8 @@ where
                     call.span()
                         .record("http.request.resend_count", i64::from(attempts - 1));
                 }
-                let mut record = call.fail(&self.classifier, inner_error(&error));
+                call.on_error(inner_error(&error), outcome);
+                let mut record = call.finish();
                 record.attempts = record.attempts.max(attempts);
                 self.telemetry.record(record);
                 Err(error)

@@ -2,13 +2,13 @@
 //! attempts to the [`TelemetryMiddleware`](super::TelemetryMiddleware) around it.
 
 use http::Extensions;
-use kasal_classify::{AttemptCounter, Attempts, DefaultClassifier, RetryPolicy};
+use kasal_classify::{AttemptCounter, Attempts, DefaultClassifier, Outcome, RetryPolicy};
 use reqwest::{Request, Response};
 use reqwest_middleware::{Middleware, Next, Result};
 
 use super::error::classify_result;
 use super::in_span::InSpan;
-use crate::layer::attempt::{attempt_error, attempt_response, attempt_span};
+use crate::layer::attempt::{Answer, AttemptSpan};
 
 /// Retries calls that failed in a retryable way, by a [`RetryPolicy`] (the tower stack's):
 /// 3 retries by default, exponential backoff (100 ms base, 1 s cap, full jitter), and the
@@ -28,7 +28,7 @@ use crate::layer::attempt::{attempt_error, attempt_response, attempt_span};
 /// which does the same inside the telemetry middleware.
 ///
 /// A retried call has one `HTTP attempt` child span per attempt; a call answered at once has
-/// none (its call span is its one attempt).
+/// none (its call span is its one attempt), as in the tower stack.
 #[derive(Clone, Debug)]
 pub struct RetryMiddleware {
     policy: RetryPolicy,
@@ -65,8 +65,9 @@ impl Middleware for RetryMiddleware {
         extensions: &mut Extensions,
         next: Next<'_>,
     ) -> Result<Response> {
-        let (result, attempts) =
-            with_retries(&self.policy, &self.classifier, request, extensions, next).await;
+        let Attempted {
+            result, attempts, ..
+        } = with_retries(&self.policy, &self.classifier, request, extensions, next).await;
         if let Some(counter) = extensions.get::<AttemptCounter>() {
             counter.set(attempts);
         }
@@ -75,30 +76,36 @@ impl Middleware for RetryMiddleware {
     }
 }
 
-/// Runs the rest of the chain until the call succeeds, fails for good, or `policy` says stop;
-/// returns the last result and the number of attempts. Shared by [`RetryMiddleware`] and the
-/// [`TelemetryMiddleware`](super::TelemetryMiddleware)'s own retry.
+/// What [`with_retries`] ends with: the last attempt's result and its classification (made
+/// once, for the retry and the call alike), and the number of attempts.
+pub(super) struct Attempted {
+    pub(super) result: Result<Response>,
+    pub(super) outcome: Outcome,
+    pub(super) attempts: u32,
+}
+
+/// Runs the rest of the chain until the call succeeds, fails for good, or `policy` says stop.
+/// Shared by [`RetryMiddleware`] and the [`TelemetryMiddleware`](super::TelemetryMiddleware)'s
+/// own retry.
 ///
-/// A retried call has one `HTTP attempt` child span per attempt, as the tower stack's retry:
-/// the first attempt's is opened only once it is known to be retried (when its answer has
-/// arrived, so it carries its status or error but no duration), which keeps a call that
-/// succeeds at once free of the cost of a second span.
+/// The attempts' `HTTP attempt` spans follow the tower stack's rule ([`AttemptSpan`]): none for
+/// a call answered at once, one per attempt for a call retried.
 pub(super) async fn with_retries(
     policy: &RetryPolicy,
     classifier: &DefaultClassifier,
     mut request: Request,
     extensions: &mut Extensions,
     next: Next<'_>,
-) -> (Result<Response>, u32) {
+) -> Attempted {
     let mut attempts: u32 = 0;
     let mut waited = None;
     loop {
         // A copy for the next attempt, taken before this one consumes the request.
         let replay = replay_of(&request);
-        let span = (attempts > 0).then(|| attempt_span(attempts, waited));
+        let span = AttemptSpan::start(attempts, waited);
         attempts = attempts.saturating_add(1);
         let run = next.clone().run(request, extensions);
-        let result = match &span {
+        let result = match span.span() {
             Some(span) => InSpan { span, inner: run }.await,
             None => run.await,
         };
@@ -106,18 +113,11 @@ pub(super) async fn with_retries(
         let delay = replay
             .as_ref()
             .and_then(|_| policy.next_delay(attempts, &outcome));
-        // The first attempt's span, now that a second follows; the others' were open.
-        let span = match span {
-            Some(span) => Some(span),
-            None if delay.is_some() => Some(attempt_span(0, None)),
-            None => None,
+        let answer = match &result {
+            Ok(response) => Answer::Status(response.status()),
+            Err(_) => Answer::Error(outcome.error_type()),
         };
-        if let Some(span) = span {
-            match &result {
-                Ok(response) => attempt_response(&span, response.status()),
-                Err(_) => attempt_error(&span, outcome.error_type()),
-            }
-        }
+        span.answered(answer, delay.is_some());
         match (delay, replay) {
             (Some(delay), Some(replay)) => {
                 // The failed response (and its connection) goes before we wait.
@@ -127,7 +127,13 @@ pub(super) async fn with_retries(
                 waited = Some(delay);
                 request = replay;
             }
-            _ => return (result, attempts),
+            _ => {
+                return Attempted {
+                    result,
+                    outcome,
+                    attempts,
+                };
+            }
         }
     }
 }
