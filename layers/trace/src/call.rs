@@ -83,7 +83,9 @@ impl CallSpan {
         route: Option<&Route>,
     ) -> Self {
         let target = Target::of_uri(uri);
-        CallSpan::open(product, direction, method, target, headers, extensions, route)
+        CallSpan::open(
+            product, direction, method, target, headers, extensions, route,
+        )
     }
 
     /// As [`start`](Self::start) for a client call whose URL was parsed elsewhere (reqwest's
@@ -101,7 +103,15 @@ impl CallSpan {
         extensions: &Extensions,
     ) -> Self {
         let target = Target::of_parts(scheme, authority, path_and_query);
-        CallSpan::open(product, Direction::Client, method, target, headers, extensions, None)
+        CallSpan::open(
+            product,
+            Direction::Client,
+            method,
+            target,
+            headers,
+            extensions,
+            None,
+        )
     }
 
     /// What [`start_with_route`](Self::start_with_route) and
@@ -174,8 +184,7 @@ impl CallSpan {
                 let is_server = direction == Direction::Server;
                 // Client: `url.full` and `url.template`. Server: `url.path`, `url.scheme`,
                 // `http.route`, `user_agent.original`, `client.address`.
-                let url_full = (!is_server)
-                    .then(|| uri.redacted().path_clean(path_clean));
+                let url_full = (!is_server).then(|| uri.redacted().path_clean(path_clean));
                 let url_path = is_server.then(|| redact(uri.path()));
                 let user_agent = match is_server {
                     true => headers
