@@ -6,7 +6,7 @@ use std::fmt;
 use bytes::Bytes;
 use http::header::USER_AGENT;
 use http::{Extensions, HeaderMap, HeaderName, HeaderValue};
-use kasal_classify::{AttemptCounter, Attempts, DefaultClassifier, RetryPolicy};
+use kasal_classify::{Attempts, DefaultClassifier, RetryPolicy};
 use kasal_trace::{CallSpan, OnBodyChunk, OperationId};
 use kasal_user_agent::{Product, UserAgent};
 use reqwest::{Request, Response};
@@ -203,11 +203,6 @@ where
             }
             _ => self.user_agent.apply(request.headers_mut()),
         }
-        // A retry middleware further in reports through it how many attempts a failed call
-        // took; our own retry reports them directly.
-        if self.retry.is_none() && extensions.get::<AttemptCounter>().is_none() {
-            extensions.insert(AttemptCounter::new());
-        }
         // Opened from the parts the `Url` has already parsed: no `http::Uri` is built. Boxed
         // at once: the body keeps it boxed, and the future awaiting the response holds a
         // pointer instead of the whole call.
@@ -246,7 +241,8 @@ where
                 Attempted {
                     outcome: classify_result(&self.classifier, &result),
                     result,
-                    attempts: 1,
+                    // What a `RetryMiddleware` further in left, failed calls included.
+                    attempts: extensions.get::<Attempts>().map_or(1, |a| a.0.max(1)),
                 }
             }
         };
@@ -278,8 +274,7 @@ where
             Err(error) => {
                 if attempts > 1 {
                     // No response carries the attempts of a call that failed after retries:
-                    // the span and the record take them as from a retry layer's
-                    // `AttemptCounter` (`CallSpan::on_error`).
+                    // the span and the record take them from the retry.
                     call.span()
                         .record("http.request.resend_count", i64::from(attempts - 1));
                 }

@@ -19,8 +19,8 @@ use crate::layer::attempt::{Answer, AttemptSpan};
 /// redirect loop. A request whose body is a stream cannot be replayed and is sent once.
 ///
 /// The last attempt's response or error is returned unchanged (reqwest-middleware's error, not
-/// a wrapper). The number of attempts goes into the request's extensions as
-/// [`Attempts`] and into its [`AttemptCounter`], where the
+/// a wrapper). The number of attempts goes into the request's extensions as [`Attempts`]
+/// (and into an [`AttemptCounter`] there, if any), where the
 /// [`TelemetryMiddleware`](super::TelemetryMiddleware) reads it: the span's
 /// `http.request.resend_count` and the record's `attempts`. Put it after (inside) that
 /// middleware, and before a [`CircuitBreakerMiddleware`](super::CircuitBreakerMiddleware), so
