@@ -2,6 +2,9 @@
 //! reqwest-middleware client, over the same call core as the tower stack.
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use http::header::USER_AGENT;
@@ -9,14 +12,14 @@ use http::{Extensions, HeaderMap, HeaderName, HeaderValue};
 use kasal_classify::{Attempts, DefaultClassifier, RetryPolicy};
 use kasal_trace::{CallSpan, OnBodyChunk, OperationId};
 use kasal_user_agent::{Product, UserAgent};
+use pin_project_lite::pin_project;
 use reqwest::{Request, Response};
 use reqwest_middleware::{Middleware, Next, Result};
 use url::Position;
 
 use super::body::trace_response;
-use super::error::{classify_result, inner_error};
-use super::in_span::InSpan;
-use super::retry::{Attempted, with_retries};
+use super::error::inner_error;
+use super::retry::{Attempted, once, with_retries};
 use crate::Telemetry;
 use crate::usage::{ReadUsage, UsageReading};
 
@@ -185,17 +188,25 @@ pub struct OperationIdHeader(pub HeaderName);
 /// Longest header value taken as an operation id: longer ones are ignored.
 const MAX_OPERATION_ID_LEN: usize = 256;
 
-#[async_trait::async_trait]
 impl<H> Middleware for TelemetryMiddleware<H>
 where
     H: OnBodyChunk<Bytes> + Clone + Sync,
 {
-    async fn handle(
-        &self,
+    // `handle` as `#[async_trait]` would write it, written out so the work before the first
+    // await is done before the future is boxed: the box then holds the request once (in the
+    // attempts' future), not also as the argument of an `async fn`, and stays small.
+    fn handle<'life0, 'life1, 'life2, 'async_trait>(
+        &'life0 self,
         mut request: Request,
-        extensions: &mut Extensions,
-        next: Next<'_>,
-    ) -> Result<Response> {
+        extensions: &'life1 mut Extensions,
+        next: Next<'life2>,
+    ) -> Pin<Box<dyn Future<Output = Result<Response>> + Send + 'async_trait>>
+    where
+        'life0: 'async_trait,
+        'life1: 'async_trait,
+        'life2: 'async_trait,
+        Self: 'async_trait,
+    {
         match &self.client_user_agent {
             // reqwest would add the client's own after us: send ours before it.
             Some((_, value)) if !request.headers().contains_key(USER_AGENT) => {
@@ -224,28 +235,68 @@ where
                 .map(|b| b.len() as u64);
             call.record_body_sizes(size);
         }
-        let attempted = match &self.retry {
+        match &self.retry {
             Some(policy) => {
-                InSpan {
-                    span: call.span(),
-                    inner: with_retries(policy, &self.classifier, request, extensions, next),
-                }
-                .await
+                let attempts = with_retries(policy, &self.classifier, request, extensions, next);
+                Box::pin(self.complete(call, attempts))
             }
             None => {
-                let result = InSpan {
-                    span: call.span(),
-                    inner: next.run(request, extensions),
-                }
-                .await;
-                Attempted {
-                    outcome: classify_result(&self.classifier, &result),
-                    result,
-                    // What a `RetryMiddleware` further in left, failed calls included.
-                    attempts: extensions.get::<Attempts>().map_or(1, |a| a.0.max(1)),
-                }
+                let attempt = once(&self.classifier, request, extensions, next);
+                Box::pin(self.complete(call, attempt))
             }
+        }
+    }
+}
+
+pin_project! {
+    /// The call from its first attempt to its answer, polled in its span; then the response
+    /// with its body traced, or the error, recorded. A future of its own, not an `async fn`,
+    /// so it holds the attempts' future once (an `async fn` would keep its argument besides).
+    struct Complete<'m, F, H> {
+        #[pin]
+        attempts: F,
+        // `None` once answered.
+        call: Option<Box<CallSpan>>,
+        middleware: &'m TelemetryMiddleware<H>,
+    }
+}
+
+impl<'e, F, H> Future for Complete<'_, F, H>
+where
+    F: Future<Output = (Attempted, &'e mut Extensions)>,
+    H: OnBodyChunk<Bytes> + Clone + Sync,
+{
+    type Output = Result<Response>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let Some(span) = this.call.as_ref().map(|call| call.span()) else {
+            // Polled after its answer: there is none to give again.
+            return Poll::Pending;
         };
+        let (attempted, extensions) = {
+            let _entered = span.enter();
+            ready!(this.attempts.poll(cx))
+        };
+        match this.call.take() {
+            Some(call) => Poll::Ready(this.middleware.answer(call, attempted, extensions)),
+            None => Poll::Pending,
+        }
+    }
+}
+
+impl<H> TelemetryMiddleware<H>
+where
+    H: OnBodyChunk<Bytes> + Clone + Sync,
+{
+    /// The call's answer: the response with its body traced (the call is recorded when the
+    /// body ends), or the error, recorded now.
+    fn answer(
+        &self,
+        mut call: Box<CallSpan>,
+        attempted: Attempted,
+        extensions: &mut Extensions,
+    ) -> Result<Response> {
         let Attempted {
             result,
             outcome,
@@ -284,6 +335,15 @@ where
                 self.telemetry.record(record);
                 Err(error)
             }
+        }
+    }
+
+    /// The future of a call opened as `call`, its attempts made by `attempts`.
+    fn complete<F>(&self, call: Box<CallSpan>, attempts: F) -> Complete<'_, F, H> {
+        Complete {
+            attempts,
+            call: Some(call),
+            middleware: self,
         }
     }
 }

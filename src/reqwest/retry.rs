@@ -65,9 +65,12 @@ impl Middleware for RetryMiddleware {
         extensions: &mut Extensions,
         next: Next<'_>,
     ) -> Result<Response> {
-        let Attempted {
-            result, attempts, ..
-        } = with_retries(&self.policy, &self.classifier, request, extensions, next).await;
+        let (
+            Attempted {
+                result, attempts, ..
+            },
+            extensions,
+        ) = with_retries(&self.policy, &self.classifier, request, extensions, next).await;
         if let Some(counter) = extensions.get::<AttemptCounter>() {
             counter.set(attempts);
         }
@@ -84,58 +87,83 @@ pub(super) struct Attempted {
     pub(super) attempts: u32,
 }
 
-/// Runs the rest of the chain until the call succeeds, fails for good, or `policy` says stop.
-/// Shared by [`RetryMiddleware`] and the [`TelemetryMiddleware`](super::TelemetryMiddleware)'s
-/// own retry.
+/// Runs the rest of the chain until the call succeeds, fails for good, or `policy` says stop;
+/// hands `extensions` back with what it ends with. Shared by [`RetryMiddleware`] and the
+/// [`TelemetryMiddleware`](super::TelemetryMiddleware)'s own retry.
 ///
 /// The attempts' `HTTP attempt` spans follow the tower stack's rule ([`AttemptSpan`]): none for
 /// a call answered at once, one per attempt for a call retried.
-pub(super) async fn with_retries(
+///
+/// Laid out so the future stays small (it is boxed with the middleware's): across the wait
+/// before a resend only the request to send is kept, and across an attempt only its copy.
+pub(super) async fn with_retries<'e>(
     policy: &RetryPolicy,
     classifier: &DefaultClassifier,
     mut request: Request,
-    extensions: &mut Extensions,
+    extensions: &'e mut Extensions,
     next: Next<'_>,
-) -> Attempted {
+) -> (Attempted, &'e mut Extensions) {
     let mut attempts: u32 = 0;
     let mut waited = None;
     loop {
-        // A copy for the next attempt, taken before this one consumes the request.
-        let replay = replay_of(&request);
-        let span = AttemptSpan::start(attempts, waited);
-        attempts = attempts.saturating_add(1);
-        let run = next.clone().run(request, extensions);
-        let result = match span.span() {
-            Some(span) => InSpan { span, inner: run }.await,
-            None => run.await,
-        };
-        let outcome = classify_result(classifier, &result);
-        let delay = replay
-            .as_ref()
-            .and_then(|_| policy.next_delay(attempts, &outcome));
-        let answer = match &result {
-            Ok(response) => Answer::Status(response.status()),
-            Err(_) => Answer::Error(outcome.error_type()),
-        };
-        span.answered(answer, delay.is_some());
-        match (delay, replay) {
-            (Some(delay), Some(replay)) => {
-                // The failed response (and its connection) goes before we wait.
-                drop(result);
-                // Boxed: the timer's state is large and needed only by a call retried.
-                Box::pin(tokio::time::sleep(delay)).await;
-                waited = Some(delay);
-                request = replay;
+        let delay = {
+            // A copy for the next attempt, taken before this one consumes the request.
+            let replay = replay_of(&request);
+            let span = AttemptSpan::start(attempts, waited);
+            attempts = attempts.saturating_add(1);
+            let run = next.clone().run(request, extensions);
+            let result = match span.span() {
+                Some(span) => InSpan { span, inner: run }.await,
+                None => run.await,
+            };
+            let outcome = classify_result(classifier, &result);
+            let delay = replay
+                .as_ref()
+                .and_then(|_| policy.next_delay(attempts, &outcome));
+            let answer = match &result {
+                Ok(response) => Answer::Status(response.status()),
+                Err(_) => Answer::Error(outcome.error_type()),
+            };
+            span.answered(answer, delay.is_some());
+            match (delay, replay) {
+                (Some(delay), Some(replay)) => {
+                    request = replay;
+                    // The failed response (and its connection) goes before we wait.
+                    drop(result);
+                    delay
+                }
+                _ => {
+                    let attempted = Attempted {
+                        result,
+                        outcome,
+                        attempts,
+                    };
+                    return (attempted, extensions);
+                }
             }
-            _ => {
-                return Attempted {
-                    result,
-                    outcome,
-                    attempts,
-                };
-            }
-        }
+        };
+        // Boxed: the timer's state is large and needed only by a call retried.
+        Box::pin(tokio::time::sleep(delay)).await;
+        waited = Some(delay);
     }
+}
+
+/// The rest of the chain run once, as [`with_retries`] reports it: for the
+/// [`TelemetryMiddleware`](super::TelemetryMiddleware) without a retry of its own, the attempts
+/// being those a `RetryMiddleware` further in left in `extensions` (failed calls included).
+pub(super) async fn once<'e>(
+    classifier: &DefaultClassifier,
+    request: Request,
+    extensions: &'e mut Extensions,
+    next: Next<'_>,
+) -> (Attempted, &'e mut Extensions) {
+    let result = next.run(request, extensions).await;
+    let attempted = Attempted {
+        outcome: classify_result(classifier, &result),
+        result,
+        attempts: extensions.get::<Attempts>().map_or(1, |a| a.0.max(1)),
+    };
+    (attempted, extensions)
 }
 
 /// A copy of `request` to send again, `None` if it cannot be (its body is a stream).
