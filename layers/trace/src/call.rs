@@ -865,6 +865,57 @@ mod tests {
         assert!(message.starts_with("loop: loop"), "{message}");
     }
 
+    /// `start_client` from the text of a URI's parts opens the call `start` opens from the URI.
+    #[test]
+    fn start_client_from_parts_is_start_from_the_uri() {
+        for text in [
+            "http://127.0.0.1:8080/api/2.0/genie/spaces/01ef?page=2",
+            "https://example.cloud.databricks.com/serving-endpoints/llama/invocations",
+            "https://example.cloud.databricks.com",
+            "http://user:secret@host.example:81/a/b?token=x&y=%20z",
+            "http://[::1]:9000/v1?q",
+            "https://host.example/a?",
+            "ftp://host.example/file",
+        ] {
+            let uri = Uri::from_static(text);
+            let path_and_query = uri.path_and_query().map_or("", |pq| pq.as_str());
+            let authority = uri.authority().map_or("", Authority::as_str);
+            let start = |call: CallSpan| {
+                let model_call = call.is_model_call();
+                let record = call.finish();
+                (record.host, record.route, record.model, model_call)
+            };
+            let (headers, extensions) = (HeaderMap::new(), Extensions::new());
+            let ours = CallSpan::start_client(
+                &Product::Genie,
+                &Method::GET,
+                uri.scheme_str().unwrap_or_default(),
+                authority,
+                path_and_query,
+                &headers,
+                &extensions,
+            );
+            let theirs = CallSpan::start(
+                &Product::Genie,
+                Direction::Client,
+                &Method::GET,
+                &uri,
+                &headers,
+                &extensions,
+            );
+            assert_eq!(start(ours), start(theirs), "{text}");
+            // `url.full`, redacted: the same text.
+            let scheme = uri.scheme_str().unwrap_or_default();
+            let (mut ours, mut theirs) = (String::new(), String::new());
+            Target::of_parts(scheme, authority, path_and_query)
+                .redacted()
+                .push_to(&mut ours);
+            RedactedUri::new(&uri).push_to(&mut theirs);
+            assert_eq!(ours, theirs, "{text}");
+            assert!(!ours.contains("secret"), "{ours}");
+        }
+    }
+
     #[test]
     fn wall_clock_tracks_the_system_clock() {
         let before = SystemTime::now();
