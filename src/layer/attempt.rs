@@ -6,9 +6,8 @@
 //! `kasal_trace`) is a child of the call's span and ends when the attempt's response head (or
 //! error) arrives; the last attempt's body is read under the call's span.
 //!
-//! [`AttemptSpan`] is the rule for when an attempt has a span, the same for this stack and the
-//! reqwest retry: a call answered at once has none (its call span is its one attempt, and it
-//! pays for no second span); a retried call has one per attempt.
+//! [`AttemptSpan`] is the one rule for when an attempt has a span, for this stack and the
+//! reqwest retry alike.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -17,19 +16,22 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use http::{Request, Response, StatusCode};
-use kasal_classify::RetryPolicy;
-use kasal_classify::{AsError, AttemptCounter, Classify, DefaultClassifier, Outcome, Reason};
+use kasal_classify::{AsError, AttemptCounter, Classify, DefaultClassifier, Outcome};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 use tracing::Span;
 use tracing::field::Empty;
 
-/// The `HTTP attempt` span of one attempt, by the one rule both retry stacks follow:
+/// The `HTTP attempt` span of one attempt of a call made with retry, by the one rule both
+/// retry stacks follow:
 ///
 /// - a resend's span opens as the attempt starts, with the wait scheduled before it, and
 ///   covers the attempt;
-/// - the first attempt's opens only once its answer has arrived and another attempt follows
-///   (so it carries its status or error, but no duration); a call answered at once has none.
+/// - the first attempt's opens as it starts too where the stack sends the current span
+///   downstream as the request's parent (`traceparent`: the tower stack), so that each attempt
+///   is the parent of what the server does with it; elsewhere (the reqwest stack) it opens only
+///   once its answer has arrived and another attempt follows (it carries its status or error,
+///   not a duration), so a call answered at once pays for no second span.
 ///
 /// Each span closes when its attempt's answer has been recorded on it.
 pub(crate) struct AttemptSpan(Option<Span>);
@@ -43,9 +45,10 @@ pub(crate) enum Answer<'a> {
 }
 
 impl AttemptSpan {
-    /// At the start of attempt `resends + 1`, `delay` being the wait scheduled before it.
-    pub(crate) fn start(resends: u32, delay: Option<Duration>) -> Self {
-        AttemptSpan((resends > 0).then(|| attempt_span(resends, delay)))
+    /// At the start of attempt `resends + 1`, `delay` being the wait scheduled before it;
+    /// `sent_downstream`: the stack sends the current span as the request's parent.
+    pub(crate) fn start(resends: u32, delay: Option<Duration>, sent_downstream: bool) -> Self {
+        AttemptSpan((resends > 0 || sent_downstream).then(|| attempt_span(resends, delay)))
     }
 
     /// The span to enter while the attempt runs, if it has one yet.
@@ -54,8 +57,8 @@ impl AttemptSpan {
     }
 
     /// The attempt's `answer` has arrived and `resent` says whether another attempt follows:
-    /// records it on the attempt's span (the first attempt's is opened now if it is resent),
-    /// which then closes.
+    /// records it on the attempt's span (a first attempt's not opened yet is opened now if it
+    /// is resent), which then closes.
     pub(crate) fn answered(self, answer: Answer<'_>, resent: bool) {
         let span = match self.0 {
             Some(span) => span,
@@ -69,7 +72,9 @@ impl AttemptSpan {
     }
 }
 
-/// Opens an `HTTP attempt` span around each call of `S`, by the [`AttemptSpan`] rule.
+/// Opens an `HTTP attempt` span around each call of `S`, by the [`AttemptSpan`] rule: this
+/// stack sends each attempt's span downstream (`traceparent`), so every attempt has one from
+/// its start.
 ///
 /// `pub` but unnameable (private module), like `BoxErrors`: it appears in
 /// `TelemetryService<S, RetryPolicy>`'s types.
@@ -78,20 +83,13 @@ impl AttemptSpan {
 pub struct AttemptSpans<S> {
     inner: S,
     classifier: DefaultClassifier,
-    /// The policy resends a retryable first attempt (it allows at least one retry).
-    resends: bool,
 }
 
 impl<S> AttemptSpans<S> {
-    pub(crate) fn new(inner: S, policy: &RetryPolicy) -> Self {
-        let retryable = Outcome::Retryable {
-            reason: Reason::Timeout,
-            retry_after: None,
-        };
+    pub(crate) fn new(inner: S) -> Self {
         AttemptSpans {
             inner,
             classifier: DefaultClassifier::new(),
-            resends: policy.next_delay(1, &retryable).is_some(),
         }
     }
 }
@@ -118,19 +116,14 @@ where
         let delay = counter
             .and_then(AttemptCounter::last_delay)
             .filter(|_| resends > 0);
-        let span = AttemptSpan::start(resends, delay);
-        let inner = match span.span() {
-            Some(span) => {
-                let _entered = span.enter();
-                self.inner.call(request)
-            }
-            None => self.inner.call(request),
+        let span = AttemptSpan::start(resends, delay, true);
+        let inner = {
+            let _entered = span.span().map(Span::enter);
+            self.inner.call(request)
         };
         AttemptFuture {
             inner,
             span: Some(span),
-            first: resends == 0,
-            resends: self.resends,
             classifier: self.classifier.clone(),
         }
     }
@@ -174,10 +167,6 @@ pin_project! {
         inner: F,
         // `None` once the attempt's answer is recorded.
         span: Option<AttemptSpan>,
-        // This is the call's first attempt.
-        first: bool,
-        // The policy resends a retryable first attempt.
-        resends: bool,
         classifier: DefaultClassifier,
     }
 }
@@ -186,7 +175,6 @@ impl<F: std::fmt::Debug> std::fmt::Debug for AttemptFuture<F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AttemptFuture")
             .field("inner", &self.inner)
-            .field("first", &self.first)
             .finish_non_exhaustive()
     }
 }
@@ -208,28 +196,20 @@ where
                 .map(Span::enter);
             ready!(this.inner.poll(cx))
         };
-        let Some(span) = this.span.take() else {
-            return Poll::Ready(result);
-        };
-        // Whether a resend follows matters only for the first attempt (the others' spans are
-        // open): the policy resends it exactly when it is retryable and retries are allowed.
-        // (One whose request body cannot be replayed is sent once all the same.)
-        let outcome = match &result {
-            Ok(response) if *this.first && *this.resends => Some(
-                this.classifier
-                    .classify_response(response.status(), response.headers()),
-            ),
-            Ok(_) => None,
-            Err(error) => Some(this.classifier.classify_error(error.as_error())),
-        };
-        let resent =
-            *this.first && *this.resends && outcome.as_ref().is_some_and(Outcome::is_retryable);
-        let answer = match &result {
-            Ok(response) => Answer::Status(response.status()),
-            Err(_) => Answer::Error(outcome.as_ref().and_then(Outcome::error_type)),
-        };
-        // The attempt is over: its span closes now, not when the retry future is dropped.
-        span.answered(answer, resent);
+        if let Some(span) = this.span.take() {
+            let outcome = match &result {
+                Ok(_) => None,
+                Err(error) => Some(this.classifier.classify_error(error.as_error())),
+            };
+            let answer = match &result {
+                Ok(response) => Answer::Status(response.status()),
+                Err(_) => Answer::Error(outcome.as_ref().and_then(Outcome::error_type)),
+            };
+            // Every attempt of this stack has its span from its start: whether a resend
+            // follows changes nothing. The attempt is over: its span closes now, not when the
+            // retry future is dropped.
+            span.answered(answer, false);
+        }
         Poll::Ready(result)
     }
 }

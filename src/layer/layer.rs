@@ -21,11 +21,9 @@ use crate::usage::{ReadUsage, UsageReading};
 /// 2. [`SpanLayer`]: one span per logical call, recorded into the [`Telemetry`] pipeline when
 ///    the response body ends (or at once for an error);
 /// 3. [`RetryLayer`](kasal_classify::RetryLayer), if [`retry`](Self::retry) was set: the span
-///    covers every attempt and reports `http.request.resend_count`, and each attempt of a
-///    retried call gets a child span `HTTP attempt` (`kasal.attempt`,
-///    `http.request.resend_count`, `kasal.retry_delay_ms`: the wait before it,
-///    `http.response.status_code`, `error.type`; the first one opened once a resend follows);
-///    a call answered at once has none;
+///    covers every attempt and reports `http.request.resend_count`, and each attempt gets a
+///    child span `HTTP attempt` (`kasal.attempt`, `http.request.resend_count`,
+///    `kasal.retry_delay_ms`: the wait before it, `http.response.status_code`, `error.type`);
 /// 4. [`CircuitBreakerLayer`](kasal_classify::CircuitBreakerLayer), if
 ///    [`circuit_breaker`](Self::circuit_breaker) was set: each attempt asks the breaker first;
 ///

@@ -31,13 +31,13 @@ impl RetryMode for () {
     }
 }
 
-/// Retry by the policy, one `HTTP attempt` span per attempt of a retried call: bodies must
-/// implement `TryCloneBody`.
+/// Retry by the policy, one `HTTP attempt` span per attempt: bodies must implement
+/// `TryCloneBody`.
 impl RetryMode for RetryPolicy {
     type Service<S> = Retry<AttemptSpans<S>>;
 
     fn wrap<S>(&self, inner: S) -> Self::Service<S> {
-        Retry::new(AttemptSpans::new(inner, self), self.clone())
+        Retry::new(AttemptSpans::new(inner), self.clone())
     }
 }
 

@@ -28,7 +28,8 @@ use crate::layer::attempt::{Answer, AttemptSpan};
 /// which does the same inside the telemetry middleware.
 ///
 /// A retried call has one `HTTP attempt` child span per attempt; a call answered at once has
-/// none (its call span is its one attempt), as in the tower stack.
+/// none (its call span is its one attempt: unlike the tower stack, this one does not send the
+/// attempt's span downstream as `traceparent`, so the first attempt needs none of its own).
 #[derive(Clone, Debug)]
 pub struct RetryMiddleware {
     policy: RetryPolicy,
@@ -91,8 +92,8 @@ pub(super) struct Attempted {
 /// hands `extensions` back with what it ends with. Shared by [`RetryMiddleware`] and the
 /// [`TelemetryMiddleware`](super::TelemetryMiddleware)'s own retry.
 ///
-/// The attempts' `HTTP attempt` spans follow the tower stack's rule ([`AttemptSpan`]): none for
-/// a call answered at once, one per attempt for a call retried.
+/// The attempts' `HTTP attempt` spans follow the rule of both stacks ([`AttemptSpan`]): none
+/// for a call answered at once, one per attempt for a call retried.
 ///
 /// Laid out so the future stays small (it is boxed with the middleware's): across the wait
 /// before a resend only the request to send is kept, and across an attempt only its copy.
@@ -109,7 +110,8 @@ pub(super) async fn with_retries<'e>(
         let delay = {
             // A copy for the next attempt, taken before this one consumes the request.
             let replay = replay_of(&request);
-            let span = AttemptSpan::start(attempts, waited);
+            // Nothing here sends the span downstream: the first attempt's opens only if resent.
+            let span = AttemptSpan::start(attempts, waited, false);
             attempts = attempts.saturating_add(1);
             let run = next.clone().run(request, extensions);
             let result = match span.span() {
