@@ -7,7 +7,8 @@
 //!   `TracingMiddleware` (span per call, no classification, no records);
 //! - `kasal`: `kasal_telemetry::reqwest::client(..)`: User-Agent, span, classification, the
 //!   retry, and a record into a real `Telemetry` pipeline (no-op exporter);
-//! - `kasal_without_retry` (count mode only): the same stack without the retry.
+//! - `kasal_without_retry` (count mode and the interleaved run): the same stack without the
+//!   retry.
 //!
 //! All use the same transport settings and call the same hyper server on 127.0.0.1 (its own
 //! thread), reading each small JSON body to its end. The same subscriber is installed globally:
@@ -184,7 +185,7 @@ fn interleaved(rt: &tokio::runtime::Runtime, clients: &[(&str, &Client)], url: &
     let (plain_median, plain_p99) = stats[0];
     for ((name, _), (median, p99)) in clients.iter().zip(&stats) {
         println!(
-            "interleaved reqwest/{name:<16} median {:8.1} µs  p99 {:8.1} µs  added over plain: median {:+7.1} µs  p99 {:+7.1} µs",
+            "interleaved reqwest/{name:<19} median {:8.1} µs  p99 {:8.1} µs  added over plain: median {:+7.1} µs  p99 {:+7.1} µs",
             median / 1e3,
             p99 / 1e3,
             (median - plain_median) / 1e3,
@@ -270,6 +271,7 @@ fn reqwest_bench(c: &mut Criterion) {
                 ("middleware", &middleware),
                 ("reqwest_tracing", &peer),
                 ("kasal", &ours),
+                ("kasal_without_retry", &ours_without_retry),
             ],
             &url,
         );
