@@ -6,7 +6,9 @@
 //! - `reqwest_tracing`: reqwest-middleware with a User-Agent middleware and reqwest-tracing's
 //!   `TracingMiddleware` (span per call, no classification, no records);
 //! - `kasal`: `kasal_telemetry::reqwest::client(..)`: User-Agent, span, classification, the
-//!   retry, and a record into a real `Telemetry` pipeline (no-op exporter).
+//!   retry, and a record into a real `Telemetry` pipeline (no-op exporter);
+//! - `kasal_without_retry` (count mode and the interleaved run): the same stack without the
+//!   retry.
 //!
 //! All use the same transport settings and call the same hyper server on 127.0.0.1 (its own
 //! thread), reading each small JSON body to its end. The same subscriber is installed globally:
@@ -16,9 +18,10 @@
 //! latency of each and the latency each adds over `plain`: the figures to trust on a shared
 //! machine, since the clients see the same load.
 //!
-//! `KASAL_BENCH_LOOP=<plain|middleware|reqwest_tracing|kasal>:<n>` runs only n calls of one
-//! client, for instruction counts under `valgrind --tool=callgrind`: the difference between two
-//! runs (n = 1500 and 500) divided by 1000 is the cost of one call, stable on a loaded machine.
+//! `KASAL_BENCH_LOOP=<plain|middleware|reqwest_tracing|kasal|kasal_without_retry>:<n>` runs
+//! only n calls of one client, for instruction counts under `valgrind --tool=callgrind`: the
+//! difference between two runs (n = 1500 and 500) divided by 1000 is the cost of one call,
+//! stable on a loaded machine.
 mod common;
 
 use std::cell::Cell;
@@ -33,6 +36,7 @@ use http::header::USER_AGENT;
 use http::{Extensions, HeaderValue, Request, Response};
 use http_body_util::Full;
 use hyper::body::Incoming;
+use kasal_telemetry::reqwest::{RecordInvalidUrls, TelemetryMiddleware};
 use kasal_telemetry::user_agent::{Product, UserAgent};
 
 use reqwest_middleware::{ClientBuilder, ClientWithMiddleware, Middleware, Next};
@@ -181,7 +185,7 @@ fn interleaved(rt: &tokio::runtime::Runtime, clients: &[(&str, &Client)], url: &
     let (plain_median, plain_p99) = stats[0];
     for ((name, _), (median, p99)) in clients.iter().zip(&stats) {
         println!(
-            "interleaved reqwest/{name:<16} median {:8.1} µs  p99 {:8.1} µs  added over plain: median {:+7.1} µs  p99 {:+7.1} µs",
+            "interleaved reqwest/{name:<19} median {:8.1} µs  p99 {:8.1} µs  added over plain: median {:+7.1} µs  p99 {:+7.1} µs",
             median / 1e3,
             p99 / 1e3,
             (median - plain_median) / 1e3,
@@ -224,6 +228,13 @@ fn reqwest_bench(c: &mut Criterion) {
             .build(),
     );
     let ours = Client::Middleware(kasal_telemetry::reqwest::client(Product::Genie, &telemetry));
+    // The same without the retry: what the retry costs a call answered at once.
+    let ours_without_retry = Client::Middleware(
+        ClientBuilder::new(http())
+            .with_init(RecordInvalidUrls::new(Product::Genie, telemetry.clone()))
+            .with(TelemetryMiddleware::new(Product::Genie, telemetry.clone()))
+            .build(),
+    );
 
     // `KASAL_BENCH_LOOP=<client>:<n>`: only n calls of that client, then exit (for instruction
     // counts under callgrind: the difference between two n gives the cost of one call).
@@ -235,6 +246,7 @@ fn reqwest_bench(c: &mut Criterion) {
             "middleware" => &middleware,
             "reqwest_tracing" => &peer,
             "kasal" => &ours,
+            "kasal_without_retry" => &ours_without_retry,
             other => panic!("unknown client {other}"),
         };
         rt.block_on(async {
@@ -259,6 +271,7 @@ fn reqwest_bench(c: &mut Criterion) {
                 ("middleware", &middleware),
                 ("reqwest_tracing", &peer),
                 ("kasal", &ours),
+                ("kasal_without_retry", &ours_without_retry),
             ],
             &url,
         );

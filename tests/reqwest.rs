@@ -263,6 +263,30 @@ async fn span_fields_are_the_tower_stacks() {
     assert_eq!(fields(&reqwest_span), fields(&tower_span));
 }
 
+/// The reqwest middleware opens its span from the parts its `Url` has parsed, not from an
+/// `http::Uri`: every shape of URL gives the tower stack's span, and no userinfo leaves.
+#[tokio::test]
+async fn every_url_shape_gives_the_tower_stacks_span() {
+    let server = TestServer::start(|_, _| Reply::text(200, "hello")).await;
+    let port = server.addr.port();
+    let (telemetry, _exporter) = pipeline();
+    for url in [
+        format!("http://user:secret@127.0.0.1:{port}/api/2.0/genie/spaces/s1?token=x&y=%20z"),
+        format!("http://localhost:{port}/api/2.0/genie/spaces/s1#fragment"),
+        format!("http://127.0.0.1:{port}/api/2.0/genie/spaces/caf%C3%A9?"),
+        format!("http://127.0.0.1:{port}/api/2.0/genie/spaces/s1?a&b=&=c"),
+        format!("HTTP://127.0.0.1:{port}/api/2.0/genie/spaces/01ef"),
+    ] {
+        let reqwest_span = span_of(&reqwest_stack(&telemetry), &url).await;
+        let tower_span = span_of(&tower_stack(&telemetry), &url).await;
+        assert_eq!(fields(&reqwest_span), fields(&tower_span), "{url}");
+        let full = reqwest_span.field("url.full").unwrap_or_default();
+        assert!(full.starts_with("http://"), "{full}");
+        assert!(!full.contains("secret") && !full.contains('#'), "{full}");
+        assert_eq!(reqwest_span.field("server.port"), Some(port.to_string()));
+    }
+}
+
 #[tokio::test]
 async fn the_task_local_context_reaches_the_span_and_no_token_leaves() {
     let (_guard, captured) = capture();
@@ -803,7 +827,8 @@ async fn a_scripted_sequence_gives_the_same_records_through_both_stacks() {
     assert_eq!(reqwest_summaries.len(), SCRIPT.len());
     // The same attempt spans for retried calls: 2 for /flaky (503, then 200), 3 for /down and
     // /reset. A call answered at once has none through reqwest (its call span is the attempt);
-    // the tower stack opens one for it too.
+    // the tower stack, which sends each attempt's span downstream as `traceparent`, opens one
+    // for it too.
     let counts: Vec<usize> = reqwest_attempts.iter().map(Vec::len).collect();
     assert_eq!(counts, [0, 2, 2, 0, 0, 3, 0, 3]);
     assert_eq!(fused_attempts, reqwest_attempts);

@@ -5,6 +5,9 @@
 //! the logical call span already is it. Each attempt span (`HTTP attempt`, target
 //! `kasal_trace`) is a child of the call's span and ends when the attempt's response head (or
 //! error) arrives; the last attempt's body is read under the call's span.
+//!
+//! [`AttemptSpan`] is the one rule for when an attempt has a span, for this stack and the
+//! reqwest retry alike.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -13,13 +16,65 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use http::{Request, Response, StatusCode};
-use kasal_classify::{AsError, AttemptCounter, Classify, DefaultClassifier};
+use kasal_classify::{AsError, AttemptCounter, Classify, DefaultClassifier, Outcome};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 use tracing::Span;
 use tracing::field::Empty;
 
-/// Opens an `HTTP attempt` span around each call of `S`.
+/// The `HTTP attempt` span of one attempt of a call made with retry, by the one rule both
+/// retry stacks follow:
+///
+/// - a resend's span opens as the attempt starts, with the wait scheduled before it, and
+///   covers the attempt;
+/// - the first attempt's opens as it starts too where the stack sends the current span
+///   downstream as the request's parent (`traceparent`: the tower stack), so that each attempt
+///   is the parent of what the server does with it; elsewhere (the reqwest stack) it opens only
+///   once its answer has arrived and another attempt follows (it carries its status or error,
+///   not a duration), so a call answered at once pays for no second span.
+///
+/// Each span closes when its attempt's answer has been recorded on it.
+pub(crate) struct AttemptSpan(Option<Span>);
+
+/// What an attempt ended with, as its span records it.
+pub(crate) enum Answer<'a> {
+    /// A response head with this status.
+    Status(StatusCode),
+    /// An error without a response, with its `error.type` (`_OTHER` if `None`).
+    Error(Option<&'a str>),
+}
+
+impl AttemptSpan {
+    /// At the start of attempt `resends + 1`, `delay` being the wait scheduled before it;
+    /// `sent_downstream`: the stack sends the current span as the request's parent.
+    pub(crate) fn start(resends: u32, delay: Option<Duration>, sent_downstream: bool) -> Self {
+        AttemptSpan((resends > 0 || sent_downstream).then(|| attempt_span(resends, delay)))
+    }
+
+    /// The span to enter while the attempt runs, if it has one yet.
+    pub(crate) fn span(&self) -> Option<&Span> {
+        self.0.as_ref()
+    }
+
+    /// The attempt's `answer` has arrived and `resent` says whether another attempt follows:
+    /// records it on the attempt's span (a first attempt's not opened yet is opened now if it
+    /// is resent), which then closes.
+    pub(crate) fn answered(self, answer: Answer<'_>, resent: bool) {
+        let span = match self.0 {
+            Some(span) => span,
+            None if resent => attempt_span(0, None),
+            None => return,
+        };
+        match answer {
+            Answer::Status(status) => attempt_response(&span, status),
+            Answer::Error(error_type) => attempt_error(&span, error_type),
+        }
+    }
+}
+
+/// Opens an `HTTP attempt` span around each call of `S`, by the [`AttemptSpan`] rule: this
+/// stack sends each attempt's span downstream (`traceparent`), so every attempt has one from
+/// its start.
 ///
 /// `pub` but unnameable (private module), like `BoxErrors`: it appears in
 /// `TelemetryService<S, RetryPolicy>`'s types.
@@ -61,22 +116,22 @@ where
         let delay = counter
             .and_then(AttemptCounter::last_delay)
             .filter(|_| resends > 0);
-        let span = attempt_span(resends, delay);
+        let span = AttemptSpan::start(resends, delay, true);
         let inner = {
-            let _entered = span.enter();
+            let _entered = span.span().map(Span::enter);
             self.inner.call(request)
         };
         AttemptFuture {
             inner,
-            span,
+            span: Some(span),
             classifier: self.classifier.clone(),
         }
     }
 }
 
 /// Opens the `HTTP attempt` span of attempt `resends + 1`, a child of the current span, with
-/// the wait scheduled before it. Shared with the reqwest retry middleware.
-pub(crate) fn attempt_span(resends: u32, delay: Option<Duration>) -> Span {
+/// the wait scheduled before it.
+fn attempt_span(resends: u32, delay: Option<Duration>) -> Span {
     tracing::info_span!(
         target: "kasal_trace",
         "HTTP attempt",
@@ -90,7 +145,7 @@ pub(crate) fn attempt_span(resends: u32, delay: Option<Duration>) -> Span {
 }
 
 /// Records an attempt's response status (client rules: a 4xx or 5xx attempt failed).
-pub(crate) fn attempt_response(span: &Span, status: StatusCode) {
+fn attempt_response(span: &Span, status: StatusCode) {
     span.record("http.response.status_code", i64::from(status.as_u16()));
     if status.is_client_error() || status.is_server_error() {
         span.record("error.type", status.as_str());
@@ -99,7 +154,7 @@ pub(crate) fn attempt_response(span: &Span, status: StatusCode) {
 }
 
 /// Records an attempt's failure without a response: its `error.type` (`_OTHER` if unnamed).
-pub(crate) fn attempt_error(span: &Span, error_type: Option<&str>) {
+fn attempt_error(span: &Span, error_type: Option<&str>) {
     span.record("error.type", error_type.unwrap_or("_OTHER"));
     span.record("otel.status_code", "ERROR");
 }
@@ -107,12 +162,20 @@ pub(crate) fn attempt_error(span: &Span, error_type: Option<&str>) {
 pin_project! {
     /// Response future of `AttemptSpans` (unnameable, like it).
     #[allow(unreachable_pub)]
-    #[derive(Debug)]
     pub struct AttemptFuture<F> {
         #[pin]
         inner: F,
-        span: Span,
+        // `None` once the attempt's answer is recorded.
+        span: Option<AttemptSpan>,
         classifier: DefaultClassifier,
+    }
+}
+
+impl<F: std::fmt::Debug> std::fmt::Debug for AttemptFuture<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AttemptFuture")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
     }
 }
 
@@ -126,18 +189,27 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let result = {
-            let _entered = this.span.enter();
+            let _entered = this
+                .span
+                .as_ref()
+                .and_then(AttemptSpan::span)
+                .map(Span::enter);
             ready!(this.inner.poll(cx))
         };
-        match &result {
-            Ok(response) => attempt_response(this.span, response.status()),
-            Err(error) => {
-                let outcome = this.classifier.classify_error(error.as_error());
-                attempt_error(this.span, outcome.error_type());
-            }
+        if let Some(span) = this.span.take() {
+            let outcome = match &result {
+                Ok(_) => None,
+                Err(error) => Some(this.classifier.classify_error(error.as_error())),
+            };
+            let answer = match &result {
+                Ok(response) => Answer::Status(response.status()),
+                Err(_) => Answer::Error(outcome.as_ref().and_then(Outcome::error_type)),
+            };
+            // Every attempt of this stack has its span from its start: whether a resend
+            // follows changes nothing. The attempt is over: its span closes now, not when the
+            // retry future is dropped.
+            span.answered(answer, false);
         }
-        // The attempt is over: close its span now, not when the retry future is dropped.
-        *this.span = Span::none();
         Poll::Ready(result)
     }
 }

@@ -2,21 +2,24 @@
 //! reqwest-middleware client, over the same call core as the tower stack.
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use http::header::USER_AGENT;
 use http::{Extensions, HeaderMap, HeaderName, HeaderValue};
-use kasal_classify::{AttemptCounter, Attempts, DefaultClassifier, RetryPolicy};
-use kasal_trace::{CallSpan, Direction, OnBodyChunk, OperationId};
+use kasal_classify::{Attempts, DefaultClassifier, RetryPolicy};
+use kasal_trace::{CallSpan, OnBodyChunk, OperationId};
 use kasal_user_agent::{Product, UserAgent};
+use pin_project_lite::pin_project;
 use reqwest::{Request, Response};
 use reqwest_middleware::{Middleware, Next, Result};
+use url::Position;
 
 use super::body::trace_response;
 use super::error::inner_error;
-use super::in_span::InSpan;
-use super::retry::with_retries;
-use super::uri::uri_of;
+use super::retry::{Attempted, once, with_retries};
 use crate::Telemetry;
 use crate::usage::{ReadUsage, UsageReading};
 
@@ -185,17 +188,25 @@ pub struct OperationIdHeader(pub HeaderName);
 /// Longest header value taken as an operation id: longer ones are ignored.
 const MAX_OPERATION_ID_LEN: usize = 256;
 
-#[async_trait::async_trait]
 impl<H> Middleware for TelemetryMiddleware<H>
 where
     H: OnBodyChunk<Bytes> + Clone + Sync,
 {
-    async fn handle(
-        &self,
+    // `handle` as `#[async_trait]` would write it, written out so the work before the first
+    // await is done before the future is boxed: the box then holds the request once (in the
+    // attempts' future), not also as the argument of an `async fn`, and stays small.
+    fn handle<'life0, 'life1, 'life2, 'async_trait>(
+        &'life0 self,
         mut request: Request,
-        extensions: &mut Extensions,
-        next: Next<'_>,
-    ) -> Result<Response> {
+        extensions: &'life1 mut Extensions,
+        next: Next<'life2>,
+    ) -> Pin<Box<dyn Future<Output = Result<Response>> + Send + 'async_trait>>
+    where
+        'life0: 'async_trait,
+        'life1: 'async_trait,
+        'life2: 'async_trait,
+        Self: 'async_trait,
+    {
         match &self.client_user_agent {
             // reqwest would add the client's own after us: send ours before it.
             Some((_, value)) if !request.headers().contains_key(USER_AGENT) => {
@@ -203,23 +214,19 @@ where
             }
             _ => self.user_agent.apply(request.headers_mut()),
         }
-        // A retry middleware further in reports through it how many attempts a failed call
-        // took; our own retry reports them directly.
-        if self.retry.is_none() && extensions.get::<AttemptCounter>().is_none() {
-            extensions.insert(AttemptCounter::new());
-        }
-        let uri = uri_of(request.url());
-        // Boxed at once: the body keeps it boxed, and the future awaiting the response holds
-        // a pointer instead of the whole call.
-        let mut call = Box::new(CallSpan::start(
+        // Opened from the parts the `Url` has already parsed: no `http::Uri` is built. Boxed
+        // at once: the body keeps it boxed, and the future awaiting the response holds a
+        // pointer instead of the whole call.
+        let url = request.url();
+        let mut call = Box::new(CallSpan::start_client(
             self.user_agent.product(),
-            Direction::Client,
             request.method(),
-            &uri,
+            url.scheme(),
+            url.authority(),
+            &url[Position::BeforePath..Position::AfterQuery],
             request.headers(),
             extensions,
         ));
-        drop(uri);
         call.set_protocol_version(request.version());
         if self.body_sizes {
             let size = request
@@ -228,23 +235,73 @@ where
                 .map(|b| b.len() as u64);
             call.record_body_sizes(size);
         }
-        let (result, attempts) = match &self.retry {
+        match &self.retry {
             Some(policy) => {
-                InSpan {
-                    span: call.span(),
-                    inner: with_retries(policy, &self.classifier, request, extensions, next),
-                }
-                .await
+                let attempts = with_retries(policy, &self.classifier, request, extensions, next);
+                Box::pin(self.complete(call, attempts))
             }
             None => {
-                let result = InSpan {
-                    span: call.span(),
-                    inner: next.run(request, extensions),
-                }
-                .await;
-                (result, 1)
+                let attempt = once(&self.classifier, request, extensions, next);
+                Box::pin(self.complete(call, attempt))
             }
+        }
+    }
+}
+
+pin_project! {
+    /// The call from its first attempt to its answer, polled in its span; then the response
+    /// with its body traced, or the error, recorded. A future of its own, not an `async fn`,
+    /// so it holds the attempts' future once (an `async fn` would keep its argument besides).
+    struct Complete<'m, F, H> {
+        #[pin]
+        attempts: F,
+        // `None` once answered.
+        call: Option<Box<CallSpan>>,
+        middleware: &'m TelemetryMiddleware<H>,
+    }
+}
+
+impl<'e, F, H> Future for Complete<'_, F, H>
+where
+    F: Future<Output = (Attempted, &'e mut Extensions)>,
+    H: OnBodyChunk<Bytes> + Clone + Sync,
+{
+    type Output = Result<Response>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let Some(span) = this.call.as_ref().map(|call| call.span()) else {
+            // Polled after its answer: there is none to give again.
+            return Poll::Pending;
         };
+        let (attempted, extensions) = {
+            let _entered = span.enter();
+            ready!(this.attempts.poll(cx))
+        };
+        match this.call.take() {
+            Some(call) => Poll::Ready(this.middleware.answer(call, attempted, extensions)),
+            None => Poll::Pending,
+        }
+    }
+}
+
+impl<H> TelemetryMiddleware<H>
+where
+    H: OnBodyChunk<Bytes> + Clone + Sync,
+{
+    /// The call's answer: the response with its body traced (the call is recorded when the
+    /// body ends), or the error, recorded now.
+    fn answer(
+        &self,
+        mut call: Box<CallSpan>,
+        attempted: Attempted,
+        extensions: &mut Extensions,
+    ) -> Result<Response> {
+        let Attempted {
+            result,
+            outcome,
+            attempts,
+        } = attempted;
         if attempts > 1 {
             // What a `RetryMiddleware` leaves for us, from our own retry.
             extensions.insert(Attempts(attempts));
@@ -252,12 +309,8 @@ where
         match result {
             Ok(response) => {
                 call.set_protocol_version(response.version());
-                call.classify_response(
-                    &self.classifier,
-                    response.status(),
-                    response.headers(),
-                    extensions,
-                );
+                // Classified once, for the retry and the call alike.
+                call.on_response(response.status(), extensions, outcome);
                 if call.record().operation_id.is_none() {
                     operation_from_header(&mut call, extensions, response.headers());
                 }
@@ -272,16 +325,25 @@ where
             Err(error) => {
                 if attempts > 1 {
                     // No response carries the attempts of a call that failed after retries:
-                    // the span and the record take them as from a retry layer's
-                    // `AttemptCounter` (`CallSpan::on_error`).
+                    // the span and the record take them from the retry.
                     call.span()
                         .record("http.request.resend_count", i64::from(attempts - 1));
                 }
-                let mut record = call.fail(&self.classifier, inner_error(&error));
+                call.on_error(inner_error(&error), outcome);
+                let mut record = call.finish();
                 record.attempts = record.attempts.max(attempts);
                 self.telemetry.record(record);
                 Err(error)
             }
+        }
+    }
+
+    /// The future of a call opened as `call`, its attempts made by `attempts`.
+    fn complete<F>(&self, call: Box<CallSpan>, attempts: F) -> Complete<'_, F, H> {
+        Complete {
+            attempts,
+            call: Some(call),
+            middleware: self,
         }
     }
 }

@@ -107,7 +107,6 @@ mod middleware;
 mod retry;
 #[cfg(feature = "reqwest-retry")]
 mod retryable_strategy;
-mod uri;
 
 use std::sync::Arc;
 

@@ -12,7 +12,7 @@ use std::error::Error;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use http::uri::{Authority, Scheme};
+use http::uri::Authority;
 use http::{Extensions, HeaderMap, HeaderValue, Method, StatusCode, Uri, Version};
 use kasal_classify::{AttemptCounter, Attempts, Classify, Outcome};
 use kasal_user_agent::Product;
@@ -83,6 +83,49 @@ impl CallSpan {
         extensions: &Extensions,
         route: Option<&Route>,
     ) -> Self {
+        let target = Target::of_uri(uri);
+        CallSpan::open(
+            product, direction, method, target, headers, extensions, route,
+        )
+    }
+
+    /// As [`start`](Self::start) for a client call whose URL was parsed elsewhere (reqwest's
+    /// `Url`), from the text of its parts: `scheme` (`https`), `authority` (`host[:port]`;
+    /// userinfo is allowed and never recorded; empty for none) and `path_and_query`
+    /// (`/api/2.0/jobs/list?page=2`, without the fragment). The span and the record are those
+    /// [`start`](Self::start) makes from the `Uri` of the same text, without building one.
+    pub fn start_client(
+        product: &Product,
+        method: &Method,
+        scheme: &str,
+        authority: &str,
+        path_and_query: &str,
+        headers: &HeaderMap,
+        extensions: &Extensions,
+    ) -> Self {
+        let target = Target::of_parts(scheme, authority, path_and_query);
+        CallSpan::open(
+            product,
+            Direction::Client,
+            method,
+            target,
+            headers,
+            extensions,
+            None,
+        )
+    }
+
+    /// What [`start_with_route`](Self::start_with_route) and
+    /// [`start_client`](Self::start_client) share: the call opened from its target's parts.
+    fn open(
+        product: &Product,
+        direction: Direction,
+        method: &Method,
+        uri: Target<'_>,
+        headers: &HeaderMap,
+        extensions: &Extensions,
+        route: Option<&Route>,
+    ) -> Self {
         let start = Instant::now();
         let started_at = wall_clock(start);
         // The one place the template is chosen: a `Route` extension, else the adapter's `route`
@@ -111,14 +154,13 @@ impl CallSpan {
             .get::<OperationId>()
             .cloned()
             .or(context_operation);
-        let authority = url_authority(uri);
         // A server reads `Host` and `User-Agent`; a client at most `Host`, when the URI has no
         // authority.
         let (host_header, user_agent_header) = match direction {
             Direction::Server => host_and_user_agent(headers),
             Direction::Client => (None, None),
         };
-        let host = server_authority(uri, authority, || match direction {
+        let host = server_authority(&uri, || match direction {
             Direction::Server => host_header,
             Direction::Client => headers.get(http::header::HOST),
         });
@@ -135,9 +177,9 @@ impl CallSpan {
                 let (address, port) = match &host {
                     Some(host) => {
                         let (address, port) = split_host_port(host.as_str());
-                        let port = port.or(match uri.scheme() {
-                            Some(scheme) if *scheme == Scheme::HTTPS => Some(443),
-                            Some(scheme) if *scheme == Scheme::HTTP => Some(80),
+                        let port = port.or(match uri.scheme {
+                            Some(scheme) if scheme.eq_ignore_ascii_case("https") => Some(443),
+                            Some(scheme) if scheme.eq_ignore_ascii_case("http") => Some(80),
                             _ => None,
                         });
                         (Some(address), port)
@@ -152,8 +194,7 @@ impl CallSpan {
                 let is_server = direction == Direction::Server;
                 // Client: `url.full` and `url.template`. Server: `url.path`, `url.scheme`,
                 // `http.route`, `user_agent.original`, `client.address`.
-                let url_full = (!is_server)
-                    .then(|| RedactedUri::with_authority(uri, authority).path_clean(path_clean));
+                let url_full = (!is_server).then(|| uri.redacted().path_clean(path_clean));
                 let url_path = is_server.then(|| redact(uri.path()));
                 let user_agent = user_agent_header
                     .and_then(|value| value.to_str().ok())
@@ -170,7 +211,7 @@ impl CallSpan {
                 let http_route = route.as_deref().filter(|_| is_server);
                 let url_template = route.as_deref().filter(|_| !is_server);
                 let url_path = url_path.as_deref();
-                let url_scheme = is_server.then(|| uri.scheme_str().unwrap_or("http"));
+                let url_scheme = is_server.then(|| uri.scheme.unwrap_or("http"));
                 let port = port.map(i64::from);
                 let user_agent = user_agent.as_deref();
                 let product_name = product.as_str();
@@ -576,17 +617,16 @@ fn split_host_port(authority: &str) -> (&str, Option<u16>) {
     }
 }
 
-/// `host[:port]` of the server, from the URI (`authority` is [`url_authority`] of it) or else the
-/// `Host` header, without userinfo.
+/// `host[:port]` of the server, from the target's authority or else the `Host` header, without
+/// userinfo.
 fn server_authority<'a>(
-    uri: &Uri,
-    authority: Option<&str>,
+    target: &Target<'_>,
     host_header: impl FnOnce() -> Option<&'a HeaderValue>,
 ) -> Option<Authority> {
-    match (uri.authority(), authority) {
+    match (target.parsed, target.host) {
         // No userinfo was cut: the URI's own authority, shared rather than parsed again.
-        (Some(full), Some(host)) if full.as_str().len() == host.len() => Some(full.clone()),
-        (_, Some(host)) => host.parse().ok(),
+        (Some(full), _) => Some(full.clone()),
+        (None, Some(host)) => shared_authority(host),
         _ => host_header()
             .and_then(|host| host.to_str().ok())
             .and_then(|host| shared_authority(host_and_port(host))),
@@ -641,6 +681,59 @@ fn host_and_user_agent(headers: &HeaderMap) -> (Option<&HeaderValue>, Option<&He
         }
     }
     (host, user_agent)
+}
+
+/// What a call is opened from: the parts of its URI, read from an `http::Uri` or from the text
+/// of a URL parsed elsewhere (reqwest's `Url`).
+#[derive(Clone, Copy)]
+struct Target<'a> {
+    scheme: Option<&'a str>,
+    /// `host[:port]`, without userinfo (see [`url_authority`]).
+    host: Option<&'a str>,
+    /// The URI's own authority when `host` is the whole of it (no userinfo): shared, not
+    /// parsed again.
+    parsed: Option<&'a Authority>,
+    path: &'a str,
+    query: Option<&'a str>,
+}
+
+impl<'a> Target<'a> {
+    fn of_uri(uri: &'a Uri) -> Self {
+        let host = url_authority(uri);
+        Target {
+            scheme: uri.scheme_str(),
+            host,
+            parsed: uri
+                .authority()
+                .filter(|full| host.is_some_and(|host| host.len() == full.as_str().len())),
+            path: uri.path(),
+            query: uri.query(),
+        }
+    }
+
+    /// As `Uri` reads them: an empty authority is none, an empty path is `/`, and the query
+    /// is what follows the first `?`.
+    fn of_parts(scheme: &'a str, authority: &'a str, path_and_query: &'a str) -> Self {
+        let (path, query) = match path_and_query.split_once('?') {
+            Some((path, query)) => (path, Some(query)),
+            None => (path_and_query, None),
+        };
+        Target {
+            scheme: Some(scheme),
+            host: (!authority.is_empty()).then(|| host_and_port(authority)),
+            parsed: None,
+            path: if path.is_empty() { "/" } else { path },
+            query,
+        }
+    }
+
+    fn path(&self) -> &'a str {
+        self.path
+    }
+
+    fn redacted(&self) -> RedactedUri<'a> {
+        RedactedUri::from_parts(self.scheme, self.host, self.path, self.query)
+    }
 }
 
 /// `host` parsed as an [`Authority`], shared from this thread's last one when the text is the
@@ -877,6 +970,57 @@ mod tests {
             "{message}"
         );
         assert!(message.starts_with("loop: loop"), "{message}");
+    }
+
+    /// `start_client` from the text of a URI's parts opens the call `start` opens from the URI.
+    #[test]
+    fn start_client_from_parts_is_start_from_the_uri() {
+        for text in [
+            "http://127.0.0.1:8080/api/2.0/genie/spaces/01ef?page=2",
+            "https://example.cloud.databricks.com/serving-endpoints/llama/invocations",
+            "https://example.cloud.databricks.com",
+            "http://user:secret@host.example:81/a/b?token=x&y=%20z",
+            "http://[::1]:9000/v1?q",
+            "https://host.example/a?",
+            "ftp://host.example/file",
+        ] {
+            let uri = Uri::from_static(text);
+            let path_and_query = uri.path_and_query().map_or("", |pq| pq.as_str());
+            let authority = uri.authority().map_or("", Authority::as_str);
+            let start = |call: CallSpan| {
+                let model_call = call.is_model_call();
+                let record = call.finish();
+                (record.host, record.route, record.model, model_call)
+            };
+            let (headers, extensions) = (HeaderMap::new(), Extensions::new());
+            let ours = CallSpan::start_client(
+                &Product::Genie,
+                &Method::GET,
+                uri.scheme_str().unwrap_or_default(),
+                authority,
+                path_and_query,
+                &headers,
+                &extensions,
+            );
+            let theirs = CallSpan::start(
+                &Product::Genie,
+                Direction::Client,
+                &Method::GET,
+                &uri,
+                &headers,
+                &extensions,
+            );
+            assert_eq!(start(ours), start(theirs), "{text}");
+            // `url.full`, redacted: the same text.
+            let scheme = uri.scheme_str().unwrap_or_default();
+            let (mut ours, mut theirs) = (String::new(), String::new());
+            Target::of_parts(scheme, authority, path_and_query)
+                .redacted()
+                .push_to(&mut ours);
+            RedactedUri::new(&uri).push_to(&mut theirs);
+            assert_eq!(ours, theirs, "{text}");
+            assert!(!ours.contains("secret"), "{ours}");
+        }
     }
 
     #[test]

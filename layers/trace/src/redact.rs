@@ -1101,9 +1101,11 @@ impl Assembled {
 /// Displays a [`Uri`] as [`redact_uri`] does, without allocating: what the span records.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct RedactedUri<'a> {
-    uri: &'a Uri,
+    scheme: Option<&'a str>,
     /// The URI's authority without userinfo (see [`url_authority`]).
     authority: Option<&'a str>,
+    path: &'a str,
+    query: Option<&'a str>,
     /// The path is known to pass the prefilter (see `route::infer_path_indexed`): written as
     /// it is.
     path_clean: bool,
@@ -1116,9 +1118,22 @@ impl<'a> RedactedUri<'a> {
 
     /// For a caller that already has `url_authority(uri)`: saves scanning it again.
     pub(crate) fn with_authority(uri: &'a Uri, authority: Option<&'a str>) -> Self {
+        RedactedUri::from_parts(uri.scheme_str(), authority, uri.path(), uri.query())
+    }
+
+    /// From the parts of a URI (the authority without userinfo), for a caller that has them
+    /// without an `http::Uri` (the reqwest adapter reads them from its `Url`).
+    pub(crate) fn from_parts(
+        scheme: Option<&'a str>,
+        authority: Option<&'a str>,
+        path: &'a str,
+        query: Option<&'a str>,
+    ) -> Self {
         RedactedUri {
-            uri,
+            scheme,
             authority,
+            path,
+            query,
             path_clean: false,
         }
     }
@@ -1159,25 +1174,24 @@ impl RedactedUri<'_> {
     }
 
     fn write_capped<W: fmt::Write + ?Sized>(&self, out: &mut W) -> fmt::Result {
-        let uri = self.uri;
         let mut out = Capped {
             out,
             room: MAX_REDACTED_LEN,
         };
-        if let Some(scheme) = uri.scheme_str() {
+        if let Some(scheme) = self.scheme {
             out.put(scheme)?;
             out.put("://")?;
         }
         if let Some(authority) = self.authority {
             out.put(authority)?;
         }
-        let path = uri.path();
+        let path = self.path;
         match self.path_clean {
             // Every segment clean: `redact` would return the path as it is.
             true => out.put(path)?,
             false => out.put(&redact(path))?,
         }
-        if let Some(query) = uri.query() {
+        if let Some(query) = self.query {
             out.put("?")?;
             // `split('&')` and `split_once('=')`, by byte (both are ASCII: char boundaries).
             let mut rest = query;
