@@ -9,7 +9,7 @@ use kasal_trace::Usage;
 use super::Ignored;
 use super::json::{JsonScan, WINDOW};
 use super::parse::Read;
-use super::sse::{self, EVENT_WINDOW, EventTail};
+use super::sse::{self, EVENT_WINDOW};
 use super::tail::Tail;
 
 /// Reads the token usage and the model from a model-serving response body, chunk by chunk,
@@ -44,9 +44,6 @@ pub struct UsageScanner {
     /// Its last bytes: [`WINDOW`] of a JSON body, [`EVENT_WINDOW`] of an event stream.
     tail: Tail,
     kind: Kind,
-    /// Chunks of an event stream still to be taken by the slow path, which checks whether the
-    /// chunks kept by reference are kept alive by the scanner alone (see [`Kind::SseCopied`]).
-    probe: u8,
 }
 
 #[derive(Debug, Default)]
@@ -55,14 +52,7 @@ enum Kind {
     #[default]
     Sniffing,
     Json(JsonScan),
-    /// An event stream, its last chunks kept by reference in the tail.
     Sse,
-    /// An event stream whose end is copied chunk by chunk ([`EventTail`]): fed as slices, or
-    /// once a chunk kept by reference turned out to be kept alive by the scanner alone. Its
-    /// reader (hyper's, for one) has then let go of that buffer and allocated another for the
-    /// next read, as it will again for every chunk held past the next read: copying the few
-    /// hundred bytes the stream's end needs costs less than that.
-    SseCopied(EventTail),
     /// Neither a JSON object nor an event stream: ignored.
     Other,
 }
@@ -74,14 +64,9 @@ impl Default for UsageScanner {
             total: 0,
             tail: Tail::new(0),
             kind: Kind::Sniffing,
-            probe: 0,
         }
     }
 }
-
-/// Chunks of an event stream kept by reference whose predecessor is checked
-/// ([`Tail::holds_unique`]) before the fast path is taken.
-const PROBE: u8 = 4;
 
 /// What a scan found.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -112,15 +97,7 @@ impl UsageScanner {
             }
             Kind::Other => return,
             Kind::Json(json) => json.feed_head(self.total, chunk),
-            Kind::Sse => {
-                self.copy_events();
-                return self.feed(chunk);
-            }
-            Kind::SseCopied(events) => {
-                self.total += chunk.len() as u64;
-                events.push(chunk);
-                return;
-            }
+            Kind::Sse => {}
         }
         self.total += chunk.len() as u64;
         self.tail.push_slice(chunk);
@@ -165,25 +142,11 @@ impl UsageScanner {
             }
             Kind::Other => return,
             Kind::Json(json) => json.feed_head(self.total, chunk),
-            Kind::Sse => {
-                if self.tail.holds_unique() {
-                    self.copy_events();
-                    return self.feed(chunk);
-                }
-                self.probe = self.probe.saturating_sub(1);
-            }
-            Kind::SseCopied(events) => {
-                self.total += chunk.len() as u64;
-                events.push(chunk);
-                return;
-            }
+            Kind::Sse => {}
         }
         self.total += chunk.len() as u64;
         self.tail.push_bytes(chunk);
-        let head_read = match self.kind {
-            Kind::Json(_) => self.total >= WINDOW as u64,
-            _ => self.probe == 0,
-        };
+        let head_read = !matches!(self.kind, Kind::Json(_)) || self.total >= WINDOW as u64;
         self.fast_from = if head_read && self.tail.holds_last_only() {
             self.tail.window()
         } else {
@@ -203,29 +166,11 @@ impl UsageScanner {
             // An event stream starts with a field name or a comment.
             b'd' | b'e' | b'i' | b'r' | b':' => {
                 self.tail = Tail::new(EVENT_WINDOW);
-                self.probe = PROBE;
                 Kind::Sse
             }
             _ => Kind::Other,
         };
         Some(first)
-    }
-
-    /// Whether the scanner copies an event stream's end (see [`Kind::SseCopied`]).
-    #[cfg(test)]
-    pub(crate) fn copies_events(&self) -> bool {
-        matches!(self.kind, Kind::SseCopied(_))
-    }
-
-    /// An event stream's end from now on copied: the tail's window copied once into an
-    /// [`EventTail`], the chunks kept by reference let go.
-    fn copy_events(&mut self) {
-        let window = self.tail.suffix(EVENT_WINDOW);
-        let mut events = EventTail::new(self.total - window.len() as u64);
-        events.push(&window);
-        self.tail = Tail::new(0);
-        self.fast_from = usize::MAX;
-        self.kind = Kind::SseCopied(events);
     }
 
     /// The bytes the scanner holds on to (its buffers' capacity, and the length of the chunks
@@ -235,7 +180,6 @@ impl UsageScanner {
     pub fn retained_bytes(&self) -> usize {
         let head = match &self.kind {
             Kind::Json(json) => json.retained_bytes(),
-            Kind::SseCopied(events) => events.retained_bytes(),
             _ => 0,
         };
         head + self.tail.retained_bytes()
@@ -266,7 +210,6 @@ impl UsageScanner {
             Kind::Other => (Err(Ignored::Malformed), None),
             Kind::Json(json) => json.finish(&self.tail, self.total),
             Kind::Sse => sse::finish(&self.tail, self.total),
-            Kind::SseCopied(events) => events.finish(),
         };
         *self = UsageScanner {
             kind: Kind::Other,
@@ -282,16 +225,13 @@ mod tests {
 
     use super::*;
 
-    /// Feeds `body` split at the given cut points (positions, any order, any range): copied;
-    /// by reference and copied (alternating per chunk); and by reference, slices of one buffer
-    /// (kept alive by its owner, so kept by reference): all must agree.
+    /// Feeds `body` split at the given cut points (positions, any order, any range), copied
+    /// and by reference (alternating per chunk): both must agree.
     fn scan_split(body: &[u8], cuts: &[usize]) -> UsageScan {
         let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (body.len() + 1)).collect();
         cuts.sort_unstable();
-        let buffer = Bytes::copy_from_slice(body);
         let mut copied = UsageScanner::new();
         let mut mixed = UsageScanner::new();
-        let mut shared = UsageScanner::new();
         let mut at = 0;
         for (i, cut) in cuts.into_iter().chain([body.len()]).enumerate() {
             copied.feed(&body[at..cut]);
@@ -300,13 +240,11 @@ mod tests {
             } else {
                 mixed.feed(&body[at..cut]);
             }
-            shared.feed_bytes(&buffer.slice(at..cut));
             at = cut;
             assert!(copied.retained_bytes() <= 3 * super::super::EVENT_WINDOW);
         }
         let result = copied.finish();
         assert_eq!(mixed.finish(), result);
-        assert_eq!(shared.finish(), result);
         result
     }
 

@@ -44,188 +44,6 @@ pub(crate) fn finish(tail: &Tail, total: u64) -> Read {
 /// Bytes of the stream's end looked at first.
 const FIRST_LOOK: usize = 1024;
 
-/// The end of a stream, copied chunk by chunk: only what its reading needs, nothing held by
-/// reference (so the body's reader can reuse its buffers).
-///
-/// It keeps a suffix of the stream: from the blank line before the newest complete data event
-/// that is not `[DONE]` (usually one event and the start of the next: a few hundred bytes),
-/// or, when there is none within the window, the last [`EVENT_WINDOW`] bytes. Either way
-/// [`finish`](Self::finish) reads it as the stream's last window would be read: per chunk,
-/// the chunk's blank lines are walked backwards from its end (`memrchr`) to the newest data
-/// event that ends in it, and only from there is the chunk copied.
-#[derive(Debug, Default)]
-pub(crate) struct EventTail {
-    /// The stream's last bytes (see above): at most twice [`EVENT_WINDOW`], of which the last
-    /// [`EVENT_WINDOW`] are read.
-    kept: Vec<u8>,
-    /// The stream's length before `kept`.
-    before: u64,
-    /// Where in `kept` the event still open (after the last blank line) starts, when `kept`
-    /// holds its start.
-    open: Option<usize>,
-}
-
-impl EventTail {
-    /// An empty tail for a stream whose first `before` bytes are unknown (0: a new stream).
-    pub(crate) fn new(before: u64) -> EventTail {
-        EventTail {
-            kept: Vec::new(),
-            before,
-            open: (before == 0).then_some(0),
-        }
-    }
-
-    /// Bytes held: the buffer's capacity.
-    pub(crate) fn retained_bytes(&self) -> usize {
-        self.kept.capacity()
-    }
-
-    /// The stream's byte at `at` in `kept` followed by `chunk`; before the stream's start a
-    /// line end (the stream starts a line), before `kept` when earlier bytes are unknown none.
-    fn byte(&self, chunk: &[u8], at: isize) -> u8 {
-        let old = self.kept.len() as isize;
-        if at >= old {
-            chunk[(at - old) as usize]
-        } else if at >= 0 {
-            self.kept[at as usize]
-        } else if self.before == 0 {
-            b'\n'
-        } else {
-            0
-        }
-    }
-
-    /// The index in `chunk` of the `\n` ending the last blank line in `chunk[..end]`.
-    fn blank_line(&self, chunk: &[u8], end: usize) -> Option<usize> {
-        let old = self.kept.len() as isize;
-        let mut end = end;
-        loop {
-            let lf = memrchr(b'\n', &chunk[..end])?;
-            let at = old + lf as isize;
-            let before = self.byte(chunk, at - 1);
-            if before == b'\n' || (before == b'\r' && self.byte(chunk, at - 2) == b'\n') {
-                return Some(lf);
-            }
-            end = lf;
-        }
-    }
-
-    /// Adds the next chunk of the stream.
-    pub(crate) fn push(&mut self, chunk: &[u8]) {
-        if chunk.is_empty() {
-            return;
-        }
-        let old = self.kept.len();
-        // The newest data event that ends in this chunk: walk its blank lines backwards.
-        let newest = self.blank_line(chunk, chunk.len());
-        let mut data_start = None;
-        let mut end = newest;
-        while let Some(lf) = end {
-            match self.blank_line(chunk, lf) {
-                Some(before) => {
-                    if is_data(&chunk[before + 1..lf], &[]) {
-                        data_start = Some(old + before + 1);
-                        break;
-                    }
-                    end = Some(before);
-                }
-                None => {
-                    // The event started before this chunk, in `kept` if at all (and it can be
-                    // read only if it fits in the window).
-                    if let Some(open) = self.open
-                        && old - open + lf <= EVENT_WINDOW
-                        && is_data(&self.kept[open..], &chunk[..lf])
-                    {
-                        data_start = Some(open);
-                    }
-                    break;
-                }
-            }
-        }
-        let total = old + chunk.len();
-        // Keep from the blank line before that event when it lies within the window, else the
-        // window.
-        let mut from = match data_start {
-            Some(start) => self.separator(chunk, start),
-            None => 0,
-        }
-        .max(total.saturating_sub(EVENT_WINDOW));
-        if from < old && total <= 2 * EVENT_WINDOW {
-            // Dropping bytes of `kept` (moving the rest) waits until it holds twice the window:
-            // a byte is moved once per window at most, however small the chunks.
-            from = 0;
-        }
-        if from >= old {
-            self.kept.clear();
-            self.extend(&chunk[from - old..]);
-        } else {
-            self.kept.drain(..from);
-            self.extend(chunk);
-        }
-        let open = match newest {
-            Some(lf) => Some(old + lf + 1),
-            None => self.open,
-        };
-        self.open = open.and_then(|open| open.checked_sub(from));
-        self.before += from as u64;
-    }
-
-    /// Appends `bytes`: the buffer grows by doubling, never past what it must hold.
-    fn extend(&mut self, bytes: &[u8]) {
-        let need = self.kept.len() + bytes.len();
-        if need > self.kept.capacity() {
-            let want = need
-                .max(2 * self.kept.capacity())
-                .min(2 * EVENT_WINDOW)
-                .max(need);
-            self.kept.reserve_exact(want - self.kept.len());
-        }
-        self.kept.extend_from_slice(bytes);
-    }
-
-    /// Where the blank line before the event starting at `start` (in `kept` then the chunk)
-    /// starts: `\n\n` or `\n\r\n`; 0 at the stream's start.
-    fn separator(&self, chunk: &[u8], start: usize) -> usize {
-        let at = start as isize;
-        let len = if self.byte(chunk, at - 2) == b'\r' { 3 } else { 2 };
-        start.saturating_sub(len)
-    }
-
-    /// The usage and model of the stream so far (see [`finish`]).
-    pub(crate) fn finish(&self) -> Read {
-        let window = &self.kept[self.kept.len().saturating_sub(EVENT_WINDOW)..];
-        let whole = self.before == 0 && window.len() == self.kept.len();
-        read_events(window, whole).unwrap_or((Err(Ignored::OutOfWindow), None))
-    }
-}
-
-/// Whether an event (its lines, without the blank line closing it: `first` then `rest`) has
-/// data that is not `[DONE]`: at once when its first line is `data:` and a value that cannot be
-/// `[DONE]`, else by reading its lines.
-fn is_data(first: &[u8], rest: &[u8]) -> bool {
-    // Its first 7 bytes: `data: ` and the value's first byte.
-    let mut head = [0u8; 7];
-    let from_first = first.len().min(head.len());
-    head[..from_first].copy_from_slice(&first[..from_first]);
-    let from_rest = rest.len().min(head.len() - from_first);
-    head[from_first..from_first + from_rest].copy_from_slice(&rest[..from_rest]);
-    let head = &head[..from_first + from_rest];
-    if let Some(value) = head.strip_prefix(b"data:") {
-        let value = value.strip_prefix(b" ").unwrap_or(value);
-        if value
-            .first()
-            .is_some_and(|b| *b != b'[' && !b.is_ascii_whitespace())
-        {
-            return true;
-        }
-    }
-    if rest.is_empty() {
-        matches!(event(first), Event::Data(_))
-    } else {
-        matches!(event(&[first, rest].concat()), Event::Data(_))
-    }
-}
-
 /// Reads the events of `bytes`: the whole stream, or (`whole` false) its end, whose first
 /// event is skipped (it may have started earlier). `None` when the end holds no data event
 /// (one may lie further back).
@@ -375,29 +193,19 @@ mod tests {
     use super::*;
     use crate::usage::UsageScanner;
 
-    /// Scans the chunks copied; by reference, each chunk kept alive by its reader too (the
-    /// scanner keeps them by reference); and by reference, each chunk let go by its reader
-    /// (the scanner copies the stream's end from the second on): all must agree.
+    /// Scans the chunks copied, and by reference: both must agree.
     fn scan(chunks: &[&[u8]]) -> Read {
         let mut copied = UsageScanner::new();
-        let mut shared = UsageScanner::new();
         let mut by_ref = UsageScanner::new();
-        let mut alive = Vec::new();
         for chunk in chunks {
             copied.feed(chunk);
-            assert!(copied.retained_bytes() <= 2 * EVENT_WINDOW);
+            assert!(copied.retained_bytes() <= EVENT_WINDOW);
             let chunk = Bytes::copy_from_slice(chunk);
-            alive.push(chunk.clone());
-            shared.feed_bytes(&chunk);
+            by_ref.feed_bytes(&chunk);
             // The ring, and the pieces kept by reference (under two windows, or one large chunk).
-            assert!(shared.retained_bytes() <= 3 * EVENT_WINDOW + chunk.len());
-            by_ref.feed_bytes(&Bytes::copy_from_slice(&chunk));
             assert!(by_ref.retained_bytes() <= 3 * EVENT_WINDOW + chunk.len());
         }
-        assert_eq!(by_ref.copies_events(), chunks.len() > 1);
-        assert!(!shared.copies_events());
         let result = copied.finish_read();
-        assert_eq!(shared.finish_read(), result);
         assert_eq!(by_ref.finish_read(), result);
         result
     }

@@ -55,12 +55,6 @@ impl Tail {
         self.older_len == 0 && self.ring.buf.is_empty()
     }
 
-    /// Whether a chunk kept by reference is kept alive by this tail alone: its reader has let
-    /// go of that buffer.
-    pub(crate) fn holds_unique(&self) -> bool {
-        self.last.is_unique() || self.older.iter().any(Bytes::is_unique)
-    }
-
     /// Keeps `chunk` (at least the window long) in place of the newest chunk, when nothing else
     /// is kept ([`holds_last_only`](Self::holds_last_only)): one clone, one drop.
     #[inline]
