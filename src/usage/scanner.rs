@@ -95,9 +95,9 @@ impl UsageScanner {
     }
 
     /// Tells the scanner the body's length, before its first chunk (a response's
-    /// `Content-Length`). It then keeps no chunk by reference and copies nothing but the bytes
-    /// it reads: the chunks before the body's last window are only counted, so hyper, say, can
-    /// reuse its read buffer. A body that ends short of `len` was cut off: no usage
+    /// `Content-Length`). The chunks before the body's last window are then only counted, not
+    /// kept (so their reader, hyper say, can reuse its buffer for the next read); those in it
+    /// are kept as without a length. A body that ends short of `len` was cut off: no usage
     /// ([`Ignored::Incomplete`]); one that goes on past it is read as without a length.
     pub fn set_len(&mut self, len: u64) {
         if matches!(self.kind, Kind::Sniffing) {
@@ -119,7 +119,7 @@ impl UsageScanner {
             Kind::Sse => {}
         }
         if self.len.is_some() {
-            return self.push_known(chunk);
+            return self.push_known(chunk, None);
         }
         self.total += chunk.len() as u64;
         self.tail.push_slice(chunk);
@@ -127,13 +127,19 @@ impl UsageScanner {
         self.fast_from = usize::MAX;
     }
 
-    /// Copies what of `chunk` lies in the last window of a body of known length.
-    fn push_known(&mut self, chunk: &[u8]) {
+    /// Keeps what of `chunk` lies in the last window of a body of known length: by reference
+    /// when it is `bytes` (the last chunk or two: no read follows them that they could keep
+    /// their reader from reusing its buffer for; and copying them would allocate), else copied.
+    fn push_known(&mut self, chunk: &[u8], bytes: Option<&Bytes>) {
         let window = self.tail.window() as u64;
         let len = self.len.unwrap_or_default();
         let from = len.saturating_sub(window).saturating_sub(self.total);
-        self.tail
-            .push_slice(&chunk[(from.min(chunk.len() as u64)) as usize..]);
+        if from < chunk.len() as u64 {
+            match bytes {
+                Some(bytes) => self.tail.push_bytes(bytes),
+                None => self.tail.push_slice(&chunk[from as usize..]),
+            }
+        }
         self.total += chunk.len() as u64;
         let head_read = !matches!(self.kind, Kind::Json(_)) || self.total >= WINDOW as u64;
         self.skip_to = if head_read {
@@ -189,7 +195,7 @@ impl UsageScanner {
             Kind::Sse => {}
         }
         if self.len.is_some() {
-            return self.push_known(chunk);
+            return self.push_known(chunk, Some(chunk));
         }
         self.total += chunk.len() as u64;
         self.tail.push_bytes(chunk);
@@ -304,8 +310,6 @@ mod tests {
             }
             at = cut;
             assert!(copied.retained_bytes() <= 3 * super::super::EVENT_WINDOW);
-            // Nothing by reference: the head and the ring.
-            assert!(sized.retained_bytes() <= WINDOW + EVENT_WINDOW);
         }
         let result = copied.finish();
         assert_eq!(mixed.finish(), result);
@@ -314,7 +318,7 @@ mod tests {
     }
 
     #[test]
-    fn a_body_of_known_length_is_copied_where_read_and_counted_elsewhere() {
+    fn a_body_of_known_length_keeps_nothing_before_its_last_window() {
         let usage = r#""usage":{"prompt_tokens":3,"completion_tokens":4}"#;
         let json = format!(
             r#"{{"model":"m","choices":[{{"text":"{}"}}],{usage}}}"#,
@@ -324,24 +328,31 @@ mod tests {
             "{}data: {{\"model\":\"m\",{usage}}}\n\ndata: [DONE]\n\n",
             "data: {\"model\":\"m\",\"usage\":null}\n\n".repeat(5_000)
         );
+        const FRAME: usize = 16 * 1024;
         for body in [json, sse] {
             let body = Bytes::from(format!("  \n{body}"));
+            // Fed in frames, slices of one buffer (kept by reference when the length is not
+            // known): what was held before the frames that reach the last window.
             let read = |len: u64, end: usize| {
                 let mut scanner = UsageScanner::new();
                 scanner.set_len(len);
-                let mut held = 0;
-                for at in (0..end).step_by(16 * 1024) {
-                    // Slices of one buffer: kept by reference when the length is not known.
-                    scanner.feed_bytes(&body.slice(at..(at + 16 * 1024).min(end)));
-                    held = held.max(scanner.retained_bytes());
+                let mut held_before = 0;
+                for at in (0..end).step_by(FRAME) {
+                    scanner.feed_bytes(&body.slice(at..(at + FRAME).min(end)));
+                    if at + 2 * FRAME < body.len() {
+                        held_before = held_before.max(scanner.retained_bytes());
+                    }
                 }
-                (scanner.finish(), held)
+                (scanner.finish(), held_before)
             };
             let len = body.len() as u64;
-            let (whole, held) = read(len, body.len());
+            let (whole, held_before) = read(len, body.len());
             assert_eq!(whole.usage, Some(Usage::new(3, 4)));
             assert_eq!(whole.model.as_deref(), Some("m"));
-            assert!(held <= WINDOW.max(EVENT_WINDOW), "{held}");
+            assert_eq!(held_before, 0);
+            let mut unknown = UsageScanner::new();
+            unknown.feed_bytes(&body.slice(..FRAME));
+            assert!(unknown.retained_bytes() > FRAME - 4, "kept by reference");
             // Cut off: shorter than its length (even cut where a body could end).
             let end = body.len() - "data: [DONE]\n\n".len();
             let (cut, _) = read(len, end);
