@@ -160,22 +160,24 @@ impl UsageScanner {
     }
 
     /// The usual case for large bodies, once the first chunk has been read: a chunk that
-    /// covers the window alone replaces the newest chunk kept (one clone, one drop). False
-    /// (and nothing done) for any other chunk.
+    /// covers the window alone replaces the newest chunk kept (one clone, one drop); with the
+    /// body's length known, a chunk before its last window is counted. False (and nothing
+    /// done) for any other chunk.
     #[inline]
     pub(crate) fn feed_bytes_fast(&mut self, chunk: &Bytes) -> bool {
+        if chunk.len() >= self.fast_from {
+            self.total += chunk.len() as u64;
+            self.tail.replace_last(chunk);
+            return true;
+        }
         let end = self.total + chunk.len() as u64;
         if end <= self.skip_to {
-            // Before the last window of a body of known length.
+            // Before the last window of a body of known length (`fast_from` is then never
+            // reached): only counted.
             self.total = end;
             return true;
         }
-        if chunk.len() < self.fast_from {
-            return false;
-        }
-        self.total += chunk.len() as u64;
-        self.tail.replace_last(chunk);
-        true
+        false
     }
 
     fn feed_bytes_slow(&mut self, chunk: &Bytes) {
