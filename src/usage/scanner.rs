@@ -34,10 +34,10 @@ use super::tail::Tail;
 /// ```
 #[derive(Debug)]
 pub struct UsageScanner {
-    /// Chunks given by reference that are at least this long only replace what the tail
-    /// keeps: they cover its window alone, and nothing else is wanted from them. `usize::MAX`
-    /// while something else is (the kind of body, the JSON head), after a copied chunk, and for
-    /// a body of known length.
+    /// Chunks given by reference that are at least this long only replace the newest chunk
+    /// kept: they cover the tail's window alone, and nothing else is wanted from them.
+    /// `usize::MAX` while something else is (the kind of body, the JSON head) or while the
+    /// tail holds more than its newest chunk.
     fast_from: usize,
     /// The body's length so far.
     total: u64,
@@ -202,7 +202,7 @@ impl UsageScanner {
         self.total += chunk.len() as u64;
         self.tail.push_bytes(chunk);
         let head_read = !matches!(self.kind, Kind::Json(_)) || self.total >= WINDOW as u64;
-        self.fast_from = if head_read {
+        self.fast_from = if head_read && self.tail.holds_last_only() {
             self.tail.window()
         } else {
             usize::MAX

@@ -59,29 +59,18 @@ impl Tail {
         }
     }
 
-    /// Whether nothing is kept but the newest chunk.
-    #[inline]
-    fn holds_last_only(&self) -> bool {
+    /// Whether nothing is kept but the newest chunk (so a chunk that covers the window may
+    /// just [`replace_last`](Self::replace_last)).
+    pub(crate) fn holds_last_only(&self) -> bool {
         self.older_len == 0 && self.ring.buf.is_empty()
     }
 
-    /// Keeps `chunk` (at least the window long) in place of all it kept: one clone, one drop
-    /// when it kept only its newest chunk.
+    /// Keeps `chunk` (at least the window long) in place of the newest chunk, when nothing else
+    /// is kept ([`holds_last_only`](Self::holds_last_only)): one clone, one drop.
     #[inline]
     pub(crate) fn replace_last(&mut self, chunk: &Bytes) {
-        debug_assert!(chunk.len() >= self.window);
-        if !self.holds_last_only() {
-            self.forget_older();
-        }
+        debug_assert!(chunk.len() >= self.window && self.holds_last_only());
         self.last = chunk.clone();
-    }
-
-    /// Lets go of everything before the newest chunk.
-    #[cold]
-    fn forget_older(&mut self) {
-        self.ring.clear();
-        self.older.clear();
-        self.older_len = 0;
     }
 
     /// Adds a chunk by reference.
@@ -97,7 +86,10 @@ impl Tail {
 
     fn push_bytes_slow(&mut self, chunk: &Bytes) {
         if chunk.len() >= self.window {
-            self.replace_last(chunk);
+            self.ring.clear();
+            self.older.clear();
+            self.older_len = 0;
+            self.last = chunk.clone();
             return;
         }
         if chunk.is_empty() {
