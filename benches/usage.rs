@@ -81,13 +81,57 @@ fn sse_body(size: usize) -> Bytes {
 
 type Body = BoxBody<Bytes, Infallible>;
 
-/// `body` in 16 KiB frames (slices, no copy).
+/// `body` in 16 KiB frames (slices, no copy). Its length is not told (a stream: chunked over
+/// HTTP/1.1), except with `USAGE_SIZED=1` for a JSON body (`{`): its size hint is then exact
+/// (over HTTP/1.1, a `Content-Length`), as a chat completion's is.
 fn framed(body: &Bytes) -> Body {
     let frames: Vec<_> = (0..body.len())
         .step_by(FRAME)
         .map(|at| Ok(Frame::data(body.slice(at..(at + FRAME).min(body.len())))))
         .collect();
-    StreamBody::new(futures_util::stream::iter(frames)).boxed()
+    let stream = StreamBody::new(futures_util::stream::iter(frames)).boxed();
+    static SIZED: std::sync::LazyLock<bool> =
+        std::sync::LazyLock::new(|| std::env::var_os("USAGE_SIZED").is_some());
+    if body.first() == Some(&b'{') && *SIZED {
+        return Sized {
+            inner: stream,
+            remaining: body.len() as u64,
+        }
+        .boxed();
+    }
+    stream
+}
+
+/// A body of known length: `inner`, with an exact size hint.
+struct Sized {
+    inner: Body,
+    remaining: u64,
+}
+
+impl http_body::Body for Sized {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if let std::task::Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            self.remaining -= data.len() as u64;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.remaining == 0
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.remaining)
+    }
 }
 
 fn layer(telemetry: &Telemetry, on: bool) -> TelemetryLayer {
@@ -330,7 +374,8 @@ fn scanner_alone(bodies: &[(&str, Bytes)]) {
 /// `USAGE_INTERLEAVED=<rounds>,<calls>` runs only this check, with that many rounds of that
 /// many calls (on a busy machine, many rounds of one call give the steadiest median);
 /// `USAGE_AA=1` turns usage reading off on both sides (an A/A run: the ratios' own bias);
-/// `USAGE_HOLD=1` makes the streaming caller keep its last frame (see [`call`]).
+/// `USAGE_HOLD=1` makes the streaming caller keep its last frame (see [`call`]);
+/// `USAGE_SIZED=1` gives the JSON body its length (see [`framed`]), here and in every mode.
 fn interleaved(rt: &tokio::runtime::Runtime, telemetry: &Telemetry, bodies: &[(&str, Bytes)]) {
     let (rounds, calls) = std::env::var("USAGE_INTERLEAVED")
         .ok()

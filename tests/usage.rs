@@ -232,6 +232,63 @@ async fn bodies_are_byte_identical_with_and_without_the_layer() {
     assert_eq!(telemetry.stats().usage_read, 4);
 }
 
+/// A 200 with `body` and a `Content-Length` of `len` (the body's own length, or more: cut off),
+/// leaked to be served by a [`RawServer`](common::raw_server::RawServer).
+fn with_length(content_type: &str, body: &[u8], len: usize) -> &'static [u8] {
+    let mut reply =
+        format!("HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\ncontent-length: {len}\r\n\r\n")
+            .into_bytes();
+    reply.extend_from_slice(body);
+    Vec::leak(reply)
+}
+
+/// Bodies with a `Content-Length` (what a JSON completion has) are read knowing their length
+/// (no chunk kept by reference): the same usage, the same bytes; one cut short is ignored.
+#[tokio::test]
+async fn bodies_of_known_length_give_their_usage_and_cut_ones_none() {
+    let (telemetry, exporter) = pipeline();
+    let llm = layered(Product::Llm, &telemetry);
+    let chat = body_of(&Ask::chat(1_000, 2_000).padded(5 * MIB));
+    let stream = body_of(&Ask::stream(3_000, 4_000).padded(MIB));
+    let small = body_of(&Ask::chat(6, 7));
+    for (content_type, body) in [
+        ("application/json", &chat),
+        ("text/event-stream", &stream),
+        ("application/json", &small),
+    ] {
+        let server =
+            common::raw_server::RawServer::start(with_length(content_type, body, body.len())).await;
+        let url = server.url("/serving-endpoints/big/invocations");
+        let plain = call_plain(&url, &Ask::raw("")).await;
+        let with_layer = call_layered(&llm, &url, &Ask::raw("")).await;
+        assert!(plain == with_layer);
+        assert_eq!(&with_layer.1, body);
+        assert!(!with_layer.2);
+    }
+    // A body shorter than its length (even cut where a body could end: before the stream's
+    // `[DONE]`): the caller gets the bytes and the error, no usage is read.
+    let done = stream.len() - "data: [DONE]\n\n".len();
+    for (content_type, body, len) in [
+        ("application/json", &chat[..chat.len() - 30], chat.len()),
+        ("text/event-stream", &stream[..done], stream.len()),
+    ] {
+        let server =
+            common::raw_server::RawServer::start(with_length(content_type, body, len)).await;
+        let url = server.url("/serving-endpoints/big/invocations");
+        let plain = call_plain(&url, &Ask::raw("")).await;
+        let with_layer = call_layered(&llm, &url, &Ask::raw("")).await;
+        assert!(plain == with_layer);
+        assert_eq!(with_layer.1, body);
+        assert!(with_layer.2, "the body ends in an error");
+    }
+    telemetry.flush().await;
+    let total: Usage = usage_of(&exporter).iter().map(|r| r.usage).sum();
+    assert_eq!(total.input_tokens, 1_000 + 3_000 + 6);
+    assert_eq!(total.output_tokens, 2_000 + 4_000 + 7);
+    let stats = telemetry.stats();
+    assert_eq!((stats.usage_read, stats.usage_ignored), (3, 2));
+}
+
 /// Feeds a body in the server's 16 KiB frames, copied or by reference (as the layers feed
 /// `Bytes`); returns the most the scanner held at any time.
 fn peak_retained(body: &[u8], by_ref: bool) -> usize {
@@ -655,6 +712,29 @@ mod via_reqwest {
             Usage::new(11, 50)
         );
         assert_eq!(telemetry.stats().usage_read, 3);
+    }
+
+    /// A body with a `Content-Length`, through reqwest: read knowing its length.
+    #[tokio::test]
+    async fn a_body_of_known_length_through_reqwest() {
+        let (telemetry, exporter) = pipeline();
+        let llm = kasal_telemetry::reqwest::client(Product::Llm, &telemetry);
+        let chat = body_of(&Ask::chat(21, 34).padded(MIB));
+        let server = common::raw_server::RawServer::start(with_length(
+            "application/json",
+            &chat,
+            chat.len(),
+        ))
+        .await;
+        let url = server.url("/serving-endpoints/chat-endpoint/invocations");
+        assert_eq!(post(&llm, &url, &Ask::raw("")).await, chat);
+        telemetry.flush().await;
+        let usage = usage_of(&exporter);
+        assert_eq!(
+            find(&usage, Product::Llm, "databricks-claude-sonnet").usage,
+            Usage::new(21, 34)
+        );
+        assert_eq!(telemetry.stats().usage_read, 1);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

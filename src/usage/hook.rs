@@ -7,6 +7,7 @@ use std::io::IoSlice;
 use std::sync::Arc;
 
 use bytes::{Buf, Bytes};
+use http_body::SizeHint;
 use kasal_trace::{CallSpan, OnBodyChunk};
 use kasal_user_agent::Product;
 
@@ -148,6 +149,14 @@ impl ReadUsage {
 /// `D: 'static` so that `Bytes` chunks (every hyper, axum and reqwest body) are recognised and
 /// kept by reference; other buffers are copied (at most a window of each).
 impl<D: Buf + 'static> OnBodyChunk<D> for ReadUsage {
+    /// A body of known length is read without keeping any chunk by reference (see
+    /// [`UsageScanner::set_len`]).
+    fn on_body_start(&mut self, size_hint: &SizeHint) {
+        if let (Some(state), Some(len)) = (self.state.as_deref_mut(), size_hint.exact()) {
+            state.scanner.set_len(len);
+        }
+    }
+
     #[inline]
     fn on_body_chunk(&mut self, chunk: &D, call: &mut CallSpan) {
         let Some(state) = self.state.as_deref_mut() else {

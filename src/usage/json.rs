@@ -72,9 +72,9 @@ impl JsonScan {
             .head_read
             .take()
             .unwrap_or_else(|| head_members(&self.head));
-        // Walk the last KiB first, further back only when it runs out: the result is the
-        // window's either way.
-        let mut look = FIRST_LOOK;
+        // Walk the last KiB first (the newest chunk alone when it is shorter, so as not to
+        // copy), further back only when it runs out: the result is the window's either way.
+        let mut look = tail.first_look(FIRST_LOOK);
         let (tail, walk) = loop {
             let tail = tail.suffix(look);
             // The model named in the head spares walking the tail past the usage.

@@ -44,6 +44,12 @@ pub struct UsageScanner {
     /// Its last bytes: [`WINDOW`] of a JSON body, [`EVENT_WINDOW`] of an event stream.
     tail: Tail,
     kind: Kind,
+    /// The body's length, when known ([`set_len`](Self::set_len)), less the whitespace
+    /// before its first byte (not counted in `total`).
+    len: Option<u64>,
+    /// Chunks that end at or before this many bytes of a body of known length are only
+    /// counted: they lie before its last window (and after a JSON body's head). 0 otherwise.
+    skip_to: u64,
 }
 
 #[derive(Debug, Default)]
@@ -64,6 +70,8 @@ impl Default for UsageScanner {
             total: 0,
             tail: Tail::new(0),
             kind: Kind::Sniffing,
+            len: None,
+            skip_to: 0,
         }
     }
 }
@@ -86,6 +94,17 @@ impl UsageScanner {
         UsageScanner::default()
     }
 
+    /// Tells the scanner the body's length, before its first chunk (a response's
+    /// `Content-Length`). The chunks before the body's last window are then only counted, not
+    /// kept (so their reader, hyper say, can reuse its buffer for the next read); those in it
+    /// are kept as without a length. A body that ends short of `len` was cut off: no usage
+    /// ([`Ignored::Incomplete`]); one that goes on past it is read as without a length.
+    pub fn set_len(&mut self, len: u64) {
+        if matches!(self.kind, Kind::Sniffing) {
+            self.len = Some(len);
+        }
+    }
+
     /// Reads the next chunk of the body, copying what it keeps of it.
     pub fn feed(&mut self, chunk: &[u8]) {
         match &mut self.kind {
@@ -99,10 +118,35 @@ impl UsageScanner {
             Kind::Json(json) => json.feed_head(self.total, chunk),
             Kind::Sse => {}
         }
+        if self.len.is_some() {
+            return self.push_known(chunk, None);
+        }
         self.total += chunk.len() as u64;
         self.tail.push_slice(chunk);
         // The tail's ring now holds bytes: the next chunks must go through `push_bytes`.
         self.fast_from = usize::MAX;
+    }
+
+    /// Keeps what of `chunk` lies in the last window of a body of known length: by reference
+    /// when it is `bytes` (the last chunk or two: no read follows them that they could keep
+    /// their reader from reusing its buffer for; and copying them would allocate), else copied.
+    fn push_known(&mut self, chunk: &[u8], bytes: Option<&Bytes>) {
+        let window = self.tail.window() as u64;
+        let len = self.len.unwrap_or_default();
+        let from = len.saturating_sub(window).saturating_sub(self.total);
+        if from < chunk.len() as u64 {
+            match bytes {
+                Some(bytes) => self.tail.push_bytes(bytes),
+                None => self.tail.push_slice(&chunk[from as usize..]),
+            }
+        }
+        self.total += chunk.len() as u64;
+        let head_read = !matches!(self.kind, Kind::Json(_)) || self.total >= WINDOW as u64;
+        self.skip_to = if head_read {
+            len.saturating_sub(window)
+        } else {
+            0
+        };
     }
 
     /// Reads the next chunk of the body, keeping it by reference (a clone of `chunk`, no copy)
@@ -116,16 +160,24 @@ impl UsageScanner {
     }
 
     /// The usual case for large bodies, once the first chunk has been read: a chunk that
-    /// covers the window alone replaces the newest chunk kept (one clone, one drop). False
-    /// (and nothing done) for any other chunk.
+    /// covers the window alone replaces the newest chunk kept (one clone, one drop); with the
+    /// body's length known, a chunk before its last window is counted. False (and nothing
+    /// done) for any other chunk.
     #[inline]
     pub(crate) fn feed_bytes_fast(&mut self, chunk: &Bytes) -> bool {
-        if chunk.len() < self.fast_from {
-            return false;
+        if chunk.len() >= self.fast_from {
+            self.total += chunk.len() as u64;
+            self.tail.replace_last(chunk);
+            return true;
         }
-        self.total += chunk.len() as u64;
-        self.tail.replace_last(chunk);
-        true
+        let end = self.total + chunk.len() as u64;
+        if end <= self.skip_to {
+            // Before the last window of a body of known length (`fast_from` is then never
+            // reached): only counted.
+            self.total = end;
+            return true;
+        }
+        false
     }
 
     fn feed_bytes_slow(&mut self, chunk: &Bytes) {
@@ -144,6 +196,9 @@ impl UsageScanner {
             Kind::Json(json) => json.feed_head(self.total, chunk),
             Kind::Sse => {}
         }
+        if self.len.is_some() {
+            return self.push_known(chunk, Some(chunk));
+        }
         self.total += chunk.len() as u64;
         self.tail.push_bytes(chunk);
         let head_read = !matches!(self.kind, Kind::Json(_)) || self.total >= WINDOW as u64;
@@ -157,7 +212,11 @@ impl UsageScanner {
     /// Picks the body's kind from its first byte that is not whitespace; returns where that
     /// byte is, `None` while there is none.
     fn sniff(&mut self, chunk: &[u8]) -> Option<usize> {
-        let first = chunk.iter().position(|b| !b.is_ascii_whitespace())?;
+        let found = chunk.iter().position(|b| !b.is_ascii_whitespace());
+        if let Some(len) = &mut self.len {
+            *len = len.saturating_sub(found.unwrap_or(chunk.len()) as u64);
+        }
+        let first = found?;
         self.kind = match chunk[first] {
             b'{' | b'[' => {
                 self.tail = Tail::new(WINDOW);
@@ -205,12 +264,17 @@ impl UsageScanner {
 
     /// As [`finish`](Self::finish), with the model as read (not yet allocated).
     pub(crate) fn finish_read(&mut self) -> Read {
-        let read = match &mut self.kind {
+        let mut read = match &mut self.kind {
             Kind::Sniffing => (Err(Ignored::NoUsage), None),
             Kind::Other => (Err(Ignored::Malformed), None),
             Kind::Json(json) => json.finish(&self.tail, self.total),
             Kind::Sse => sse::finish(&self.tail, self.total),
         };
+        let read_body = matches!(self.kind, Kind::Json(_) | Kind::Sse);
+        if read_body && self.len.is_some_and(|len| self.total < len) {
+            // Shorter than its length: cut off (what was read may end like a whole body).
+            read.0 = Err(Ignored::Incomplete);
+        }
         *self = UsageScanner {
             kind: Kind::Other,
             ..UsageScanner::default()
@@ -224,6 +288,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::usage::Ignored;
 
     /// Feeds `body` split at the given cut points (positions, any order, any range), copied
     /// and by reference (alternating per chunk): both must agree.
@@ -232,20 +297,72 @@ mod tests {
         cuts.sort_unstable();
         let mut copied = UsageScanner::new();
         let mut mixed = UsageScanner::new();
+        // Told the body's length: by reference and copied, alternating the other way.
+        let mut sized = UsageScanner::new();
+        sized.set_len(body.len() as u64);
         let mut at = 0;
         for (i, cut) in cuts.into_iter().chain([body.len()]).enumerate() {
             copied.feed(&body[at..cut]);
             if i % 2 == 0 {
                 mixed.feed_bytes(&Bytes::copy_from_slice(&body[at..cut]));
+                sized.feed(&body[at..cut]);
             } else {
                 mixed.feed(&body[at..cut]);
+                sized.feed_bytes(&Bytes::copy_from_slice(&body[at..cut]));
             }
             at = cut;
             assert!(copied.retained_bytes() <= 3 * super::super::EVENT_WINDOW);
         }
         let result = copied.finish();
         assert_eq!(mixed.finish(), result);
+        assert_eq!(sized.finish(), result);
         result
+    }
+
+    #[test]
+    fn a_body_of_known_length_keeps_nothing_before_its_last_window() {
+        let usage = r#""usage":{"prompt_tokens":3,"completion_tokens":4}"#;
+        let json = format!(
+            r#"{{"model":"m","choices":[{{"text":"{}"}}],{usage}}}"#,
+            "x".repeat(200_000)
+        );
+        let sse = format!(
+            "{}data: {{\"model\":\"m\",{usage}}}\n\ndata: [DONE]\n\n",
+            "data: {\"model\":\"m\",\"usage\":null}\n\n".repeat(5_000)
+        );
+        const FRAME: usize = 16 * 1024;
+        for body in [json, sse] {
+            let body = Bytes::from(format!("  \n{body}"));
+            // Fed in frames, slices of one buffer (kept by reference when the length is not
+            // known): what was held before the frames that reach the last window.
+            let read = |len: u64, end: usize| {
+                let mut scanner = UsageScanner::new();
+                scanner.set_len(len);
+                let mut held_before = 0;
+                for at in (0..end).step_by(FRAME) {
+                    scanner.feed_bytes(&body.slice(at..(at + FRAME).min(end)));
+                    if at + 2 * FRAME < body.len() {
+                        held_before = held_before.max(scanner.retained_bytes());
+                    }
+                }
+                (scanner.finish(), held_before)
+            };
+            let len = body.len() as u64;
+            let (whole, held_before) = read(len, body.len());
+            assert_eq!(whole.usage, Some(Usage::new(3, 4)));
+            assert_eq!(whole.model.as_deref(), Some("m"));
+            assert_eq!(held_before, 0);
+            let mut unknown = UsageScanner::new();
+            unknown.feed_bytes(&body.slice(..FRAME));
+            assert!(unknown.retained_bytes() > FRAME - 4, "kept by reference");
+            // Cut off: shorter than its length (even cut where a body could end).
+            let end = body.len() - "data: [DONE]\n\n".len();
+            let (cut, _) = read(len, end);
+            assert_eq!(cut.ignored, Some(Ignored::Incomplete));
+            // Longer than its length said: read as without one.
+            let (longer, _) = read(len - 1000, body.len());
+            assert_eq!(longer, whole);
+        }
     }
 
     /// Bytes that look like responses often enough to reach the deep states.

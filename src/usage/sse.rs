@@ -27,9 +27,10 @@ pub const EVENT_WINDOW: usize = 16 * 1024;
 /// Reads the usage and the model from the end of a stream: `tail` holds its last bytes,
 /// `total` bytes in all.
 pub(crate) fn finish(tail: &Tail, total: u64) -> Read {
-    // Look at the last KiB first (where the usage event and `[DONE]` are), and further back
-    // only when no data event was found in it: the result is the window's either way.
-    let mut look = FIRST_LOOK;
+    // Look at the last KiB first (where the usage event and `[DONE]` are; the newest chunk
+    // alone when it is shorter, so as not to copy), and further back only when no data event
+    // was found in it: the result is the window's either way.
+    let mut look = tail.first_look(FIRST_LOOK);
     loop {
         let suffix = tail.suffix(look);
         let whole = total <= suffix.len() as u64;

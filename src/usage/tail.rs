@@ -49,6 +49,16 @@ impl Tail {
         self.window
     }
 
+    /// How many of the last bytes to look at first when `look` are wanted: the newest chunk's
+    /// length when it is kept by reference and holds a few hundred bytes but fewer than `look`
+    /// (read in place, where `look` would be copied from several chunks), else `look`.
+    pub(crate) fn first_look(&self, look: usize) -> usize {
+        match self.last.len() {
+            in_place @ 256.. if in_place < look => in_place,
+            _ => look,
+        }
+    }
+
     /// Whether nothing is kept but the newest chunk (so a chunk that covers the window may
     /// just [`replace_last`](Self::replace_last)).
     pub(crate) fn holds_last_only(&self) -> bool {

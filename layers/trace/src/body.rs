@@ -121,8 +121,9 @@ where
         inner: B,
         call: Box<CallSpan>,
         hooks: Arc<Hooks<C, R>>,
-        on_body_chunk: H,
+        mut on_body_chunk: H,
     ) -> Self {
+        on_body_chunk.on_body_start(&inner.size_hint());
         let mut call = OpenCall {
             call: Some((call, hooks, on_body_chunk)),
             on_finish: <H as OnBodyChunk<B::Data>>::on_finish,

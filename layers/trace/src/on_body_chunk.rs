@@ -1,5 +1,7 @@
 //! [`OnBodyChunk`]: the per-chunk observer hook of [`TracedBody`](crate::TracedBody).
 
+use http_body::SizeHint;
+
 use crate::CallSpan;
 
 /// Observes each data chunk of a traced response body as it passes, without buffering it, and
@@ -14,6 +16,8 @@ use crate::CallSpan;
 ///
 /// When are the callbacks called:
 ///
+/// - [`on_body_start`](Self::on_body_start): once, when the body is wrapped, before any chunk,
+///   with the body's size hint (exact when the response gave its length: `Content-Length`);
 /// - [`on_body_chunk`](Self::on_body_chunk): for every data frame, in order, before it is
 ///   handed to the caller (trailers are not shown);
 /// - [`on_finish`](Self::on_finish): exactly once, just before the record is taken: at the end
@@ -46,6 +50,12 @@ use crate::CallSpan;
 /// let _hook = |chunk: &Bytes, _call: &mut CallSpan| assert!(chunk.remaining() > 0);
 /// ```
 pub trait OnBodyChunk<D>: Send + 'static {
+    /// Sees the body's size hint before its first chunk. Does nothing by default.
+    #[inline]
+    fn on_body_start(&mut self, size_hint: &SizeHint) {
+        let _ = size_hint;
+    }
+
     /// Sees one data chunk of the body.
     fn on_body_chunk(&mut self, chunk: &D, call: &mut CallSpan);
 

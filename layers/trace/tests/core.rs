@@ -29,6 +29,8 @@ fn sink() -> (Sink, impl kasal_trace::RecordCall) {
 /// to the record: the record must not exist yet when it runs).
 #[derive(Clone, Debug, Default)]
 struct Seen {
+    /// The body's size hint (lower bound, exact length) as `on_body_start` saw it.
+    size_hint: Option<(u64, Option<u64>)>,
     chunks: Vec<Bytes>,
     finished: usize,
     records_at_finish: Option<usize>,
@@ -43,6 +45,11 @@ struct Recorder {
 }
 
 impl OnBodyChunk<Bytes> for Recorder {
+    fn on_body_start(&mut self, size_hint: &http_body::SizeHint) {
+        assert!(self.seen.size_hint.is_none() && self.seen.chunks.is_empty());
+        self.seen.size_hint = Some((size_hint.lower(), size_hint.exact()));
+    }
+
     fn on_body_chunk(&mut self, chunk: &Bytes, call: &mut CallSpan) {
         self.seen.chunks.push(chunk.clone());
         // The hook may add to the record: the bytes counted so far include this chunk.
@@ -98,6 +105,8 @@ async fn hook_sees_every_chunk_in_order_and_finishes_once_per_call() {
         let joined: Vec<u8> = seen.chunks.iter().flat_map(|c| c.to_vec()).collect();
         assert_eq!(joined, b"data: one\n\ndata: two\n\ndata: three\n\n");
         assert_eq!(seen.finished, 1);
+        // A chunked body: its length was not known before its chunks.
+        assert_eq!(seen.size_hint, Some((0, None)));
         // Called just before the record was taken.
         assert_eq!(seen.records_at_finish, Some(call));
     }
@@ -105,6 +114,31 @@ async fn hook_sees_every_chunk_in_order_and_finishes_once_per_call() {
     assert_eq!(records.len(), 2);
     assert_eq!(records[0].route.as_deref(), Some("/set/by/hook"));
     assert_eq!(records[0].response_bytes, 35);
+}
+
+#[tokio::test]
+async fn hook_is_told_the_length_of_a_body_that_has_one() {
+    let server = TestServer::start(|_, _| Reply::text(200, "hello")).await;
+    let (records, recorder) = sink();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let hook = Recorder {
+        seen: Seen::default(),
+        log: log.clone(),
+        records,
+    };
+    let mut client = SpanLayer::new(Product::Llm)
+        .recorder(recorder)
+        .on_body_chunk(hook)
+        .layer(common::client::<Empty<Bytes>>());
+    let request = Request::get(server.url("/hello"))
+        .body(Empty::new())
+        .unwrap();
+    let response = client.ready().await.unwrap().call(request).await.unwrap();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], b"hello");
+    let log = log.lock().unwrap();
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0].size_hint, Some((5, Some(5))), "Content-Length: 5");
 }
 
 #[tokio::test]
