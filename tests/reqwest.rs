@@ -971,3 +971,108 @@ async fn a_reset_connection_is_recorded_once_with_its_attempts() {
     );
     assert!(span.field("error.type").is_some());
 }
+
+#[cfg(feature = "otel")]
+mod otel {
+    //! W3C trace context out of the reqwest stack, through tracing-opentelemetry and the global
+    //! propagator, as the tower client layer sends it (tests/server.rs).
+    use opentelemetry::trace::{SpanKind, TraceId, TracerProvider as _};
+    use opentelemetry_sdk::propagation::TraceContextPropagator;
+    use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
+    use tracing_subscriber::layer::SubscriberExt;
+
+    use super::*;
+
+    fn otel_subscriber() -> (
+        tracing::dispatcher::DefaultGuard,
+        InMemorySpanExporter,
+        SdkTracerProvider,
+    ) {
+        opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+        let exporter = InMemorySpanExporter::default();
+        let provider = SdkTracerProvider::builder()
+            .with_simple_exporter(exporter.clone())
+            .build();
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        let guard = tracing::dispatcher::set_default(&tracing::Dispatch::new(subscriber));
+        (guard, exporter, provider)
+    }
+
+    fn traceparent_of(span: &SpanData) -> String {
+        format!(
+            "00-{}-{}-01",
+            span.span_context.trace_id(),
+            span.span_context.span_id()
+        )
+    }
+
+    fn finished(exporter: &InMemorySpanExporter, provider: &SdkTracerProvider) -> Vec<SpanData> {
+        let _ = provider.force_flush();
+        exporter.get_finished_spans().expect("finished spans")
+    }
+
+    #[tokio::test]
+    async fn a_call_sends_its_span_as_traceparent() {
+        let (_guard, exporter, provider) = otel_subscriber();
+        let server = TestServer::start(|_, _| Reply::text(200, "{}")).await;
+        let client = ClientBuilder::new(http_client().build().unwrap())
+            .with(TelemetryMiddleware::new(
+                Product::Genie,
+                Telemetry::disabled(),
+            ))
+            .build();
+        let response = client.get(server.url("/x")).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        response.bytes().await.unwrap();
+
+        let spans = finished(&exporter, &provider);
+        let call = spans
+            .iter()
+            .find(|s| s.span_kind == SpanKind::Client)
+            .unwrap_or_else(|| panic!("no client span: {spans:#?}"));
+        assert_ne!(call.span_context.trace_id(), TraceId::INVALID);
+        let sent = server.requests()[0].header("traceparent");
+        assert_eq!(sent, Some(traceparent_of(call)));
+    }
+
+    #[tokio::test]
+    async fn with_retry_each_attempt_sends_its_own_span_as_traceparent() {
+        let (_guard, exporter, provider) = otel_subscriber();
+        let server = TestServer::start(|_, n| {
+            if n == 0 {
+                Reply::status(503).header("retry-after", "0")
+            } else {
+                Reply::text(200, "{}")
+            }
+        })
+        .await;
+        let client = ClientBuilder::new(http_client().build().unwrap())
+            .with(
+                TelemetryMiddleware::new(Product::Genie, Telemetry::disabled()).retry(fast_retry()),
+            )
+            .build();
+        let response = client.get(server.url("/x")).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        response.bytes().await.unwrap();
+
+        let sent: Vec<String> = server
+            .requests()
+            .iter()
+            .map(|r| r.header("traceparent").expect("traceparent sent"))
+            .collect();
+        assert_eq!(sent.len(), 2);
+        let spans = finished(&exporter, &provider);
+        let call = spans
+            .iter()
+            .find(|s| s.span_kind == SpanKind::Client)
+            .unwrap_or_else(|| panic!("no client span: {spans:#?}"));
+        let attempts: Vec<String> = spans
+            .iter()
+            .filter(|s| s.parent_span_id == call.span_context.span_id())
+            .map(traceparent_of)
+            .collect();
+        assert_eq!(attempts, sent, "{spans:#?}");
+        assert_ne!(sent[0], sent[1]);
+    }
+}

@@ -28,8 +28,9 @@ use tracing::field::Empty;
 /// - a resend's span opens as the attempt starts, with the wait scheduled before it, and
 ///   covers the attempt;
 /// - the first attempt's opens as it starts too where the stack sends the current span
-///   downstream as the request's parent (`traceparent`: the tower stack), so that each attempt
-///   is the parent of what the server does with it; elsewhere (the reqwest stack) it opens only
+///   downstream as the request's parent (`traceparent`: the tower stack, and the reqwest stack
+///   with feature `otel`), so that each attempt is the parent of what the server does with it;
+///   elsewhere (the reqwest stack without `otel`) it opens only
 ///   once its answer has arrived and another attempt follows (it carries its status or error,
 ///   not a duration), so a call answered at once pays for no second span.
 ///

@@ -12,7 +12,7 @@ mod ext;
 // One file per role, as in tower-http: `layer.rs` holds the `Layer`.
 #[allow(clippy::module_inception)]
 mod layer;
-mod propagation;
+pub(crate) mod propagation;
 mod retry_mode;
 #[cfg(feature = "axum")]
 pub mod server;

@@ -7,6 +7,8 @@
 //! Never fails a request: a malformed `traceparent` is ignored (the span starts a new trace), a
 //! header the propagator wants to write that is not a valid header is skipped.
 
+#[cfg(all(feature = "otel", feature = "reqwest"))]
+pub(crate) use w3c::inject;
 #[cfg(all(feature = "otel", feature = "axum"))]
 pub(crate) use w3c::set_remote_parent;
 
@@ -87,7 +89,12 @@ mod w3c {
 
     /// Writes the current span's OpenTelemetry context into `headers` (`traceparent`, …).
     pub(crate) fn inject_current(headers: &mut HeaderMap) {
-        let span = Span::current();
+        inject(&Span::current(), headers);
+    }
+
+    /// Writes `span`'s OpenTelemetry context into `headers` (`traceparent`, …); nothing for a
+    /// disabled span or one without a valid context (no tracing-opentelemetry layer).
+    pub(crate) fn inject(span: &Span, headers: &mut HeaderMap) {
         if span.is_disabled() {
             return;
         }

@@ -228,6 +228,12 @@ where
             extensions,
         ));
         call.set_protocol_version(request.version());
+        // The call's span as the request's parent (`traceparent`); with retry, each attempt
+        // sends its own instead (so does a `RetryMiddleware` further in, over this one).
+        #[cfg(feature = "otel")]
+        if self.retry.is_none() {
+            crate::layer::propagation::inject(call.span(), request.headers_mut());
+        }
         if self.body_sizes {
             let size = request
                 .body()

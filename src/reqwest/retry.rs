@@ -27,9 +27,10 @@ use crate::layer::attempt::{Answer, AttemptSpan};
 /// each attempt asks the breaker; or use [`TelemetryMiddleware::retry`](super::TelemetryMiddleware::retry),
 /// which does the same inside the telemetry middleware.
 ///
-/// A retried call has one `HTTP attempt` child span per attempt; a call answered at once has
-/// none (its call span is its one attempt: unlike the tower stack, this one does not send the
-/// attempt's span downstream as `traceparent`, so the first attempt needs none of its own).
+/// A retried call has one `HTTP attempt` child span per attempt. Without feature `otel` a
+/// call answered at once has none (its call span is its one attempt); with `otel` each attempt
+/// has its own from its start and sends it downstream as `traceparent`, as the tower stack
+/// does.
 #[derive(Clone, Debug)]
 pub struct RetryMiddleware {
     policy: RetryPolicy,
@@ -110,9 +111,15 @@ pub(super) async fn with_retries<'e>(
         let delay = {
             // A copy for the next attempt, taken before this one consumes the request.
             let replay = replay_of(&request);
-            // Nothing here sends the span downstream: the first attempt's opens only if resent.
-            let span = AttemptSpan::start(attempts, waited, false);
+            // With feature `otel` each attempt sends its span downstream (`traceparent`), so
+            // every attempt has one from its start; without, the first attempt's opens only
+            // if it is resent.
+            let span = AttemptSpan::start(attempts, waited, SENDS_TRACE_CONTEXT);
             attempts = attempts.saturating_add(1);
+            #[cfg(feature = "otel")]
+            if let Some(span) = span.span() {
+                crate::layer::propagation::inject(span, request.headers_mut());
+            }
             let run = next.clone().run(request, extensions);
             let result = match span.span() {
                 Some(span) => InSpan { span, inner: run }.await,
@@ -149,6 +156,10 @@ pub(super) async fn with_retries<'e>(
         waited = Some(delay);
     }
 }
+
+/// Whether each request carries its span as `traceparent` (feature `otel`): then each attempt
+/// of a retried call has its span from its start, to be the parent the server sees.
+const SENDS_TRACE_CONTEXT: bool = cfg!(feature = "otel");
 
 /// The rest of the chain run once, as [`with_retries`] reports it: for the
 /// [`TelemetryMiddleware`](super::TelemetryMiddleware) without a retry of its own, the attempts
