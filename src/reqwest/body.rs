@@ -4,13 +4,13 @@
 
 use http::response::Builder;
 use kasal_classify::DefaultClassifier;
-use kasal_trace::{CallSpan, OnBodyChunk, TracedBody};
+use kasal_trace::{CallSpan, OnBodyChunk, SharedHooks, TracedBody};
 use reqwest::{Body, ResponseBuilderExt};
 
 use crate::Telemetry;
 
-/// Rebuilds `response` with its body wrapped in a [`TracedBody`] that records `call` into
-/// `telemetry` when the body ends, fails or is dropped.
+/// Rebuilds `response` with its body wrapped in a [`TracedBody`] that records `call` into the
+/// pipeline of `hooks` when the body ends, fails or is dropped.
 ///
 /// reqwest converts both ways between its `Response` and `http::Response<reqwest::Body>`; the
 /// body moves (boxed, never copied) and the status, version, headers and extensions stay. Only
@@ -18,8 +18,7 @@ use crate::Telemetry;
 pub(super) fn trace_response<H>(
     response: reqwest::Response,
     call: Box<CallSpan>,
-    classifier: &DefaultClassifier,
-    telemetry: &Telemetry,
+    hooks: &SharedHooks<DefaultClassifier, Telemetry>,
     on_body_chunk: H,
 ) -> reqwest::Response
 where
@@ -27,13 +26,7 @@ where
 {
     let url = response.url().clone();
     let (mut parts, body) = http::Response::<Body>::from(response).into_parts();
-    let traced = TracedBody::with_on_body_chunk(
-        body,
-        call,
-        classifier.clone(),
-        telemetry.clone(),
-        on_body_chunk,
-    );
+    let traced = TracedBody::with_shared_hooks(body, call, hooks.clone(), on_body_chunk);
     // `ResponseBuilderExt::url` is the one way to store the URL where `reqwest::Response::from`
     // looks for it (an extension of a type private to reqwest). The builder is lent the
     // response's own extensions for it, so the URL joins them in place (no second map).

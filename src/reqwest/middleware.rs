@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http::header::USER_AGENT;
 use http::{Extensions, HeaderMap, HeaderName, HeaderValue};
 use kasal_classify::{Attempts, DefaultClassifier, RetryPolicy};
-use kasal_trace::{CallSpan, OnBodyChunk, OperationId};
+use kasal_trace::{CallSpan, OnBodyChunk, OperationId, SharedHooks};
 use kasal_user_agent::{Product, UserAgent};
 use pin_project_lite::pin_project;
 use reqwest::{Request, Response};
@@ -60,8 +60,9 @@ pub struct TelemetryMiddleware<H = ReadUsage> {
     /// sent with.
     client_user_agent: Option<(HeaderValue, HeaderValue)>,
     retry: Option<RetryPolicy>,
-    telemetry: Telemetry,
-    classifier: DefaultClassifier,
+    /// The classifier and the pipeline, shared with every response body (one reference
+    /// count per call, not an allocation).
+    hooks: SharedHooks<DefaultClassifier, Telemetry>,
     on_body_chunk: H,
     body_sizes: bool,
 }
@@ -75,8 +76,7 @@ impl TelemetryMiddleware {
             user_agent: UserAgent::new(product),
             client_user_agent: None,
             retry: None,
-            telemetry,
-            classifier: DefaultClassifier::new(),
+            hooks: SharedHooks::new(DefaultClassifier::new(), telemetry),
             body_sizes: false,
         }
     }
@@ -126,8 +126,7 @@ impl<H> TelemetryMiddleware<H> {
             user_agent: self.user_agent,
             client_user_agent: self.client_user_agent,
             retry: self.retry,
-            telemetry: self.telemetry,
-            classifier: self.classifier,
+            hooks: self.hooks,
             on_body_chunk: hook,
             body_sizes: self.body_sizes,
         }
@@ -136,7 +135,7 @@ impl<H> TelemetryMiddleware<H> {
     /// Which calls have their token usage read from the response body (replacing any other
     /// body hook): [`UsageReading::Auto`] by default, as in `TelemetryLayer::usage`.
     pub fn usage(self, reading: UsageReading) -> TelemetryMiddleware<ReadUsage> {
-        let hook = ReadUsage::new(self.user_agent.product(), reading, &self.telemetry);
+        let hook = ReadUsage::new(self.user_agent.product(), reading, self.hooks.recorder());
         self.on_body_chunk(hook)
     }
 
@@ -160,8 +159,7 @@ impl<H: Clone> Clone for TelemetryMiddleware<H> {
             user_agent: self.user_agent.clone(),
             client_user_agent: self.client_user_agent.clone(),
             retry: self.retry.clone(),
-            telemetry: self.telemetry.clone(),
-            classifier: self.classifier.clone(),
+            hooks: self.hooks.clone(),
             on_body_chunk: self.on_body_chunk.clone(),
             body_sizes: self.body_sizes,
         }
@@ -174,7 +172,7 @@ impl<H> fmt::Debug for TelemetryMiddleware<H> {
             .field("user_agent", &self.user_agent)
             .field("client_user_agent", &self.client_user_agent)
             .field("retry", &self.retry)
-            .field("classifier", &self.classifier)
+            .field("classifier", self.hooks.classifier())
             .finish_non_exhaustive()
     }
 }
@@ -243,11 +241,12 @@ where
         }
         match &self.retry {
             Some(policy) => {
-                let attempts = with_retries(policy, &self.classifier, request, extensions, next);
+                let attempts =
+                    with_retries(policy, self.hooks.classifier(), request, extensions, next);
                 Box::pin(self.complete(call, attempts))
             }
             None => {
-                let attempt = once(&self.classifier, request, extensions, next);
+                let attempt = once(self.hooks.classifier(), request, extensions, next);
                 Box::pin(self.complete(call, attempt))
             }
         }
@@ -323,8 +322,7 @@ where
                 Ok(trace_response(
                     response,
                     call,
-                    &self.classifier,
-                    &self.telemetry,
+                    &self.hooks,
                     self.on_body_chunk.clone(),
                 ))
             }
@@ -338,7 +336,7 @@ where
                 call.on_error(inner_error(&error), outcome);
                 let mut record = call.finish();
                 record.attempts = record.attempts.max(attempts);
-                self.telemetry.record(record);
+                self.hooks.recorder().record(record);
                 Err(error)
             }
         }
