@@ -22,6 +22,7 @@ use tracing::field::{Value, display};
 use crate::callsite::{self, StartValues};
 
 use crate::context::Route;
+use crate::last::LastText;
 use crate::redact::{RedactedUri, host_and_port, redact, redact_error, url_authority};
 use crate::{CallRecord, ClientAddress, Direction, ExecutionContext, OperationId, Usage};
 
@@ -639,23 +640,19 @@ fn server_authority<'a>(
 /// [`LAST_USER_AGENT_MAX`] bytes, is kept: never one that may hold a secret.
 fn redacted_user_agent(text: &str) -> Cow<'_, str> {
     thread_local! {
-        static LAST_CLEAN: RefCell<String> = const { RefCell::new(String::new()) };
+        static LAST_CLEAN: RefCell<LastText<()>> = const { RefCell::new(LastText::new()) };
     }
-    let fits = !text.is_empty() && text.len() <= LAST_USER_AGENT_MAX;
-    let repeat = |last: &RefCell<String>| last.try_borrow().is_ok_and(|last| *last == text);
-    if fits && LAST_CLEAN.try_with(repeat).unwrap_or(false) {
-        return Cow::Borrowed(text);
-    }
-    let redacted = redact(text);
-    if fits && matches!(&redacted, Cow::Borrowed(same) if same.len() == text.len()) {
-        let _ = LAST_CLEAN.try_with(|last| {
-            if let Ok(mut last) = last.try_borrow_mut() {
-                last.clear();
-                last.push_str(text);
-            }
-        });
-    }
-    redacted
+    crate::last::answer(
+        &LAST_CLEAN,
+        text,
+        LAST_USER_AGENT_MAX,
+        |()| Cow::Borrowed(text),
+        || {
+            let redacted = redact(text);
+            let clean = matches!(&redacted, Cow::Borrowed(same) if same.len() == text.len());
+            (redacted, clean.then_some(()))
+        },
+    )
 }
 
 /// The longest `User-Agent` a thread keeps (see [`redacted_user_agent`]), in bytes.

@@ -33,6 +33,69 @@ pub(crate) fn shared<T: Clone>(
     kept.or_else(|| make.take().and_then(|make| make()))
 }
 
+/// A thread's last text whose answer was kept, and that answer: the slot of [`answer`].
+pub(crate) struct LastText<T> {
+    text: String,
+    answer: Option<T>,
+}
+
+impl<T> LastText<T> {
+    /// Nothing kept yet.
+    pub(crate) const fn new() -> Self {
+        LastText {
+            text: String::new(),
+            answer: None,
+        }
+    }
+
+    /// The text kept, if an answer is.
+    #[cfg(test)]
+    pub(crate) fn kept(&self) -> Option<&str> {
+        self.answer.as_ref().map(|_| self.text.as_str())
+    }
+}
+
+/// What `text` gives: from the thread's kept answer (handed to `hit`) when `text` is the last
+/// text kept in `slot`, else `work()`'s result, whose second part, if any, is kept with `text`
+/// (a text of at most `max` bytes). For answers that cost a read of the text (a redaction, a
+/// table walk) on inputs that repeat call after call. The text stays in the thread: keep an
+/// answer only for a text known to hold no secret.
+///
+/// Never fails: a slot already borrowed or gone only means `work` runs.
+#[inline]
+pub(crate) fn answer<T: Copy, R>(
+    slot: &'static LocalKey<RefCell<LastText<T>>>,
+    text: &str,
+    max: usize,
+    hit: impl FnOnce(T) -> R,
+    work: impl FnOnce() -> (R, Option<T>),
+) -> R {
+    if text.len() > max {
+        return work().0;
+    }
+    let kept = slot
+        .try_with(|last| {
+            let last = last.try_borrow().ok()?;
+            last.answer.filter(|_| last.text == text)
+        })
+        .ok()
+        .flatten();
+    if let Some(answer) = kept {
+        return hit(answer);
+    }
+    let (result, keep) = work();
+    if let Some(answer) = keep {
+        let _ = slot.try_with(|last| {
+            if let Ok(mut last) = last.try_borrow_mut() {
+                last.text.clear();
+                last.text.push_str(text);
+                last.answer = Some(answer);
+            }
+        });
+    }
+    result
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -80,5 +143,44 @@ mod tests {
             SLOT.with(|slot| slot.borrow().clone()).as_deref(),
             Some("outer")
         );
+    }
+
+    thread_local! {
+        static TEXT: RefCell<LastText<usize>> = const { RefCell::new(LastText::new()) };
+    }
+
+    #[test]
+    fn a_kept_answer_serves_only_the_same_text() {
+        let mut worked = 0;
+        let mut len_if_short = |text: &str| {
+            answer(
+                &TEXT,
+                text,
+                8,
+                |kept| (kept, true),
+                || {
+                    worked += 1;
+                    (
+                        (text.len(), false),
+                        (!text.contains('!')).then_some(text.len()),
+                    )
+                },
+            )
+        };
+        assert_eq!(len_if_short("abc"), (3, false));
+        assert_eq!(len_if_short("abc"), (3, true));
+        // An answer not kept (`!`) leaves the last one kept.
+        assert_eq!(len_if_short("ab!"), (3, false));
+        assert_eq!(len_if_short("ab!"), (3, false));
+        assert_eq!(
+            TEXT.with(|t| t.borrow().kept().map(str::to_owned))
+                .as_deref(),
+            Some("abc")
+        );
+        // Longer than `max`: worked out each time, never kept.
+        assert_eq!(len_if_short("abcdefghij"), (10, false));
+        assert_eq!(len_if_short("abcdefghij"), (10, false));
+        assert_eq!(len_if_short("abc"), (3, true));
+        assert_eq!(worked, 5);
     }
 }

@@ -34,6 +34,8 @@ use std::borrow::Cow;
 use std::cell::RefCell;
 use std::sync::{Arc, OnceLock};
 
+use crate::last::LastText;
+
 /// Segments kept in a collapsed template; the rest of the path becomes one `{rest}` segment.
 pub const MAX_SEGMENTS: usize = 12;
 
@@ -247,41 +249,28 @@ pub(crate) fn infer_path_shared(path: &str) -> Arc<str> {
 /// from it: a client calls the same endpoint (a statement it polls, a serving endpoint) call
 /// after call, and a compare is a fraction of a walk.
 pub(crate) fn infer_path_indexed(path: &str) -> (Arc<str>, Option<(usize, bool)>) {
-    if path.len() > LAST_PATH_MAX {
-        return walk_path(path);
-    }
-    let kept = LAST_MATCH.try_with(|last| {
-        let mut last = last.try_borrow_mut().ok()?;
-        if let Some(row) = last.row.filter(|_| last.path == path) {
-            return Some((table().shared[row].clone(), Some((row, true))));
-        }
-        let found = walk_path(path);
-        match found.1 {
-            Some((row, true)) => {
-                last.path.clear();
-                last.path.push_str(path);
-                last.row = Some(row);
-            }
-            _ => last.row = None,
-        }
-        Some(found)
-    });
-    kept.ok().flatten().unwrap_or_else(|| walk_path(path))
+    crate::last::answer(
+        &LAST_MATCH,
+        path,
+        LAST_PATH_MAX,
+        |row| (table().shared[row].clone(), Some((row, true))),
+        || {
+            let found = walk_path(path);
+            let clean_row = match found.1 {
+                Some((row, true)) => Some(row),
+                _ => None,
+            };
+            (found, clean_row)
+        },
+    )
 }
 
 /// The longest path a thread keeps with its match (see [`infer_path_indexed`]), in bytes.
 const LAST_PATH_MAX: usize = 256;
 
 thread_local! {
-    static LAST_MATCH: RefCell<LastMatch> = const {
-        RefCell::new(LastMatch { path: String::new(), row: None })
-    };
-}
-
-/// A thread's last clean table match: the path and its row (`None`: nothing kept).
-struct LastMatch {
-    path: String,
-    row: Option<usize>,
+    /// A thread's last clean table match: the path and its row.
+    static LAST_MATCH: RefCell<LastText<usize>> = const { RefCell::new(LastText::new()) };
 }
 
 /// [`infer_path_indexed`] without the thread's last match.
@@ -724,15 +713,15 @@ mod tests {
         }
         let long = format!("/api/2.0/fs/files/{}", "a/".repeat(LAST_PATH_MAX));
         assert_eq!(infer_path_indexed(&long), walk_path(&long));
-        let kept = || LAST_MATCH.with(|last| last.borrow().row.map(|_| last.borrow().path.clone()));
+        let kept = || LAST_MATCH.with(|last| last.borrow().kept().map(str::to_owned));
         infer_path_indexed("/api/2.0/sql/statements/01ef-9a2b");
         assert_eq!(kept().as_deref(), Some("/api/2.0/sql/statements/01ef-9a2b"));
-        // A path that may hold a secret is never kept, nor one that is not in the table.
+        // A path that may hold a secret is never kept, nor one that is not in the table: the
+        // last clean match stays.
         infer_path_indexed("/api/2.0/fs/files/Volumes/a/token=abc");
-        assert_eq!(kept(), None);
-        infer_path_indexed("/api/2.0/sql/statements/01ef-9a2b");
+        assert_eq!(kept().as_deref(), Some("/api/2.0/sql/statements/01ef-9a2b"));
         infer_path_indexed("/v1/orders/123");
-        assert_eq!(kept(), None);
+        assert_eq!(kept().as_deref(), Some("/api/2.0/sql/statements/01ef-9a2b"));
     }
 
     #[test]
