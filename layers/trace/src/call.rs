@@ -22,6 +22,7 @@ use tracing::field::{Value, display};
 use crate::callsite::{self, StartValues};
 
 use crate::context::Route;
+use crate::forwarded::ONE_PASS_MAX;
 use crate::last::LastText;
 use crate::redact::{RedactedUri, host_and_port, redact, redact_error, url_authority};
 use crate::{CallRecord, ClientAddress, Direction, ExecutionContext, OperationId, Usage};
@@ -658,12 +659,8 @@ fn redacted_user_agent(text: &str) -> Cow<'_, str> {
 /// The longest `User-Agent` a thread keeps (see [`redacted_user_agent`]), in bytes.
 const LAST_USER_AGENT_MAX: usize = 512;
 
-/// Up to this many header values, a server's `Host` and `User-Agent` are found in one pass over
-/// the map, which costs a compare or two per value; a lookup by name hashes and probes, and
-/// costs as much as a pass over about ten values.
-const ONE_PASS_MAX: usize = 16;
-
-/// The first `Host` and `User-Agent` values of a request (what `HeaderMap::get` gives for each).
+/// The first `Host` and `User-Agent` values of a request (what `HeaderMap::get` gives for each):
+/// found in one pass over a map of at most [`ONE_PASS_MAX`] values.
 fn host_and_user_agent(headers: &HeaderMap) -> (Option<&HeaderValue>, Option<&HeaderValue>) {
     use http::header::{HOST, USER_AGENT};
     if headers.len() > ONE_PASS_MAX {
