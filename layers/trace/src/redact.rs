@@ -1199,9 +1199,9 @@ impl RedactedUri<'_> {
                 if out.is_full() {
                     break;
                 }
-                let end = byte_position(rest, b'&').unwrap_or(rest.len());
+                let end = memchr::memchr(b'&', rest.as_bytes()).unwrap_or(rest.len());
                 let pair = &rest[..end];
-                match byte_position(pair, b'=') {
+                match memchr::memchr(b'=', pair.as_bytes()) {
                     Some(equals) => {
                         out.put(&redact(&pair[..equals]))?;
                         out.put(REDACTED_VALUE)?;
@@ -1225,12 +1225,6 @@ impl fmt::Display for RedactedUri<'_> {
     }
 }
 
-/// Where `byte` first appears in `text`.
-#[inline]
-fn byte_position(text: &str, byte: u8) -> Option<usize> {
-    text.bytes().position(|b| b == byte)
-}
-
 /// What replaces a query value, with its `=`.
 const REDACTED_VALUE: &str = "=REDACTED";
 
@@ -1242,8 +1236,8 @@ pub(crate) fn url_authority(uri: &Uri) -> Option<&str> {
 
 /// The `host[:port]` part of an authority, without userinfo.
 pub(crate) fn host_and_port(authority: &str) -> &str {
-    // Nearly every authority has no userinfo: a word-at-a-time test says so before any search.
-    if !has_byte(authority.as_bytes(), b'@') {
+    // Nearly every authority has no userinfo: a vector search says so before `rsplit_once`.
+    if memchr::memchr(b'@', authority.as_bytes()).is_none() {
         return authority;
     }
     match authority.rsplit_once('@') {
@@ -1252,42 +1246,21 @@ pub(crate) fn host_and_port(authority: &str) -> &str {
     }
 }
 
-/// Whether `bytes` holds `byte`, eight bytes at a time.
-fn has_byte(bytes: &[u8], byte: u8) -> bool {
-    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
-    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
-    let pattern = ONES * u64::from(byte);
-    let mut words = bytes.chunks_exact(8);
-    for word in &mut words {
-        let mut eight = [0; 8];
-        eight.copy_from_slice(word);
-        // A zero byte in `x` (a byte equal to `byte`) sets its high bit here; no false
-        // positive can come without a true one in the same word.
-        let x = u64::from_ne_bytes(eight) ^ pattern;
-        if x.wrapping_sub(ONES) & !x & HIGHS != 0 {
-            return true;
-        }
-    }
-    words.remainder().contains(&byte)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn has_byte_finds_a_byte_anywhere() {
-        let text: Vec<u8> = (0..=255u8).filter(|&b| b != b'@').collect();
+    fn host_and_port_cuts_at_the_last_at_sign_anywhere() {
+        let text: String = ('a'..='z').chain('A'..='Z').collect();
         for len in 0..40 {
-            assert!(!has_byte(&text[..len], b'@'), "{len}");
+            assert_eq!(host_and_port(&text[..len]), &text[..len], "{len}");
             for at in 0..len {
-                let mut with = text[..len].to_vec();
-                with[at] = b'@';
-                assert!(has_byte(&with, b'@'), "{len} {at}");
+                let mut with = text[..len].to_owned();
+                with.replace_range(at..at + 1, "@");
+                assert_eq!(host_and_port(&with), &with[at + 1..], "{len} {at}");
             }
         }
-        // Bytes just above and below, and 0x80 + the byte, are not it.
-        assert!(!has_byte(b"??AA\xc0\xc0\x3f\x41AAAAAAA", b'@'));
         assert_eq!(host_and_port("u:p@h.example:1"), "h.example:1");
         assert_eq!(host_and_port("a@b@h.example"), "h.example");
         assert_eq!(host_and_port("h.example:8443"), "h.example:8443");
