@@ -977,31 +977,18 @@ async fn a_reset_connection_is_recorded_once_with_its_attempts() {
 }
 
 #[cfg(feature = "otel")]
+#[path = "common/otel_trace.rs"]
+mod otel_trace;
+
+#[cfg(feature = "otel")]
 mod otel {
     //! W3C trace context out of the reqwest stack, through tracing-opentelemetry and the global
     //! propagator, as the tower client layer sends it (tests/server.rs).
-    use opentelemetry::trace::{SpanKind, TraceId, TracerProvider as _};
-    use opentelemetry_sdk::propagation::TraceContextPropagator;
-    use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
-    use tracing_subscriber::layer::SubscriberExt;
+    use opentelemetry::trace::{SpanKind, TraceId};
+    use opentelemetry_sdk::trace::SpanData;
 
+    use super::otel_trace::{finished, otel_subscriber};
     use super::*;
-
-    fn otel_subscriber() -> (
-        tracing::dispatcher::DefaultGuard,
-        InMemorySpanExporter,
-        SdkTracerProvider,
-    ) {
-        opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-        let exporter = InMemorySpanExporter::default();
-        let provider = SdkTracerProvider::builder()
-            .with_simple_exporter(exporter.clone())
-            .build();
-        let subscriber = tracing_subscriber::registry()
-            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
-        let guard = tracing::dispatcher::set_default(&tracing::Dispatch::new(subscriber));
-        (guard, exporter, provider)
-    }
 
     fn traceparent_of(span: &SpanData) -> String {
         format!(
@@ -1009,11 +996,6 @@ mod otel {
             span.span_context.trace_id(),
             span.span_context.span_id()
         )
-    }
-
-    fn finished(exporter: &InMemorySpanExporter, provider: &SdkTracerProvider) -> Vec<SpanData> {
-        let _ = provider.force_flush();
-        exporter.get_finished_spans().expect("finished spans")
     }
 
     #[tokio::test]

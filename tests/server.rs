@@ -801,42 +801,24 @@ async fn a_plain_tokio_spawn_loses_the_context_and_the_helper_keeps_it() {
 }
 
 #[cfg(feature = "otel")]
+#[path = "common/otel_trace.rs"]
+mod otel_trace;
+
+#[cfg(feature = "otel")]
 mod otel {
     //! W3C trace context in and out, through tracing-opentelemetry and the global propagator,
     //! exported by the OpenTelemetry SDK's in-memory exporter.
-    use opentelemetry::trace::{SpanId, SpanKind, TraceId, TracerProvider as _};
-    use opentelemetry_sdk::propagation::TraceContextPropagator;
-    use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
-    use tracing_subscriber::layer::SubscriberExt;
+    use opentelemetry::trace::{SpanId, SpanKind, TraceId};
+    use opentelemetry_sdk::trace::SpanData;
 
+    use super::otel_trace::{finished, otel_subscriber};
     use super::*;
-
-    fn otel_subscriber() -> (
-        tracing::dispatcher::DefaultGuard,
-        InMemorySpanExporter,
-        SdkTracerProvider,
-    ) {
-        opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-        let exporter = InMemorySpanExporter::default();
-        let provider = SdkTracerProvider::builder()
-            .with_simple_exporter(exporter.clone())
-            .build();
-        let subscriber = tracing_subscriber::registry()
-            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
-        let guard = tracing::dispatcher::set_default(&tracing::Dispatch::new(subscriber));
-        (guard, exporter, provider)
-    }
 
     fn attribute(span: &SpanData, key: &str) -> Option<String> {
         span.attributes
             .iter()
             .find(|kv| kv.key.as_str() == key)
             .map(|kv| kv.value.to_string())
-    }
-
-    fn finished(exporter: &InMemorySpanExporter, provider: &SdkTracerProvider) -> Vec<SpanData> {
-        let _ = provider.force_flush();
-        exporter.get_finished_spans().expect("finished spans")
     }
 
     #[tokio::test]
