@@ -123,7 +123,7 @@ impl CallSpan {
         product: &Product,
         direction: Direction,
         method: &Method,
-        uri: Target<'_>,
+        target: Target<'_>,
         headers: &HeaderMap,
         extensions: &Extensions,
         route: Option<&Route>,
@@ -138,7 +138,7 @@ impl CallSpan {
         let (route, table_match) = match extensions.get::<Route>().or(route) {
             Some(route) => (Some(route.0.clone()), None),
             None if direction == Direction::Client => {
-                let (route, found) = crate::route::infer_path_indexed(uri.path());
+                let (route, found) = crate::route::infer_path_indexed(target.path);
                 (Some(route), found)
             }
             None => (None, None),
@@ -162,13 +162,13 @@ impl CallSpan {
             Direction::Server => host_and_user_agent(headers),
             Direction::Client => (None, None),
         };
-        let host = server_authority(&uri, || match direction {
+        let host = server_authority(&target, || match direction {
             Direction::Server => host_header,
             Direction::Client => headers.get(http::header::HOST),
         });
-        let model_call = crate::usage::is_model_serving_path(uri.path());
+        let model_call = crate::usage::is_model_serving_path(target.path);
         let endpoint = model_call
-            .then(|| crate::usage::serving_endpoint_model(uri.path()))
+            .then(|| crate::usage::serving_endpoint_model(target.path))
             .flatten();
 
         // The span's own fields are worked out only for an enabled span: a subscriber that
@@ -179,7 +179,7 @@ impl CallSpan {
                 let (address, port) = match &host {
                     Some(host) => {
                         let (address, port) = split_host_port(host.as_str());
-                        let port = port.or(match uri.scheme {
+                        let port = port.or(match target.scheme {
                             Some(scheme) if scheme.eq_ignore_ascii_case("https") => Some(443),
                             Some(scheme) if scheme.eq_ignore_ascii_case("http") => Some(80),
                             _ => None,
@@ -196,8 +196,8 @@ impl CallSpan {
                 let is_server = direction == Direction::Server;
                 // Client: `url.full` and `url.template`. Server: `url.path`, `url.scheme`,
                 // `http.route`, `user_agent.original`, `client.address`.
-                let url_full = (!is_server).then(|| uri.redacted().path_clean(path_clean));
-                let url_path = is_server.then(|| redact(uri.path()));
+                let url_full = (!is_server).then(|| target.redacted().path_clean(path_clean));
+                let url_path = is_server.then(|| redact(target.path));
                 let user_agent = user_agent_header
                     .and_then(|value| value.to_str().ok())
                     .map(redacted_user_agent);
@@ -213,7 +213,7 @@ impl CallSpan {
                 let http_route = route.as_deref().filter(|_| is_server);
                 let url_template = route.as_deref().filter(|_| !is_server);
                 let url_path = url_path.as_deref();
-                let url_scheme = is_server.then(|| uri.scheme.unwrap_or("http"));
+                let url_scheme = is_server.then(|| target.scheme.unwrap_or("http"));
                 let port = port.map(i64::from);
                 let user_agent = user_agent.as_deref();
                 let product_name = product.as_str();
@@ -719,10 +719,6 @@ impl<'a> Target<'a> {
             path: if path.is_empty() { "/" } else { path },
             query,
         }
-    }
-
-    fn path(&self) -> &'a str {
-        self.path
     }
 
     fn redacted(&self) -> RedactedUri<'a> {

@@ -1113,16 +1113,16 @@ pub(crate) struct RedactedUri<'a> {
 
 impl<'a> RedactedUri<'a> {
     pub(crate) fn new(uri: &'a Uri) -> Self {
-        RedactedUri::with_authority(uri, url_authority(uri))
+        RedactedUri::from_parts(
+            uri.scheme_str(),
+            url_authority(uri),
+            uri.path(),
+            uri.query(),
+        )
     }
 
-    /// For a caller that already has `url_authority(uri)`: saves scanning it again.
-    pub(crate) fn with_authority(uri: &'a Uri, authority: Option<&'a str>) -> Self {
-        RedactedUri::from_parts(uri.scheme_str(), authority, uri.path(), uri.query())
-    }
-
-    /// From the parts of a URI (the authority without userinfo), for a caller that has them
-    /// without an `http::Uri` (the reqwest adapter reads them from its `Url`).
+    /// From the parts of a URI (the authority without userinfo, see [`url_authority`]), for a
+    /// caller that has them already (the call core, from an `http::Uri` or a reqwest `Url`).
     pub(crate) fn from_parts(
         scheme: Option<&'a str>,
         authority: Option<&'a str>,
