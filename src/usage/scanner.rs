@@ -141,8 +141,7 @@ impl UsageScanner {
             }
         }
         self.total += chunk.len() as u64;
-        let head_read = !matches!(self.kind, Kind::Json(_)) || self.total >= WINDOW as u64;
-        self.skip_to = if head_read {
+        self.skip_to = if self.head_read() {
             len.saturating_sub(window)
         } else {
             0
@@ -201,12 +200,18 @@ impl UsageScanner {
         }
         self.total += chunk.len() as u64;
         self.tail.push_bytes(chunk);
-        let head_read = !matches!(self.kind, Kind::Json(_)) || self.total >= WINDOW as u64;
-        self.fast_from = if head_read && self.tail.holds_last_only() {
+        self.fast_from = if self.head_read() && self.tail.holds_last_only() {
             self.tail.window()
         } else {
             usize::MAX
         };
+    }
+
+    /// Whether nothing more is wanted from the body's head: it is not JSON (whose head window
+    /// holds the model), or that window has been read.
+    #[inline]
+    fn head_read(&self) -> bool {
+        !matches!(self.kind, Kind::Json(_)) || self.total >= WINDOW as u64
     }
 
     /// Picks the body's kind from its first byte that is not whitespace; returns where that
